@@ -1,0 +1,1 @@
+"""callhistory: the call-history service of a cloud PBX."""

@@ -1,0 +1,3 @@
+from callhistory.cli import main
+
+main()

@@ -1,0 +1,243 @@
+"""Accounts (companies), users and Sanctum-format personal access tokens: their SQL and secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection, delete, select, update
+
+from callhistory.models import ABILITIES, UserType
+from callhistory.schema import accounts, personal_access_tokens, users
+from callhistory.store import utcnow
+
+DEFAULT_TIMEZONE = "Asia/Tashkent"
+_hasher = PasswordHasher()
+_TOKEN_ALPHABET = string.ascii_letters + string.digits
+# Verified against when the email is unknown, so a miss costs as much as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+class AccountError(ValueError):
+    """Bad input to an admin operation (unknown timezone, duplicate email...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as: the token, its user and the user's account."""
+
+    token_id: int
+    abilities: tuple[str, ...]
+    user_id: int
+    account_id: int
+    timezone: ZoneInfo
+
+    def can(self, ability: str) -> bool:
+        return "*" in self.abilities or ability in self.abilities
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    if name not in available_timezones():
+        raise AccountError(f"Unknown timezone {name!r}; use an IANA name such as Asia/Tashkent.")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - tzdata is a dependency
+        raise AccountError(f"Unknown timezone {name!r}.") from exc
+
+
+def create_account(conn: Connection, name: str, timezone: str = DEFAULT_TIMEZONE) -> int:
+    check_timezone(timezone)
+    if not name.strip():
+        raise AccountError("The account name must not be empty.")
+    now = utcnow()
+    stmt = accounts.insert().values(
+        name=name.strip(), timezone=timezone, created_at=now, updated_at=now
+    )
+    return int(conn.execute(stmt.returning(accounts.c.id)).scalar_one())
+
+
+def account_exists(conn: Connection, account_id: int) -> bool:
+    return (
+        conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first() is not None
+    )
+
+
+def account_timezone(conn: Connection, account_id: int) -> ZoneInfo:
+    name = conn.execute(select(accounts.c.timezone).where(accounts.c.id == account_id)).scalar_one()
+    return ZoneInfo(name)
+
+
+def find_account_by_name(conn: Connection, name: str) -> int | None:
+    row = conn.execute(
+        select(accounts.c.id).where(accounts.c.name == name).order_by(accounts.c.id)
+    ).first()
+    return None if row is None else int(row.id)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(
+    conn: Connection,
+    account_id: int,
+    email: str,
+    name: str,
+    password: str,
+    *,
+    password_hash: str | None = None,
+) -> int:
+    email = email.strip().lower()
+    if "@" not in email:
+        raise AccountError(f"{email!r} is not an email address.")
+    if not account_exists(conn, account_id):
+        raise AccountError(f"No account with id {account_id}.")
+    if find_user(conn, email) is not None:
+        raise AccountError(f"A user with email {email} already exists.")
+    now = utcnow()
+    stmt = users.insert().values(
+        account_id=account_id,
+        email=email,
+        name=name,
+        password=password_hash or hash_password(password),
+        type=int(UserType.USER),
+        created_at=now,
+        updated_at=now,
+    )
+    return int(conn.execute(stmt.returning(users.c.id)).scalar_one())
+
+
+def find_user(conn: Connection, email: str) -> dict[str, object] | None:
+    row = conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
+    return None if row is None else dict(row._mapping)
+
+
+def get_user(conn: Connection, user_id: int) -> dict[str, object]:
+    return dict(conn.execute(select(users).where(users.c.id == user_id)).one()._mapping)
+
+
+def authenticate(conn: Connection, email: str, password: str) -> int | None:
+    """The user id when the credentials match, else None (in constant-ish time)."""
+    user = find_user(conn, email)
+    stored = str(user["password"]) if user else _DUMMY_HASH
+    if verify_password(stored, password) and user is not None:
+        return int(str(user["id"]))
+    return None
+
+
+def set_password(conn: Connection, user_id: int, password: str) -> None:
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(password=hash_password(password), updated_at=utcnow())
+    )
+
+
+def parse_abilities(text: str) -> tuple[str, ...]:
+    """`calls:read,calls:write` → a checked tuple; `*` grants every ability."""
+    items = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    unknown = [a for a in items if a != "*" and a not in ABILITIES]
+    if unknown or not items:
+        raise AccountError(
+            f"Unknown abilities {', '.join(unknown) or '(none)'}; "
+            f"choose from *, {', '.join(ABILITIES)}."
+        )
+    return items
+
+
+def _token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token_secret() -> str:
+    """Sanctum's secret: 40 random characters, then their crc32b as 8 hex digits."""
+    entropy = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(40))
+    return f"{entropy}{zlib.crc32(entropy.encode()) & 0xFFFFFFFF:08x}"
+
+
+def create_token(
+    conn: Connection, user_id: int, name: str = "api", abilities: tuple[str, ...] = ("*",)
+) -> str:
+    """Create a token and return its plaintext `id|secret`; only the secret's sha256 is kept."""
+    secret = new_token_secret()
+    stmt = personal_access_tokens.insert().values(
+        user_id=user_id,
+        name=name,
+        token=_token_hash(secret),
+        abilities=json.dumps(list(abilities)),
+        created_at=utcnow(),
+    )
+    token_id = conn.execute(stmt.returning(personal_access_tokens.c.id)).scalar_one()
+    return f"{token_id}|{secret}"
+
+
+def find_principal(conn: Connection, plaintext: str) -> Principal | None:
+    """Sanctum's lookup: by id when the token has one, then a constant-time hash comparison."""
+    token_id_text, bar, secret = plaintext.partition("|")
+    query = select(
+        personal_access_tokens.c.id,
+        personal_access_tokens.c.token,
+        personal_access_tokens.c.abilities,
+        users.c.id.label("user_id"),
+        users.c.account_id,
+        accounts.c.timezone,
+    ).select_from(personal_access_tokens.join(users).join(accounts))
+    if bar:
+        if not token_id_text.isdigit() or len(token_id_text) > 18:
+            return None
+        query = query.where(personal_access_tokens.c.id == int(token_id_text))
+    else:
+        secret = plaintext
+        query = query.where(personal_access_tokens.c.token == _token_hash(secret))
+    row = conn.execute(query).first()
+    if row is None or not hmac.compare_digest(row.token, _token_hash(secret)):
+        return None
+    return Principal(
+        token_id=int(row.id),
+        abilities=tuple(json.loads(row.abilities)),
+        user_id=int(row.user_id),
+        account_id=int(row.account_id),
+        timezone=ZoneInfo(row.timezone),
+    )
+
+
+def touch_token(conn: Connection, token_id: int) -> None:
+    """Record use, at most once a minute per token, so reads rarely write."""
+    now = utcnow()
+    conn.execute(
+        update(personal_access_tokens)
+        .where(personal_access_tokens.c.id == token_id)
+        .where(
+            (personal_access_tokens.c.last_used_at.is_(None))
+            | (personal_access_tokens.c.last_used_at < now.replace(second=0))
+        )
+        .values(last_used_at=now)
+    )
+
+
+def revoke_token(conn: Connection, token_id: int) -> None:
+    conn.execute(delete(personal_access_tokens).where(personal_access_tokens.c.id == token_id))
+
+
+def revoke_other_tokens(conn: Connection, user_id: int, keep_token_id: int) -> None:
+    conn.execute(
+        delete(personal_access_tokens).where(
+            personal_access_tokens.c.user_id == user_id,
+            personal_access_tokens.c.id != keep_token_id,
+        )
+    )

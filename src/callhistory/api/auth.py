@@ -1,0 +1,165 @@
+"""Authentication routes (the contract's sibling "Auth" page) and the login throttle."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from callhistory import accounts
+from callhistory.api import docs
+from callhistory.api.deps import ConnDep, JsonBodyDep, PrincipalDep, SettingsDep
+from callhistory.api.responses import JSONResponse
+from callhistory.errors import ApiError, ValidationErrors
+from callhistory.models import UserType
+from callhistory.resources import laravel_timestamp
+
+router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
+
+BAD_CREDENTIALS = "These credentials do not match our records."
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class LoginThrottle:
+    """Failed logins per (email, IP) within a sliding decay window; in this process's memory."""
+
+    def __init__(self, max_attempts: int, decay_seconds: int):
+        self.max_attempts, self.decay_seconds = max_attempts, decay_seconds
+        self._hits: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        hits = [t for t in self._hits.get(key, []) if now - t < self.decay_seconds]
+        if hits:
+            self._hits[key] = hits
+        else:
+            self._hits.pop(key, None)
+        return hits
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds to wait when the key is locked out, else None."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._recent(key, now)
+            if len(hits) < self.max_attempts:
+                return None
+            return max(int(self.decay_seconds - (now - hits[0])) + 1, 1)
+
+    def hit(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._hits[key] = [*self._recent(key, now), now]
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)
+
+
+def _success(result: Any, message: str) -> JSONResponse:
+    return JSONResponse({"status": "success", "code": 200, "result": result, "message": message})
+
+
+def _string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> str:
+    value = body.get(name)
+    attribute = name.replace("_", " ")
+    if value is None or value == "":
+        errors.add(name, f"The {attribute} field is required.")
+        return ""
+    if not isinstance(value, str):
+        errors.add(name, f"The {attribute} field must be a string.")
+        return ""
+    return value
+
+
+@router.post(
+    "/login",
+    summary="Exchange email and password for a bearer token",
+    response_model=docs.LoginResult,
+    responses=docs.errors(422, 429),
+    openapi_extra={"requestBody": docs.LOGIN_BODY},
+)
+def login(
+    request: Request, body: JsonBodyDep, conn: ConnDep, settings: SettingsDep
+) -> JSONResponse:
+    body = body if isinstance(body, dict) else {}
+    errors = ValidationErrors()
+    email = _string_field(body, "email", errors)
+    if email and _EMAIL.fullmatch(email) is None:
+        errors.add("email", "The email field must be a valid email address.")
+    password = _string_field(body, "password", errors)
+    errors.raise_if_any()
+
+    throttle: LoginThrottle = request.app.state.login_throttle
+    client = request.client.host if request.client else "-"
+    key = f"{email.strip().lower()}|{client}"
+    wait = throttle.retry_after(key)
+    if wait is not None:
+        raise ApiError(429, "Too Many Attempts.", headers={"Retry-After": str(wait)})
+    user_id = accounts.authenticate(conn, email, password)
+    if user_id is None:
+        throttle.hit(key)
+        raise ApiError(422, BAD_CREDENTIALS, {"email": [BAD_CREDENTIALS]})
+    throttle.clear(key)
+    token = accounts.create_token(conn, user_id, name="login")
+    return _success({"access_token": token}, "User successfully authenticated")
+
+
+@router.get(
+    "/me",
+    summary="The user the token belongs to",
+    response_model=docs.MeResult,
+    responses=docs.errors(401),
+)
+def me(principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
+    user = accounts.get_user(conn, principal.user_id)
+    user_type = UserType(int(str(user["type"])))
+    return _success(
+        {
+            "id": user["id"],
+            "name": user["name"],
+            "email": user["email"],
+            "type": {"number": int(user_type), "name": user_type.name},
+            "created_at": laravel_timestamp(user["created_at"]),  # type: ignore[arg-type]
+        },
+        "User successfully retrieved",
+    )
+
+
+@router.post(
+    "/logout",
+    summary="Revoke the token in use",
+    response_model=docs.EmptyResult,
+    responses=docs.errors(401),
+)
+def logout(principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
+    accounts.revoke_token(conn, principal.token_id)
+    return _success(None, "User successfully logged out")
+
+
+@router.post(
+    "/change-password",
+    summary="Change the password; the user's other tokens are revoked",
+    response_model=docs.EmptyResult,
+    responses=docs.errors(401, 422),
+    openapi_extra={"requestBody": docs.CHANGE_PASSWORD_BODY},
+)
+def change_password(body: JsonBodyDep, principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
+    body = body if isinstance(body, dict) else {}
+    errors = ValidationErrors()
+    old_password = _string_field(body, "old_password", errors)
+    password = _string_field(body, "password", errors)
+    if password and len(password) < 6:
+        errors.add("password", "The password field must be at least 6 characters.")
+    if password and body.get("password_confirmation") != password:
+        errors.add("password", "The password field confirmation does not match.")
+    errors.raise_if_any()
+    user = accounts.get_user(conn, principal.user_id)
+    if not accounts.verify_password(str(user["password"]), old_password):
+        message = "The old password is incorrect."
+        raise ApiError(422, message, {"old_password": [message]})
+    accounts.set_password(conn, principal.user_id, password)
+    accounts.revoke_other_tokens(conn, principal.user_id, keep_token_id=principal.token_id)
+    return _success(None, "Password successfully changed")

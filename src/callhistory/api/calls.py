@@ -1,0 +1,103 @@
+"""The Call History API routes: list, show, ingest."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from callhistory import pagination, phpquery, query, resources, store
+from callhistory.api import docs
+from callhistory.api.deps import (
+    ConnDep,
+    JsonBodyDep,
+    ReaderDep,
+    RecordingUrlDep,
+    SettingsDep,
+    WriterDep,
+    base_url,
+)
+from callhistory.api.responses import JSONResponse
+from callhistory.errors import CALL_NOT_FOUND, ApiError
+from callhistory.ingest import http as http_ingest
+
+router = APIRouter(prefix="/api/v1/call-history", tags=["Call history"])
+
+
+@router.get(
+    "",
+    summary="List calls (filter, sort, pagination)",
+    response_model=docs.CallPage,
+    responses=docs.errors(400, 401, 403, 422),
+    openapi_extra={"parameters": docs.LIST_PARAMETERS},
+)
+def list_calls(
+    request: Request,
+    principal: ReaderDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    recording_url: RecordingUrlDep,
+) -> JSONResponse:
+    params = phpquery.parse(request.scope.get("query_string", b""))
+    call_query = query.parse(params, principal.timezone)
+    total = store.count(conn, principal.account_id, call_query)
+    # A page past the end needs no rows (and never an absurd OFFSET).
+    rows = store.search(conn, principal.account_id, call_query) if call_query.offset < total else []
+    integrations = store.integrations_for(conn, (row.id for row in rows))
+    data = [
+        resources.call_index(row, integrations[row.id], principal.timezone, recording_url)
+        for row in rows
+    ]
+    body = pagination.envelope(
+        data,
+        total=total,
+        page=call_query.page,
+        per_page=call_query.per_page,
+        path=f"{base_url(request, settings)}{router.prefix}",
+        params=params,
+    )
+    return JSONResponse(body)
+
+
+@router.get(
+    "/{call}",
+    summary="One call, with its raw PBX fields",
+    response_model=docs.CallShowEnvelope,
+    responses=docs.errors(401, 403, 404),
+)
+def show_call(
+    call: str, principal: ReaderDep, conn: ConnDep, recording_url: RecordingUrlDep
+) -> JSONResponse:
+    call_pk = query.php_int(call)
+    row = store.get(conn, principal.account_id, call_pk) if call_pk and call_pk > 0 else None
+    if row is None:
+        raise ApiError(404, CALL_NOT_FOUND)
+    integrations = store.integrations_for(conn, [row.id])[row.id]
+    return JSONResponse(
+        {"data": resources.call_show(row, integrations, principal.timezone, recording_url)}
+    )
+
+
+@router.post(
+    "",
+    summary="Ingest calls from any PBX (idempotent on call_id)",
+    status_code=201,
+    response_model=docs.IngestResult,
+    responses=docs.errors(401, 403, 422),
+    openapi_extra={"requestBody": docs.INGEST_BODY},
+)
+def ingest_calls(
+    body: JsonBodyDep, principal: WriterDep, conn: ConnDep, recording_url: RecordingUrlDep
+) -> JSONResponse:
+    new_calls = http_ingest.parse_body(body, principal.account_id, principal.timezone)
+    created = store.insert_calls(conn, principal.account_id, new_calls)
+    rows = store.get_many_by_call_id(conn, principal.account_id, (c.call_id for c in new_calls))
+    integrations = store.integrations_for(conn, (row.id for row in rows.values()))
+    data = [
+        resources.call_index(
+            rows[c.call_id], integrations[rows[c.call_id].id], principal.timezone, recording_url
+        )
+        for c in new_calls
+    ]
+    # Counted per item: an item whose call_id was already stored (or came earlier in this
+    # same body) is "existing".
+    meta = {"created": len(created), "existing": len(new_calls) - len(created)}
+    return JSONResponse({"data": data, "meta": meta}, status_code=201)

@@ -1,0 +1,93 @@
+"""Typed dependencies of the routes: settings, a connection, the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from sqlalchemy import Connection, Engine
+
+from callhistory import accounts
+from callhistory.accounts import Principal
+from callhistory.config import Settings
+from callhistory.errors import UNAUTHENTICATED, UNAUTHORIZED, ApiError
+from callhistory.models import ABILITY_CALLS_READ, ABILITY_CALLS_WRITE
+from callhistory.signing import recording_url
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_connection(request: Request) -> Iterator[Connection]:
+    """One transaction per request: committed when the route returns, rolled back on error.
+
+    `scope="function"` below makes the commit happen before the response is sent, so a client
+    that got its 201 can read what it wrote.
+    """
+    engine: Engine = request.app.state.engine
+    with engine.begin() as conn:
+        yield conn
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ConnDep = Annotated[Connection, Depends(get_connection, scope="function")]
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def get_principal(request: Request, conn: ConnDep) -> Principal:
+    token = bearer_token(request)
+    principal = accounts.find_principal(conn, token) if token else None
+    if principal is None:
+        raise ApiError(401, UNAUTHENTICATED)
+    accounts.touch_token(conn, principal.token_id)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(ability: str) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.can(ability):
+            raise ApiError(403, UNAUTHORIZED)
+        return principal
+
+    return check
+
+
+ReaderDep = Annotated[Principal, Depends(require(ABILITY_CALLS_READ))]
+WriterDep = Annotated[Principal, Depends(require(ABILITY_CALLS_WRITE))]
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """PUBLIC_URL when set, else the URL the request came in on."""
+    return settings.public_url or str(request.base_url).rstrip("/")
+
+
+def get_recording_url(request: Request, settings: SettingsDep) -> Callable[[str], str]:
+    base = base_url(request, settings)
+    key = settings.signing_key
+    return lambda recording: recording_url(base, recording, key, settings.recording_url_ttl)
+
+
+RecordingUrlDep = Annotated[Callable[[str], str], Depends(get_recording_url)]
+
+
+async def json_body(request: Request) -> Any:
+    """The parsed JSON body, or None when it is not JSON (validation then says so)."""
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return None
+
+
+JsonBodyDep = Annotated[Any, Depends(json_body)]

@@ -1,0 +1,316 @@
+"""The OpenAPI description: response shapes, the real `filter[...]` parameters, error bodies.
+
+Routes parse their own input (PHP-style brackets, Laravel messages), so FastAPI cannot infer the
+parameters; they are declared here, once, from the same constants the parser uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+
+from callhistory.ingest.http import MAX_BATCH
+from callhistory.models import DISPOSITIONS
+from callhistory.query import ALLOWED_SORTS, DEFAULT_PER_PAGE, MAX_PER_PAGE
+
+DESCRIPTION = """
+The call history of a cloud PBX, as the Laravel service it replaces documented it.
+
+Every endpoint needs `Authorization: Bearer <token>` (get one from `POST /api/v1/auth/login`).
+Errors are JSON `{"message": ...}`; validation errors add `errors` keyed by field.
+"""
+
+
+class EnumValue(BaseModel):
+    number: int
+    name: str
+
+
+class Integration(BaseModel):
+    id: int
+    call_history_id: int
+    integration_type: str = Field(examples=["amocrm"])
+    status: Literal["pending", "synced", "failed"]
+    error_message: str | None
+    created_at: str = Field(examples=["2026-01-13T12:55:02.000000Z"])
+    updated_at: str
+
+
+class CallIndex(BaseModel):
+    id: int
+    call_id: str = Field(examples=["9b03293e-a0ea-4212-92d1-5848a41d4987"])
+    date_time: str = Field(
+        examples=["2026-01-13 17:54:36"], description="call start, in the account's timezone"
+    )
+    src: str
+    dst: str
+    external_number: str | None
+    duration: int = Field(description="seconds, start to end")
+    conversation: int = Field(description="seconds, answer to end")
+    type: EnumValue = Field(description="1 Incoming, 2 Outgoing, 3 Internal")
+    status: EnumValue = Field(description="1 Answered, 2 Not answered")
+    recorded_file_url: str | None = Field(description="signed URL of the recording")
+    integration: list[Integration]
+
+
+class CallShow(CallIndex):
+    disposition: Literal[DISPOSITIONS]  # type: ignore[valid-type]
+    answered_at: str | None
+    ended_at: str | None
+    pbx_call_id: str | None
+    legs: int
+
+
+class CallShowEnvelope(BaseModel):
+    data: CallShow
+
+
+class PageLinks(BaseModel):
+    first: str
+    last: str
+    prev: str | None
+    next: str | None
+
+
+class WindowLink(BaseModel):
+    url: str | None
+    label: str
+    active: bool
+
+
+class PageMeta(BaseModel):
+    current_page: int
+    from_: int | None = Field(alias="from")
+    last_page: int
+    links: list[WindowLink]
+    path: str
+    per_page: int
+    to: int | None
+    total: int
+
+
+class CallPage(BaseModel):
+    data: list[CallIndex]
+    links: PageLinks
+    meta: PageMeta
+
+
+class IngestMeta(BaseModel):
+    created: int
+    existing: int
+
+
+class IngestResult(BaseModel):
+    data: list[CallIndex]
+    meta: IngestMeta
+
+
+class IngestCall(BaseModel):
+    model_config = ConfigDict(title="IngestCall")
+
+    call_id: str | None = Field(None, description="UUID; derived from pbx_call_id when absent")
+    pbx_call_id: str | None = Field(None, max_length=255)
+    date_time: str = Field(examples=["2026-01-13 17:54:36"], description="account's timezone")
+    src: str = Field(max_length=255)
+    dst: str = Field(max_length=255)
+    external_number: str | None = Field(None, max_length=255)
+    duration: int = Field(ge=0)
+    conversation: int = Field(ge=0, description="at most duration")
+    type: Literal[1, 2, 3]
+    status: Literal[1, 2] | None = Field(None, description="required without disposition")
+    disposition: Literal[DISPOSITIONS] | None = None  # type: ignore[valid-type]
+    recording: str | None = Field(None, examples=["2026/01/13/1768308876.2.wav"])
+
+
+class Message(BaseModel):
+    message: str
+
+
+class ValidationError(BaseModel):
+    message: str = Field(examples=["The per page field must be between 1 and 300."])
+    errors: dict[str, list[str]]
+
+
+class LoginToken(BaseModel):
+    access_token: str = Field(examples=["1|i5poMifK2y0Sd1Wf8TVKeLVRjJKR8RyPb92YUbKH61170f51"])
+
+
+class LoginResult(BaseModel):
+    status: Literal["success"]
+    code: Literal[200]
+    result: LoginToken
+    message: str
+
+
+class Me(BaseModel):
+    id: int
+    name: str
+    email: str
+    type: EnumValue
+    created_at: str
+
+
+class MeResult(BaseModel):
+    status: Literal["success"]
+    code: Literal[200]
+    result: Me
+    message: str
+
+
+class EmptyResult(BaseModel):
+    status: Literal["success"]
+    code: Literal[200]
+    result: None
+    message: str
+
+
+_ERROR_DESCRIPTIONS = {
+    400: ("Unknown filter or sort", Message),
+    401: ("Missing or invalid token: `Unauthenticated.`", Message),
+    403: ("The token lacks the ability: `This action is unauthorized.`", Message),
+    404: ("Not found", Message),
+    422: ("Validation failed (Laravel's message and errors)", ValidationError),
+    429: ("Too many failed logins: `Too Many Attempts.`", Message),
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "description": _ERROR_DESCRIPTIONS[status][0],
+            "model": _ERROR_DESCRIPTIONS[status][1],
+        }
+        for status in statuses
+    }
+
+
+def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_LIST_NOTE = " A comma-separated value is a list (any item matches)."
+LIST_PARAMETERS = [
+    _param("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number; invalid → 1."),
+    _param(
+        "per_page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE, "default": DEFAULT_PER_PAGE},
+        "Rows per page.",
+    ),
+    _param(
+        "sort",
+        {"type": "string", "default": "id", "example": "-datetime"},
+        f"Comma-separated keys of `{', '.join(ALLOWED_SORTS)}` (`date_time` is an alias of "
+        "`datetime`); `-` means descending. Ties are broken by `id`.",
+    ),
+    *(
+        _param(
+            f"filter[{name}]",
+            {"type": "string"},
+            f"{label}: case-insensitive substring; `%` and `_` are literal." + _LIST_NOTE,
+        )
+        for name, label in (
+            ("src", "Calling number"),
+            ("dst", "Called number"),
+            ("external_number", "The company's external (DID/trunk) number"),
+        )
+    ),
+    *(
+        _param(
+            f"filter[{name}]",
+            {"type": "string", "pattern": r"^(>=|<=|>|<)?-?\d+(,(>=|<=|>|<)?-?\d+)*$"},
+            f"{label} in seconds: exact, or with a prefix `>`, `>=`, `<`, `<=`." + _LIST_NOTE,
+        )
+        for name, label in (("duration", "Total length"), ("conversation", "Talk time"))
+    ),
+    _param(
+        "filter[type]",
+        {"type": "integer", "enum": [1, 2, 3]},
+        "1 Incoming, 2 Outgoing, 3 Internal." + _LIST_NOTE,
+    ),
+    _param(
+        "filter[status]",
+        {"type": "integer", "enum": [1, 2]},
+        "1 Answered, 2 Not answered." + _LIST_NOTE,
+    ),
+    _param(
+        "filter[from]",
+        {"type": "string", "example": "2026-01-13 00:00:00"},
+        "Start of the period, inclusive: `Y-m-d H:i:s` or `Y-m-d`, in the account's timezone.",
+    ),
+    _param(
+        "filter[to]",
+        {"type": "string", "example": "2026-01-13 23:59:59"},
+        "End of the period, inclusive: `Y-m-d H:i:s` or `Y-m-d` (then 23:59:59).",
+    ),
+]
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+INGEST_BODY = _json_body(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_BATCH,
+        "items": {"$ref": "#/components/schemas/IngestCall"},
+    }
+)
+LOGIN_BODY = _json_body(
+    {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": {"type": "string", "format": "email"},
+            "password": {"type": "string"},
+        },
+    }
+)
+CHANGE_PASSWORD_BODY = _json_body(
+    {
+        "type": "object",
+        "required": ["old_password", "password", "password_confirmation"],
+        "properties": {
+            "old_password": {"type": "string"},
+            "password": {"type": "string", "minLength": 6},
+            "password_confirmation": {"type": "string"},
+        },
+    }
+)
+
+
+def install(app: FastAPI) -> None:
+    """Add the bearer scheme and the body schemas that routes reference by name."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["IngestCall"] = IngestCall.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Sanctum token `id|secret`",
+            }
+        }
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

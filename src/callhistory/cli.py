@@ -1,0 +1,150 @@
+"""The `callhistory` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from callhistory import accounts, demo, migrate
+from callhistory.config import Settings
+from callhistory.schema import make_engine
+
+app = typer.Typer(
+    help="callhistory: the call history of a cloud PBX.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts (companies).", no_args_is_help=True)
+users_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (Sanctum format).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def _engine(settings: Settings, *, upgrade: bool = True) -> Engine:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    if upgrade:
+        try:
+            migrate.upgrade(engine)
+        except SQLAlchemyError as exc:
+            raise _fail(f"cannot reach or migrate the database: {exc}") from None
+    return engine
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    _engine(Settings())
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run the API (migrating the database first)."""
+    import uvicorn
+
+    from callhistory.api import create_app
+
+    settings = Settings()
+    engine = _engine(settings)
+    typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    timezone: Annotated[str, typer.Option(help="IANA timezone of the account")] = (
+        accounts.DEFAULT_TIMEZONE
+    ),
+) -> None:
+    """Create an account; prints its id."""
+    engine = _engine(Settings())
+    try:
+        with engine.begin() as conn:
+            account_id = accounts.create_account(conn, name, timezone)
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(account_id)
+
+
+@users_app.command("create")
+def users_create(
+    account: Annotated[int, typer.Option(help="account id")],
+    email: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Create a user in an account; prints its id."""
+    if len(password) < 6:
+        raise _fail("the password must be at least 6 characters")
+    engine = _engine(Settings())
+    try:
+        with engine.begin() as conn:
+            user_id = accounts.create_user(conn, account, email, name, password)
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(user_id)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    email: Annotated[str, typer.Option(help="the user's email")],
+    abilities: Annotated[
+        str, typer.Option(help="comma-separated: *, calls:read, calls:write, recordings:read")
+    ] = "*",
+    name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
+) -> None:
+    """Create a token for a user; prints the plaintext token alone on the last line."""
+    engine = _engine(Settings())
+    try:
+        parsed = accounts.parse_abilities(abilities)
+        with engine.begin() as conn:
+            user = accounts.find_user(conn, email)
+            if user is None:
+                raise accounts.AccountError(f"No user with email {email}.")
+            token = accounts.create_token(conn, int(str(user["id"])), name, parsed)
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"abilities: {', '.join(parsed)}")
+    typer.echo(token)
+
+
+@app.command("demo")
+def demo_command(
+    calls: Annotated[int, typer.Option(min=0, max=5_000_000, help="how many calls")] = 3000,
+) -> None:
+    """Create the demo account, user, token and calls (once); print the token and a curl line."""
+    settings = Settings()
+    engine = _engine(settings)
+    with engine.begin() as conn:
+        account_id, user_id, created = demo.load(conn, calls)
+        token = accounts.create_token(conn, user_id, "demo")
+    base = settings.public_url or "http://127.0.0.1:8000"
+    typer.echo(f"demo account {account_id}: {created} calls added")
+    typer.echo(f"login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
+    typer.echo(
+        f"try:   curl -H 'Authorization: Bearer {token}' "
+        f"'{base}/api/v1/call-history?sort=-id&per_page=5'"
+    )
+    typer.echo(f"token: {token}")
+
+
+def main() -> None:
+    app()

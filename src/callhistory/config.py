@@ -1,0 +1,73 @@
+"""Typed settings, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="where the SQLite file and app key live"
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset means a SQLite file in DATA_DIR"
+    )
+    public_url: str | None = Field(
+        default=None, description="absolute base URL clients see, e.g. https://api.example.com"
+    )
+    app_key: str | None = Field(
+        default=None, description="secret for signed URLs; generated into DATA_DIR when unset"
+    )
+    recording_url_ttl: int = Field(
+        default=0, ge=0, description="seconds a signed recording URL stays valid; 0 = no expiry"
+    )
+    login_max_attempts: int = Field(default=5, ge=1)
+    login_decay_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @field_validator("app_key")
+    @classmethod
+    def _strong_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("APP_KEY must be at least 32 characters")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        if not url:
+            return f"sqlite:///{(self.data_dir / 'callhistory.sqlite3').resolve()}"
+        # Accept the plain libpq form and use psycopg 3 as the driver.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The app key: from APP_KEY, else from DATA_DIR/app.key, created on first use."""
+        if self.app_key:
+            return self.app_key.encode()
+        path = self.data_dir / "app.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process won the race; use its key
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()

@@ -1,0 +1,123 @@
+"""Realistic demo data: an Uzbek company's PBX over the last 60 days. Idempotent."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from callhistory import accounts, store
+from callhistory.models import CallType, NewCall, derive_call_id, status_from_disposition
+from callhistory.query import to_utc
+
+DEMO_ACCOUNT = "Demo Company"
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo-password"
+DEMO_DIDS = ("781130590", "712005060", "781500070")
+_OPERATOR_PREFIXES = ("90", "91", "93", "94", "97", "99", "88", "33")
+
+
+def _phone(rng: random.Random) -> str:
+    return f"998{rng.choice(_OPERATOR_PREFIXES)}{rng.randrange(10**7):07d}"
+
+
+def _disposition(rng: random.Random, call_type: CallType) -> str:
+    answered_share = 0.8 if call_type is CallType.INCOMING else 0.65
+    if rng.random() < answered_share:
+        return "ANSWERED"
+    return rng.choices(("NO ANSWER", "BUSY", "FAILED", "CONGESTION"), (70, 20, 7, 3))[0]
+
+
+def generate(
+    account_id: int, count: int, now_local: datetime, tz: ZoneInfo, seed: int = 7
+) -> Iterator[NewCall]:
+    """`count` calls spread over the 60 days before `now_local` (account-local, naive)."""
+    rng = random.Random(seed)
+    for index in range(count):
+        call_type = rng.choices(list(CallType), (50, 35, 15))[0]
+        extension = str(rng.randint(100, 199))
+        did = rng.choice(DEMO_DIDS)
+        if call_type is CallType.INCOMING:
+            src, dst, external = _phone(rng), extension, did
+        elif call_type is CallType.OUTGOING:
+            src, dst, external = extension, _phone(rng), did
+        else:
+            src, dst, external = extension, str(rng.randint(100, 199)), None
+        disposition = _disposition(rng, call_type)
+        ring = rng.randint(3, 25)
+        conversation = int(rng.lognormvariate(4.2, 1.0)) + 1 if disposition == "ANSWERED" else 0
+        duration = ring + conversation
+        # Business hours mostly, some evenings.
+        day = now_local - timedelta(days=rng.randrange(60))
+        started_local = day.replace(
+            hour=rng.choices(range(24), [1] * 8 + [6] * 10 + [2] * 6)[0],
+            minute=rng.randrange(60),
+            second=rng.randrange(60),
+            microsecond=0,
+        )
+        if started_local > now_local:
+            started_local -= timedelta(days=1)
+        started_at = to_utc(started_local, tz)
+        pbx_call_id = f"{int(started_at.replace(tzinfo=UTC).timestamp())}.{index}"
+        ended_at = started_at + timedelta(seconds=duration)
+        answered = status_from_disposition(disposition).value == 1
+        yield NewCall(
+            call_id=derive_call_id(account_id, pbx_call_id),
+            pbx_call_id=pbx_call_id,
+            started_at=started_at,
+            answered_at=ended_at - timedelta(seconds=conversation) if answered else None,
+            ended_at=ended_at,
+            src=src,
+            dst=dst,
+            external_number=external,
+            duration=duration,
+            conversation=conversation,
+            type=call_type,
+            disposition=disposition,
+            legs=rng.choice((1, 1, 1, 2, 3)) if call_type is CallType.INCOMING else 1,
+            recording=(f"{started_local:%Y/%m/%d}/{pbx_call_id}.wav" if answered else None),
+        )
+
+
+def load(conn: Connection, count: int) -> tuple[int, int, int]:
+    """Create (once) the demo account, user and calls. Returns (account, user, calls created)."""
+    account_id = accounts.find_account_by_name(conn, DEMO_ACCOUNT)
+    if account_id is None:
+        account_id = accounts.create_account(conn, DEMO_ACCOUNT)
+    user = accounts.find_user(conn, DEMO_EMAIL)
+    if user is None:
+        user_id = accounts.create_user(conn, account_id, DEMO_EMAIL, "Demo Manager", DEMO_PASSWORD)
+    else:
+        user_id = int(str(user["id"]))
+    tz = accounts.account_timezone(conn, account_id)
+    now_local = datetime.now(tz).replace(tzinfo=None)
+    created = 0
+    batch: list[NewCall] = []
+    rng = random.Random(11)
+    for call in generate(account_id, count, now_local, tz):
+        batch.append(call)
+        if len(batch) == 1000:
+            created += _store_batch(conn, account_id, batch, rng)
+            batch = []
+    created += _store_batch(conn, account_id, batch, rng)
+    return account_id, user_id, created
+
+
+def _store_batch(
+    conn: Connection, account_id: int, batch: list[NewCall], rng: random.Random
+) -> int:
+    created = store.insert_calls(conn, account_id, batch)
+    if not created:
+        return 0
+    rows = store.get_many_by_call_id(conn, account_id, created)
+    for call in batch:
+        row = rows.get(call.call_id)
+        if row is None or call.type is CallType.INTERNAL or rng.random() < 0.5:
+            continue
+        status = rng.choices(("synced", "failed", "pending"), (85, 10, 5))[0]
+        error = "Contact with this phone number not found" if status == "failed" else None
+        store.add_integration(conn, row.id, "amocrm", status, error)
+    return len(created)

@@ -1,0 +1,84 @@
+"""The domain's enums and records. Each rule about a call lives once, here."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+
+class CallType(IntEnum):
+    INCOMING = 1
+    OUTGOING = 2
+    INTERNAL = 3
+
+    @property
+    def label(self) -> str:
+        return {1: "Incoming", 2: "Outgoing", 3: "Internal"}[self.value]
+
+
+class CallStatus(IntEnum):
+    ANSWERED = 1
+    NOT_ANSWERED = 2
+
+    @property
+    def label(self) -> str:
+        return {1: "Answered", 2: "Not answered"}[self.value]
+
+
+class UserType(IntEnum):
+    ADMIN = 1
+    USER = 2
+
+
+#: Raw dispositions Asterisk writes (CANCEL since Asterisk 23).
+DISPOSITIONS = ("ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "CANCEL")
+
+
+def status_from_disposition(disposition: str) -> CallStatus:
+    return CallStatus.ANSWERED if disposition == "ANSWERED" else CallStatus.NOT_ANSWERED
+
+
+def default_disposition(status: CallStatus) -> str:
+    return "ANSWERED" if status is CallStatus.ANSWERED else "NO ANSWER"
+
+
+# Fixed namespace so a call_id derived from (account, pbx id) is the same on every machine.
+_CALL_ID_NAMESPACE = uuid.UUID("6f1c8f4e-3b7a-5d2e-9c41-0a7be2d3c915")
+
+
+def derive_call_id(account_id: int, pbx_call_id: str) -> str:
+    """The call_id of a PBX call: stable across re-imports, distinct between accounts."""
+    return str(uuid.uuid5(_CALL_ID_NAMESPACE, f"{account_id}:{pbx_call_id}"))
+
+
+# Token abilities (Sanctum's `abilities`); "*" grants all.
+ABILITY_CALLS_READ = "calls:read"
+ABILITY_CALLS_WRITE = "calls:write"
+ABILITY_RECORDINGS_READ = "recordings:read"
+ABILITIES = (ABILITY_CALLS_READ, ABILITY_CALLS_WRITE, ABILITY_RECORDINGS_READ)
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """A call ready to be stored; times are naive UTC."""
+
+    call_id: str
+    pbx_call_id: str | None
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime
+    src: str
+    dst: str
+    external_number: str | None
+    duration: int
+    conversation: int
+    type: CallType
+    disposition: str
+    legs: int = 1
+    recording: str | None = None
+
+    @property
+    def status(self) -> CallStatus:
+        return status_from_disposition(self.disposition)

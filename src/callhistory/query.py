@@ -1,0 +1,288 @@
+"""Request parameters → a frozen `CallQuery`, or the contract's 400/422 error. Pure: no I/O.
+
+The rules mirror what the original Laravel service does: a FormRequest validates first (422 with
+Laravel's messages, in rule order), then spatie/laravel-query-builder rejects unknown filters and
+sorts (400).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from callhistory.errors import ApiError, ValidationErrors
+from callhistory.models import CallStatus, CallType
+
+DEFAULT_PER_PAGE = 20
+MAX_PER_PAGE = 300
+MAX_LIST_ITEMS = 50
+
+TEXT_FILTERS = ("src", "dst", "external_number")
+NUMBER_FILTERS = ("duration", "conversation")
+ALLOWED_FILTERS = (*TEXT_FILTERS, *NUMBER_FILTERS, "type", "status", "from", "to")
+ALLOWED_SORTS = ("id", "datetime", "duration", "conversation")
+#: Sort names → the column they order by.
+SORT_COLUMNS = {
+    "id": "id",
+    "datetime": "started_at",
+    "date_time": "started_at",
+    "duration": "duration",
+    "conversation": "conversation",
+}
+
+Comparison = Literal["=", ">", ">=", "<", "<="]
+EnumT = TypeVar("EnumT", CallType, CallStatus)
+
+_PHP_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_PHP_NUMERIC = re.compile(r"[ \t\n\r\v\f]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+_INT64 = 2**63
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    column: str
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+    sort: tuple[Sort, ...] = (Sort("id", False),)
+    #: column → substrings, any of which must occur (case-insensitive)
+    text: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: column → comparisons, any of which must hold
+    numbers: dict[str, tuple[tuple[Comparison, int], ...]] = field(default_factory=dict)
+    types: tuple[CallType, ...] = ()
+    statuses: tuple[CallStatus, ...] = ()
+    #: inclusive bounds on the start time, naive UTC
+    started_from: datetime | None = None
+    started_to: datetime | None = None
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def php_int(value: Any) -> int | None:
+    """PHP's `filter_var($value, FILTER_VALIDATE_INT)`: the int, or None."""
+    if not isinstance(value, str) or _PHP_INT.fullmatch(value.strip()) is None:
+        return None
+    number = int(value.strip())
+    return number if -_INT64 <= number < _INT64 else None
+
+
+def _php_number(value: Any) -> float | None:
+    if isinstance(value, str) and _PHP_NUMERIC.fullmatch(value):
+        return float(value)
+    return None
+
+
+def _attribute(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_page(value: Any) -> int:
+    page = php_int(value)
+    return page if page is not None and page >= 1 else 1
+
+
+def _parse_per_page(value: Any, errors: ValidationErrors) -> int:
+    if value is None:
+        return DEFAULT_PER_PAGE
+    attribute = _attribute("per_page")
+    number = php_int(value)
+    if number is None:
+        errors.add("per_page", f"The {attribute} field must be an integer.")
+    # Laravel's `between` measures a numeric value by its value, anything else by its size.
+    numeric = _php_number(value)
+    if isinstance(value, dict):
+        size: float = len(value)
+    elif numeric is not None:
+        size = numeric
+    else:
+        size = len(value)
+    if not 1 <= size <= MAX_PER_PAGE:
+        errors.add("per_page", f"The {attribute} field must be between 1 and {MAX_PER_PAGE}.")
+    return number if number is not None and 1 <= number <= MAX_PER_PAGE else DEFAULT_PER_PAGE
+
+
+def _parse_sort(value: Any, errors: ValidationErrors) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        errors.add("sort", "The sort field must be a string.")
+        return []
+    return _split_list(value)
+
+
+def _list_of(key: str, value: str, errors: ValidationErrors) -> list[str] | None:
+    items = _split_list(value)
+    if len(items) > MAX_LIST_ITEMS:
+        errors.add(
+            key, f"The {_attribute(key)} field must not have more than {MAX_LIST_ITEMS} items."
+        )
+        return None
+    return items
+
+
+def _parse_comparison(item: str) -> tuple[Comparison, int] | None:
+    op: Comparison = "="
+    for prefix in (">=", "<=", ">", "<"):
+        if item.startswith(prefix):
+            op, item = prefix, item[len(prefix) :]
+            break
+    number = php_int(item)
+    return None if number is None else (op, number)
+
+
+def _local_datetime(value: Any, end_of_day: bool) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        if _DATETIME.fullmatch(value):
+            return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        if _DATE.fullmatch(value):
+            day = datetime.strptime(value, "%Y-%m-%d")
+            return day.replace(hour=23, minute=59, second=59) if end_of_day else day
+    except ValueError:
+        return None
+    return None
+
+
+def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
+    """A naive local time of `tz` → naive UTC, clamped at the ends of the calendar."""
+    try:
+        return local.replace(tzinfo=tz).astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return datetime.min if local.year < 100 else datetime.max
+
+
+def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
+    """Validate `params` (as parsed by `phpquery.parse`) into a CallQuery.
+
+    Raises ApiError: 422 with Laravel's messages, or 400 for unknown filters/sorts.
+    """
+    errors = ValidationErrors()
+    page = parse_page(params.get("page"))
+    per_page = _parse_per_page(params.get("per_page"), errors)
+    sort_names = _parse_sort(params.get("sort"), errors)
+
+    raw_filters = params.get("filter")
+    if raw_filters is not None and not isinstance(raw_filters, dict):
+        errors.add("filter", "The filter field must be an array.")
+        raw_filters = None
+    filters: dict[str, Any] = {k: v for k, v in (raw_filters or {}).items() if v is not None}
+
+    text: dict[str, tuple[str, ...]] = {}
+    for name in TEXT_FILTERS:
+        key, value = f"filter.{name}", filters.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors.add(key, f"The {_attribute(key)} field must be a string.")
+        elif (items := _list_of(key, value, errors)) is not None and items:
+            text[name] = tuple(dict.fromkeys(items))
+
+    numbers: dict[str, tuple[tuple[Comparison, int], ...]] = {}
+    for name in NUMBER_FILTERS:
+        key, value = f"filter.{name}", filters.get(name)
+        if value is None:
+            continue
+        message = f"The {_attribute(key)} field must be an integer."
+        if not isinstance(value, str):
+            errors.add(key, message)
+        elif (items := _list_of(key, value, errors)) is not None and items:
+            comparisons = [_parse_comparison(item) for item in items]
+            if any(c is None for c in comparisons):
+                errors.add(key, message)
+            else:
+                numbers[name] = tuple(dict.fromkeys(c for c in comparisons if c is not None))
+
+    types = _parse_enum("type", filters.get("type"), CallType, errors)
+    statuses = _parse_enum("status", filters.get("status"), CallStatus, errors)
+
+    bounds: dict[str, datetime] = {}
+    for name in ("from", "to"):
+        value = filters.get(name)
+        if value is None:
+            continue
+        local = _local_datetime(value, end_of_day=name == "to")
+        if local is None:
+            errors.add(
+                f"filter.{name}", f"The filter.{name} field must match the format Y-m-d H:i:s."
+            )
+        else:
+            bounds[name] = local
+    if "from" in bounds and "to" in bounds and bounds["to"] < bounds["from"]:
+        errors.add("filter.to", "The filter.to field must be a date after or equal to filter.from.")
+
+    errors.raise_if_any()
+
+    unknown_filters = [name for name in filters if name not in ALLOWED_FILTERS]
+    if unknown_filters:
+        raise ApiError(
+            400,
+            f"Requested filter(s) `{', '.join(unknown_filters)}` are not allowed. "
+            f"Allowed filter(s) are `{', '.join(ALLOWED_FILTERS)}`.",
+        )
+    sort = _build_sort(sort_names)
+
+    return CallQuery(
+        page=page,
+        per_page=per_page,
+        sort=sort,
+        text=text,
+        numbers=numbers,
+        types=types,
+        statuses=statuses,
+        started_from=to_utc(bounds["from"], tz) if "from" in bounds else None,
+        started_to=to_utc(bounds["to"], tz) if "to" in bounds else None,
+    )
+
+
+def _parse_enum(
+    name: str, value: Any, enum: type[EnumT], errors: ValidationErrors
+) -> tuple[EnumT, ...]:
+    if value is None:
+        return ()
+    key = f"filter.{name}"
+    items = _split_list(value) if isinstance(value, str) else None
+    numbers = [php_int(item) for item in items] if items is not None else [None]
+    valid = {member.value for member in enum}
+    if not items or any(n not in valid for n in numbers):
+        errors.add(key, f"The selected {key} is invalid.")
+        return ()
+    return tuple(dict.fromkeys(enum(n) for n in numbers if n is not None))
+
+
+def _build_sort(names: list[str]) -> tuple[Sort, ...]:
+    unknown = [n for n in names if n.removeprefix("-") not in SORT_COLUMNS]
+    if unknown:
+        raise ApiError(
+            400,
+            f"Requested sort(s) `{', '.join(unknown)}` is not allowed. "
+            f"Allowed sort(s) are `{', '.join(ALLOWED_SORTS)}`.",
+        )
+    sorts: list[Sort] = []
+    seen: set[str] = set()
+    for name in names:
+        column = SORT_COLUMNS[name.removeprefix("-")]
+        if column not in seen:
+            seen.add(column)
+            sorts.append(Sort(column, name.startswith("-")))
+    if not sorts:
+        return (Sort("id", False),)
+    if "id" not in seen:
+        # The tie-breaker follows the last key's direction so pages never overlap or skip.
+        sorts.append(Sort("id", sorts[-1].descending))
+    return tuple(sorts)

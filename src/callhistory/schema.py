@@ -1,0 +1,128 @@
+"""Tables (SQLAlchemy Core) and the engine. Migrations in `migrations/` create exactly these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="Asia/Tashkent"),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("email", String(255), nullable=False, unique=True),
+    Column("password", String(255), nullable=False),
+    Column("type", SmallInteger, nullable=False, server_default="2"),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_users_account_id", "account_id"),
+)
+
+personal_access_tokens = Table(
+    "personal_access_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("token", String(64), nullable=False, unique=True),  # sha256 hex of the secret
+    Column("abilities", Text, nullable=False),  # JSON list
+    Column("last_used_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_personal_access_tokens_user_id", "user_id"),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("call_id", String(36), nullable=False),
+    Column("pbx_call_id", String(255)),
+    Column("started_at", DateTime, nullable=False),  # naive UTC, like every stored time
+    Column("answered_at", DateTime),
+    Column("ended_at", DateTime, nullable=False),
+    Column("src", String(255), nullable=False),
+    Column("dst", String(255), nullable=False),
+    Column("external_number", String(255)),
+    Column("duration", Integer, nullable=False),
+    Column("conversation", Integer, nullable=False),
+    Column("type", SmallInteger, nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("disposition", String(16), nullable=False),
+    Column("legs", Integer, nullable=False, server_default="1"),
+    Column("recording", String(1024)),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # One index per query shape of the contract, each led by the account and ended by id,
+    # so a filter or a sort (either direction) is an index range scan inside one account.
+    Index("uq_calls_account_call_id", "account_id", "call_id", unique=True),
+    Index("ix_calls_account_id", "account_id", "id"),
+    Index("ix_calls_account_started", "account_id", "started_at", "id"),
+    Index("ix_calls_account_duration", "account_id", "duration", "id"),
+    Index("ix_calls_account_conversation", "account_id", "conversation", "id"),
+    Index("ix_calls_account_type", "account_id", "type", "id"),
+    Index("ix_calls_account_status", "account_id", "status", "id"),
+    Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
+)
+
+call_integrations = Table(
+    "call_integrations",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("call_history_id", BigId, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("integration_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_message", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_call_integrations_call", "call_history_id", "id"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -1,0 +1,200 @@
+"""Every SQL statement about calls: search, count, get, insert. SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from callhistory.models import NewCall
+from callhistory.query import CallQuery
+from callhistory.schema import call_integrations, calls
+
+#: A row of any width (SQLAlchemy 2.1 types rows by their columns).
+AnyRow = Row[*tuple[Any, ...]]
+
+#: What the API reads of a call (the show resource needs them all).
+CALL_COLUMNS = (
+    calls.c.id,
+    calls.c.call_id,
+    calls.c.pbx_call_id,
+    calls.c.started_at,
+    calls.c.answered_at,
+    calls.c.ended_at,
+    calls.c.src,
+    calls.c.dst,
+    calls.c.external_number,
+    calls.c.duration,
+    calls.c.conversation,
+    calls.c.type,
+    calls.c.status,
+    calls.c.disposition,
+    calls.c.legs,
+    calls.c.recording,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [calls.c.account_id == account_id]
+    for name, values in query.text.items():
+        column = calls.c[name]
+        conditions.append(or_(*(column.ilike(_like_pattern(v), escape="\\") for v in values)))
+    for name, comparisons in query.numbers.items():
+        column = calls.c[name]
+        terms: list[ColumnElement[bool]] = []
+        for op, number in comparisons:
+            terms.append(
+                {
+                    "=": column == number,
+                    ">": column > number,
+                    ">=": column >= number,
+                    "<": column < number,
+                    "<=": column <= number,
+                }[op]
+            )
+        conditions.append(or_(*terms))
+    if query.types:
+        conditions.append(calls.c.type.in_([int(t) for t in query.types]))
+    if query.statuses:
+        conditions.append(calls.c.status.in_([int(s) for s in query.statuses]))
+    if query.started_from is not None:
+        conditions.append(calls.c.started_at >= query.started_from)
+    if query.started_to is not None:
+        # `to` is inclusive to the second; stored times have no fraction, but be safe.
+        conditions.append(calls.c.started_at < query.started_to + timedelta(seconds=1))
+    return conditions
+
+
+def count(conn: Connection, account_id: int, query: CallQuery) -> int:
+    stmt = select(func.count()).select_from(calls).where(*_conditions(account_id, query))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def search(conn: Connection, account_id: int, query: CallQuery) -> Sequence[AnyRow]:
+    """One page of calls; never loads more rows than the page."""
+    order = [
+        calls.c[s.column].desc() if s.descending else calls.c[s.column].asc() for s in query.sort
+    ]
+    stmt = (
+        select(*CALL_COLUMNS)
+        .where(*_conditions(account_id, query))
+        .order_by(*order)
+        .limit(query.per_page)
+        .offset(query.offset)
+    )
+    return conn.execute(stmt).all()
+
+
+def get(conn: Connection, account_id: int, call_pk: int) -> AnyRow | None:
+    stmt = select(*CALL_COLUMNS).where(calls.c.account_id == account_id, calls.c.id == call_pk)
+    return conn.execute(stmt).first()
+
+
+def integrations_for(conn: Connection, call_pks: Iterable[int]) -> dict[int, list[AnyRow]]:
+    """The integration rows of many calls, in one query."""
+    pks = list(call_pks)
+    found: dict[int, list[AnyRow]] = {pk: [] for pk in pks}
+    if not pks:
+        return found
+    stmt = (
+        select(call_integrations)
+        .where(call_integrations.c.call_history_id.in_(pks))
+        .order_by(call_integrations.c.call_history_id, call_integrations.c.id)
+    )
+    for row in conn.execute(stmt):
+        found[row.call_history_id].append(row)
+    return found
+
+
+def _insert_for(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(calls)
+    return sqlite.insert(calls)
+
+
+def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]) -> set[str]:
+    """Store calls the account does not have yet (by call_id); returns the call_ids created.
+
+    Concurrent inserts of the same call_id are safe: the unique index decides, the loser skips.
+    """
+    if not new_calls:
+        return set()
+    now = utcnow()
+    rows = [
+        {
+            "account_id": account_id,
+            "call_id": c.call_id,
+            "pbx_call_id": c.pbx_call_id,
+            "started_at": c.started_at,
+            "answered_at": c.answered_at,
+            "ended_at": c.ended_at,
+            "src": c.src,
+            "dst": c.dst,
+            "external_number": c.external_number,
+            "duration": c.duration,
+            "conversation": c.conversation,
+            "type": int(c.type),
+            "status": int(c.status),
+            "disposition": c.disposition,
+            "legs": c.legs,
+            "recording": c.recording,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for c in new_calls
+    ]
+    stmt = (
+        _insert_for(conn)
+        .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
+        .returning(calls.c.call_id)
+    )
+    created: set[str] = set()
+    # SQLite caps bound parameters per statement; 18 columns x 500 rows stays well below.
+    for start in range(0, len(rows), 500):
+        result = conn.execute(stmt.values(rows[start : start + 500]))
+        created.update(result.scalars())
+    return created
+
+
+def get_many_by_call_id(
+    conn: Connection, account_id: int, call_ids: Iterable[str]
+) -> dict[str, AnyRow]:
+    ids = list(dict.fromkeys(call_ids))
+    found: dict[str, AnyRow] = {}
+    for start in range(0, len(ids), 500):
+        stmt = select(*CALL_COLUMNS).where(
+            calls.c.account_id == account_id, calls.c.call_id.in_(ids[start : start + 500])
+        )
+        found.update({row.call_id: row for row in conn.execute(stmt)})
+    return found
+
+
+def add_integration(
+    conn: Connection,
+    call_pk: int,
+    integration_type: str,
+    status: str,
+    error_message: str | None = None,
+) -> int:
+    now = utcnow()
+    stmt = call_integrations.insert().values(
+        call_history_id=call_pk,
+        integration_type=integration_type,
+        status=status,
+        error_message=error_message,
+        created_at=now,
+        updated_at=now,
+    )
+    return int(conn.execute(stmt.returning(call_integrations.c.id)).scalar_one())
