@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, func, or_, select
@@ -72,8 +72,8 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
     if query.started_from is not None:
         conditions.append(calls.c.started_at >= query.started_from)
     if query.started_to is not None:
-        # `to` is inclusive to the second; stored times have no fraction, but be safe.
-        conditions.append(calls.c.started_at < query.started_to + timedelta(seconds=1))
+        # Inclusive; stored times are whole seconds.
+        conditions.append(calls.c.started_at <= query.started_to)
     return conditions
 
 
@@ -137,7 +137,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
             "account_id": account_id,
             "call_id": c.call_id,
             "pbx_call_id": c.pbx_call_id,
-            "started_at": c.started_at,
+            "started_at": c.started_at.replace(microsecond=0),  # filters compare whole seconds
             "answered_at": c.answered_at,
             "ended_at": c.ended_at,
             "src": c.src,
