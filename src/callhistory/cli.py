@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -32,23 +34,27 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _engine(settings: Settings, *, upgrade: bool = True) -> Engine:
+@contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """An engine on the migrated database, disposed of when the command ends."""
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
-    if upgrade:
+    try:
         try:
             migrate.upgrade(engine)
         except SQLAlchemyError as exc:
             raise _fail(f"cannot reach or migrate the database: {exc}") from None
-    return engine
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations."""
-    _engine(Settings())
-    typer.echo("database is up to date")
+    with _database(Settings()):
+        typer.echo("database is up to date")
 
 
 @app.command()
@@ -62,9 +68,9 @@ def serve(
     from callhistory.api import create_app
 
     settings = Settings()
-    engine = _engine(settings)
-    typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+    with _database(settings) as engine:
+        typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+        uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
 
 
 @accounts_app.command("create")
@@ -75,9 +81,8 @@ def accounts_create(
     ),
 ) -> None:
     """Create an account; prints its id."""
-    engine = _engine(Settings())
     try:
-        with engine.begin() as conn:
+        with _database(Settings()) as engine, engine.begin() as conn:
             account_id = accounts.create_account(conn, name, timezone)
     except accounts.AccountError as exc:
         raise _fail(str(exc)) from None
@@ -94,9 +99,8 @@ def users_create(
     """Create a user in an account; prints its id."""
     if len(password) < 6:
         raise _fail("the password must be at least 6 characters")
-    engine = _engine(Settings())
     try:
-        with engine.begin() as conn:
+        with _database(Settings()) as engine, engine.begin() as conn:
             user_id = accounts.create_user(conn, account, email, name, password)
     except accounts.AccountError as exc:
         raise _fail(str(exc)) from None
@@ -112,10 +116,9 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
 ) -> None:
     """Create a token for a user; prints the plaintext token alone on the last line."""
-    engine = _engine(Settings())
     try:
         parsed = accounts.parse_abilities(abilities)
-        with engine.begin() as conn:
+        with _database(Settings()) as engine, engine.begin() as conn:
             user = accounts.find_user(conn, email)
             if user is None:
                 raise accounts.AccountError(f"No user with email {email}.")
@@ -132,8 +135,7 @@ def demo_command(
 ) -> None:
     """Create the demo account, user, token and calls (once); print the token and a curl line."""
     settings = Settings()
-    engine = _engine(settings)
-    with engine.begin() as conn:
+    with _database(settings) as engine, engine.begin() as conn:
         account_id, user_id, created = demo.load(conn, calls)
         token = accounts.create_token(conn, user_id, "demo")
     base = settings.public_url or "http://127.0.0.1:8000"

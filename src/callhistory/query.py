@@ -71,7 +71,8 @@ class CallQuery:
 
 def php_int(value: Any) -> int | None:
     """PHP's `filter_var($value, FILTER_VALIDATE_INT)`: the int, or None."""
-    if not isinstance(value, str) or _PHP_INT.fullmatch(value.strip()) is None:
+    # Longer than any int64: refuse before int() (which also caps digits it converts).
+    if not isinstance(value, str) or len(value) > 40 or _PHP_INT.fullmatch(value.strip()) is None:
         return None
     number = int(value.strip())
     return number if -_INT64 <= number < _INT64 else None

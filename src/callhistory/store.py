@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Connection, Row, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from callhistory.models import NewCall
@@ -55,13 +55,16 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
         column = calls.c[name]
         terms: list[ColumnElement[bool]] = []
         for op, number in comparisons:
+            # Bound as BIGINT: any int64 compares correctly with the INTEGER column, and
+            # PostgreSQL's btree still serves the cross-type comparison from the index.
+            value = literal(number, BigInteger)
             terms.append(
                 {
-                    "=": column == number,
-                    ">": column > number,
-                    ">=": column >= number,
-                    "<": column < number,
-                    "<=": column <= number,
+                    "=": column == value,
+                    ">": column > value,
+                    ">=": column >= value,
+                    "<": column < value,
+                    "<=": column <= value,
                 }[op]
             )
         conditions.append(or_(*terms))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 
 from callhistory import pagination, phpquery, query, resources, store
@@ -18,6 +20,8 @@ from callhistory.api.deps import (
 from callhistory.api.responses import JSONResponse
 from callhistory.errors import CALL_NOT_FOUND, ApiError
 from callhistory.ingest import http as http_ingest
+
+_CALL_PK = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in BIGINT
 
 router = APIRouter(prefix="/api/v1/call-history", tags=["Call history"])
 
@@ -66,8 +70,8 @@ def list_calls(
 def show_call(
     call: str, principal: ReaderDep, conn: ConnDep, recording_url: RecordingUrlDep
 ) -> JSONResponse:
-    call_pk = query.php_int(call)
-    row = store.get(conn, principal.account_id, call_pk) if call_pk and call_pk > 0 else None
+    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
+    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
     if row is None:
         raise ApiError(404, CALL_NOT_FOUND)
     integrations = store.integrations_for(conn, [row.id])[row.id]

@@ -1,0 +1,253 @@
+"""POST /api/v1/call-history: the JSON ingest for any PBX."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from callhistory import signing
+from callhistory.models import derive_call_id
+from callhistory.schema import calls
+from tests.conftest import TEST_APP_KEY, Tenant
+
+URL = "/api/v1/call-history"
+
+
+def call(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pbx_call_id": "1768308876.2",
+        "date_time": "2026-01-13 17:54:36",
+        "src": "100",
+        "dst": "999995998",
+        "external_number": "781130590",
+        "duration": 23,
+        "conversation": 8,
+        "type": 2,
+        "status": 1,
+        "recording": "2026/01/13/1768308876.2.wav",
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def test_ingest_creates_and_is_idempotent(client: TestClient, tenant: Tenant) -> None:
+    response = client.post(URL, json=[call()], headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    signature = signing.signature(TEST_APP_KEY.encode(), "2026/01/13/1768308876.2.wav")
+    expected_item = {
+        "id": 1,
+        "call_id": derive_call_id(tenant.account_id, "1768308876.2"),
+        "date_time": "2026-01-13 17:54:36",
+        "src": "100",
+        "dst": "999995998",
+        "external_number": "781130590",
+        "duration": 23,
+        "conversation": 8,
+        "type": {"number": 2, "name": "Outgoing"},
+        "status": {"number": 1, "name": "Answered"},
+        "recorded_file_url": "http://testserver/storage/monitor/2026/01/13/1768308876.2.wav"
+        f"?signature={signature}",
+        "integration": [],
+    }
+    assert response.json() == {"data": [expected_item], "meta": {"created": 1, "existing": 0}}
+
+    again = client.post(URL, json=[call(), call(pbx_call_id="other")], headers=tenant.headers)
+    assert again.status_code == 201
+    assert again.json()["meta"] == {"created": 1, "existing": 1}
+    first, second = (item["id"] for item in again.json()["data"])
+    assert first == 1 and second > 1  # (PostgreSQL may skip ids on a conflict)
+    assert [c["id"] for c in client.get(URL, headers=tenant.headers).json()["data"]] == [1, second]
+
+    shown = client.get(f"{URL}/1", headers=tenant.headers).json()["data"]
+    assert {
+        k: shown[k] for k in ("disposition", "answered_at", "ended_at", "pbx_call_id", "legs")
+    } == {
+        "disposition": "ANSWERED",
+        "answered_at": "2026-01-13 17:54:51",
+        "ended_at": "2026-01-13 17:54:59",
+        "pbx_call_id": "1768308876.2",
+        "legs": 1,
+    }
+
+
+def test_explicit_call_id_and_duplicates_within_one_body(
+    client: TestClient, tenant: Tenant
+) -> None:
+    call_id = "9B03293E-A0EA-4212-92D1-5848A41D4987"
+    items = [call(call_id=call_id), call(call_id=call_id.lower(), src="999")]
+    response = client.post(URL, json=items, headers=tenant.headers)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["meta"] == {"created": 1, "existing": 1}
+    assert [(i["id"], i["call_id"], i["src"]) for i in body["data"]] == [
+        (1, call_id.lower(), "100"),
+        (1, call_id.lower(), "100"),
+    ]
+
+
+def test_same_call_id_in_two_accounts(
+    client: TestClient, make_tenant: Callable[..., Tenant]
+) -> None:
+    alice, bob = make_tenant(), make_tenant()
+    item = call(call_id="9b03293e-a0ea-4212-92d1-5848a41d4987")
+    assert client.post(URL, json=[item], headers=alice.headers).json()["meta"]["created"] == 1
+    assert client.post(URL, json=[item], headers=bob.headers).json()["meta"]["created"] == 1
+    assert [c["id"] for c in client.get(URL, headers=bob.headers).json()["data"]] == [2]
+
+
+def test_disposition_sets_status(client: TestClient, tenant: Tenant) -> None:
+    items = [
+        call(pbx_call_id="a", status=..., disposition="BUSY", conversation=0),
+        call(pbx_call_id="b", status=..., disposition="ANSWERED"),
+        call(pbx_call_id="c", status=2, conversation=0, recording=None, external_number=None),
+    ]
+    response = client.post(URL, json=items, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    assert [i["status"]["number"] for i in response.json()["data"]] == [2, 1, 2]
+    shown = [client.get(f"{URL}/{n}", headers=tenant.headers).json()["data"] for n in (1, 3)]
+    assert [(s["disposition"], s["answered_at"]) for s in shown] == [
+        ("BUSY", None),
+        ("NO ANSWER", None),
+    ]
+    assert shown[1]["recorded_file_url"] is None and shown[1]["external_number"] is None
+
+
+def test_without_any_id_a_call_gets_a_fresh_uuid(client: TestClient, tenant: Tenant) -> None:
+    response = client.post(URL, json=[call(pbx_call_id=...)] * 2, headers=tenant.headers)
+    assert response.json()["meta"] == {"created": 2, "existing": 0}
+
+
+@pytest.mark.parametrize(
+    ("item", "errors"),
+    [
+        ({}, None),  # every required field, checked below
+        (call(src=...), {"0.src": ["The 0.src field is required."]}),
+        (call(src=""), {"0.src": ["The 0.src field is required."]}),
+        (call(src=100), {"0.src": ["The 0.src field must be a string."]}),
+        (
+            call(src="1" * 256),
+            {"0.src": ["The 0.src field must not be greater than 255 characters."]},
+        ),
+        (call(call_id="nope"), {"0.call_id": ["The 0.call id field must be a valid UUID."]}),
+        (
+            call(date_time="2026-01-13T17:54:36"),
+            {"0.date_time": ["The 0.date time field must match the format Y-m-d H:i:s."]},
+        ),
+        (
+            call(date_time="2026-02-30 10:00:00"),
+            {"0.date_time": ["The 0.date time field must match the format Y-m-d H:i:s."]},
+        ),
+        (
+            call(duration=-1),
+            {"0.duration": ["The 0.duration field must be between 0 and 2147483647."]},
+        ),
+        (call(duration="23"), {"0.duration": ["The 0.duration field must be an integer."]}),
+        (call(duration=2.5), {"0.duration": ["The 0.duration field must be an integer."]}),
+        (call(duration=True), {"0.duration": ["The 0.duration field must be an integer."]}),
+        (
+            call(duration=10**30),
+            {"0.duration": ["The 0.duration field must be between 0 and 2147483647."]},
+        ),
+        (
+            call(conversation=24),
+            {"0.conversation": ["The 0.conversation field must be between 0 and 23."]},
+        ),
+        (call(type=4), {"0.type": ["The selected 0.type is invalid."]}),
+        (call(type="2"), {"0.type": ["The selected 0.type is invalid."]}),
+        (call(status=3), {"0.status": ["The selected 0.status is invalid."]}),
+        (
+            call(status=...),
+            {"0.status": ["The 0.status field is required when 0.disposition is not present."]},
+        ),
+        (
+            call(disposition="HUNG UP"),
+            {"0.disposition": ["The selected 0.disposition is invalid."]},
+        ),
+        (
+            call(disposition="BUSY"),
+            {"0.status": ["The 0.status field does not match 0.disposition."]},
+        ),
+        (
+            call(recording="../etc/passwd"),
+            {"0.recording": ["The 0.recording field format is invalid."]},
+        ),
+        (call(recording="/abs.wav"), {"0.recording": ["The 0.recording field format is invalid."]}),
+        (call(recording="a//b.wav"), {"0.recording": ["The 0.recording field format is invalid."]}),
+        (
+            call(recording="a\u0000.wav"),
+            {"0.recording": ["The 0.recording field format is invalid."]},
+        ),
+        (
+            call(date_time="9999-12-31 23:59:59", duration=2147483647, conversation=0),
+            {"0.duration": ["The 0.duration field is too large for the call's date time."]},
+        ),
+        ("a string", {"0": ["The 0 field must be an array."]}),
+    ],
+)
+def test_validation(client: TestClient, tenant: Tenant, item: Any, errors: Any) -> None:
+    response = client.post(URL, json=[item], headers=tenant.headers)
+    assert response.status_code == 422
+    body = response.json()
+    if errors is None:
+        assert list(body["errors"]) == [
+            "0.date_time", "0.src", "0.dst", "0.duration", "0.conversation", "0.type", "0.status"
+        ]  # fmt: skip
+        assert body["message"] == "The 0.date time field is required. (and 6 more errors)"
+    else:
+        assert body == {"message": next(iter(errors.values()))[0], "errors": errors}
+
+
+def test_all_or_nothing(client: TestClient, tenant: Tenant) -> None:
+    items = [call(pbx_call_id="ok-1"), call(pbx_call_id="ok-2"), call(pbx_call_id="bad", type=9)]
+    response = client.post(URL, json=items, headers=tenant.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"] == {"2.type": ["The selected 2.type is invalid."]}
+    assert client.get(URL, headers=tenant.headers).json()["meta"]["total"] == 0
+
+
+BODY_ERROR = {
+    "message": "The request body must be a JSON array of 1 to 1000 calls.",
+    "errors": {"body": ["The request body must be a JSON array of 1 to 1000 calls."]},
+}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json", b"{}", b'{"0": {}}', b"[]", b"null", b"\xff\xfe", b"[" + b"[" * 100_000],
+)
+def test_body_must_be_an_array(client: TestClient, tenant: Tenant, content: bytes) -> None:
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    response = client.post(URL, content=content, headers=headers)
+    assert (response.status_code, response.json()) == (422, BODY_ERROR)
+
+
+def test_batch_limit(client: TestClient, tenant: Tenant) -> None:
+    items = [call(pbx_call_id=str(n)) for n in range(1001)]
+    response = client.post(URL, json=items, headers=tenant.headers)
+    assert (response.status_code, response.json()) == (422, BODY_ERROR)
+    response = client.post(URL, json=items[:1000], headers=tenant.headers)
+    assert response.json()["meta"] == {"created": 1000, "existing": 0}
+
+
+def test_ingest_needs_write_ability(client: TestClient, make_tenant: Callable[..., Tenant]) -> None:
+    reader = make_tenant(abilities=("calls:read",))
+    response = client.post(URL, json=[call()], headers=reader.headers)
+    assert (response.status_code, response.json()) == (
+        403,
+        {"message": "This action is unauthorized."},
+    )
+    assert client.post(URL, json=[call()]).status_code == 401
+
+
+def test_local_time_is_stored_as_utc(client: TestClient, tenant: Tenant, db: Engine) -> None:
+    client.post(URL, json=[call(date_time="2026-01-13 23:59:59")], headers=tenant.headers)
+    with db.connect() as conn:
+        stored = conn.execute(select(calls.c.started_at, calls.c.ended_at)).one()
+    assert tuple(stored) == (datetime(2026, 1, 13, 18, 59, 59), datetime(2026, 1, 13, 19, 0, 22))
+    response = client.get(URL, params={"filter[to]": "2026-01-13"}, headers=tenant.headers)
+    assert [i["date_time"] for i in response.json()["data"]] == ["2026-01-13 23:59:59"]
