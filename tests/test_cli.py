@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,12 @@ def test_db_upgrade_and_help(run) -> None:  # type: ignore[no-untyped-def]
     ):
         code, out = run(*command)
         assert code == 0 and "Usage" in out
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callhistory", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for command in ("serve", "db", "accounts", "users", "tokens", "demo"):
+        assert command in result.stdout

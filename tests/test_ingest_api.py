@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select, true
 
 from callhistory import signing
 from callhistory.models import derive_call_id
@@ -61,7 +61,9 @@ def test_ingest_creates_and_is_idempotent(client: TestClient, tenant: Tenant) ->
     assert again.json()["meta"] == {"created": 1, "existing": 1}
     first, second = (item["id"] for item in again.json()["data"])
     assert first == 1 and second > 1  # (PostgreSQL may skip ids on a conflict)
-    assert [c["id"] for c in client.get(URL, headers=tenant.headers).json()["data"]] == [1, second]
+    listed = client.get(URL, headers=tenant.headers).json()
+    assert [c["id"] for c in listed["data"]] == [1, second]
+    assert listed["meta"]["total"] == 2
 
     shown = client.get(f"{URL}/1", headers=tenant.headers).json()["data"]
     assert {
@@ -251,3 +253,35 @@ def test_local_time_is_stored_as_utc(client: TestClient, tenant: Tenant, db: Eng
     assert tuple(stored) == (datetime(2026, 1, 13, 18, 59, 59), datetime(2026, 1, 13, 19, 0, 22))
     response = client.get(URL, params={"filter[to]": "2026-01-13"}, headers=tenant.headers)
     assert [i["date_time"] for i in response.json()["data"]] == ["2026-01-13 23:59:59"]
+
+
+def test_totals_match_a_real_count(
+    client: TestClient, make_tenant: Callable[..., Tenant], db: Engine
+) -> None:
+    """Unfiltered and type/status totals come from counters; they must equal COUNT(*)."""
+    alice, bob = make_tenant(), make_tenant()
+    mix = [
+        call(pbx_call_id=str(n), type=1 + n % 3, status=1 + n % 2, conversation=0)
+        for n in range(40)
+    ]
+    for tenant in (alice, bob, alice):  # alice's second post is all duplicates
+        posted = client.post(URL, json=mix[: 40 if tenant is alice else 7], headers=tenant.headers)
+        assert posted.status_code == 201
+    client.post(URL, json=[call(pbx_call_id="extra", type=3, status=2)], headers=alice.headers)
+    with db.connect() as conn:
+        for tenant in (alice, bob):
+            for params, condition in (
+                ({}, true()),
+                ({"filter[type]": "3"}, calls.c.type == 3),
+                ({"filter[status]": "2"}, calls.c.status == 2),
+                (
+                    {"filter[type]": "1,3", "filter[status]": "1"},
+                    calls.c.type.in_([1, 3]) & (calls.c.status == 1),
+                ),
+            ):
+                expected = conn.execute(
+                    select(func.count()).where(calls.c.account_id == tenant.account_id, condition)
+                ).scalar_one()
+                body = client.get(URL, params=params, headers=tenant.headers).json()
+                assert body["meta"]["total"] == expected, params
+    assert client.get(URL, headers=alice.headers).json()["meta"]["total"] == 41

@@ -68,6 +68,16 @@ class CallQuery:
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
 
+    @property
+    def counted_by_type_and_status(self) -> bool:
+        """True when only type/status filters apply, so the per-account counters give the total."""
+        return not (
+            self.text
+            or self.numbers
+            or self.started_from is not None
+            or self.started_to is not None
+        )
+
 
 def php_int(value: Any) -> int | None:
     """PHP's `filter_var($value, FILTER_VALIDATE_INT)`: the int, or None."""

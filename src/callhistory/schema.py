@@ -97,6 +97,18 @@ calls = Table(
     Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
 )
 
+# How many calls each account has per (type, status), kept in step with `calls` by the store in the
+# same transaction, so the unfiltered total (and type/status-only totals) cost one tiny read instead
+# of counting millions of index entries.
+call_counts = Table(
+    "call_counts",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
 call_integrations = Table(
     "call_integrations",
     metadata,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from callhistory.models import NewCall
 from callhistory.query import CallQuery
-from callhistory.schema import call_integrations, calls
+from callhistory.schema import call_counts, call_integrations, calls
 
 #: A row of any width (SQLAlchemy 2.1 types rows by their columns).
 AnyRow = Row[*tuple[Any, ...]]
@@ -81,8 +82,37 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
 
 
 def count(conn: Connection, account_id: int, query: CallQuery) -> int:
-    stmt = select(func.count()).select_from(calls).where(*_conditions(account_id, query))
+    """The exact number of calls the query matches."""
+    if query.counted_by_type_and_status:
+        stmt = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
+            call_counts.c.account_id == account_id
+        )
+        if query.types:
+            stmt = stmt.where(call_counts.c.type.in_([int(t) for t in query.types]))
+        if query.statuses:
+            stmt = stmt.where(call_counts.c.status.in_([int(s) for s in query.statuses]))
+    else:
+        stmt = select(func.count()).select_from(calls).where(*_conditions(account_id, query))
     return int(conn.execute(stmt).scalar_one())
+
+
+def _add_to_counts(conn: Connection, account_id: int, deltas: Counter[tuple[int, int]]) -> None:
+    """Move the account's counters by `deltas` ((type, status) → calls); concurrency-safe."""
+    rows = [
+        {"account_id": account_id, "type": t, "status": s, "calls": n}
+        for (t, s), n in sorted(deltas.items())
+        if n
+    ]
+    if not rows:
+        return
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        call_counts
+    )
+    stmt = insert.on_conflict_do_update(
+        index_elements=["account_id", "type", "status"],
+        set_={"calls": call_counts.c.calls + insert.excluded.calls},
+    )
+    conn.execute(stmt, rows)
 
 
 def search(conn: Connection, account_id: int, query: CallQuery) -> Sequence[AnyRow]:
@@ -161,13 +191,16 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     stmt = (
         _insert_for(conn)
         .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
-        .returning(calls.c.call_id)
+        .returning(calls.c.call_id, calls.c.type, calls.c.status)
     )
     created: set[str] = set()
+    deltas: Counter[tuple[int, int]] = Counter()
     # SQLite caps bound parameters per statement; 18 columns x 500 rows stays well below.
     for start in range(0, len(rows), 500):
-        result = conn.execute(stmt.values(rows[start : start + 500]))
-        created.update(result.scalars())
+        for row in conn.execute(stmt.values(rows[start : start + 500])):
+            created.add(row.call_id)
+            deltas[row.type, row.status] += 1
+    _add_to_counts(conn, account_id, deltas)
     return created
 
 
