@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, select, update
 
+from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, UserType
 from callhistory.schema import accounts, personal_access_tokens, users
 from callhistory.store import utcnow
@@ -73,6 +74,41 @@ def account_exists(conn: Connection, account_id: int) -> bool:
 def account_timezone(conn: Connection, account_id: int) -> ZoneInfo:
     name = conn.execute(select(accounts.c.timezone).where(accounts.c.id == account_id)).scalar_one()
     return ZoneInfo(name)
+
+
+def pbx_settings(conn: Connection, account_id: int) -> tuple[PbxConfig, ZoneInfo]:
+    """The account's PBX layout and timezone; AccountError when there is no such account."""
+    row = conn.execute(
+        select(accounts.c.pbx_config, accounts.c.timezone).where(accounts.c.id == account_id)
+    ).first()
+    if row is None:
+        raise AccountError(f"No account with id {account_id}.")
+    return PbxConfig.from_json(row.pbx_config), ZoneInfo(row.timezone)
+
+
+def set_pbx_config(conn: Connection, account_id: int, config: PbxConfig) -> None:
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(pbx_config=config.to_json(), updated_at=utcnow())
+    )
+
+
+def describe_account(conn: Connection, account_id: int) -> dict[str, object]:
+    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
+    if row is None:
+        raise AccountError(f"No account with id {account_id}.")
+    config = PbxConfig.from_json(row.pbx_config)
+    return {
+        "id": row.id,
+        "name": row.name,
+        "timezone": row.timezone,
+        "trunks": list(config.trunks),
+        "inbound_contexts": list(config.inbound_contexts),
+        "dids": list(config.dids),
+        "extensions": config.extensions,
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def find_account_by_name(conn: Connection, name: str) -> int | None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from callhistory import accounts, demo, migrate
+from callhistory.classify import ConfigError, PbxConfig
 from callhistory.config import Settings
+from callhistory.ingest import asterisk_csv
 from callhistory.schema import make_engine
 
 app = typer.Typer(
@@ -27,6 +35,26 @@ app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+#: Exit status of an import that finished but rejected some lines.
+EXIT_REJECTS = 3
+
+TrunkOpt = Annotated[
+    list[str] | None,
+    typer.Option("--trunk", help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable)"),
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--inbound-context", help="dialplan context of inbound calls (repeatable)"),
+]
+DidOpt = Annotated[
+    list[str] | None, typer.Option("--did", help="the company's external number (repeatable)")
+]
+ExtensionsOpt = Annotated[
+    str | None, typer.Option("--extensions", help="regex of internal extensions")
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -89,6 +117,60 @@ def accounts_create(
     typer.echo(account_id)
 
 
+def _configure(
+    engine: Engine,
+    account: int,
+    trunks: list[str] | None,
+    contexts: list[str] | None,
+    dids: list[str] | None,
+    extensions: str | None,
+) -> PbxConfig:
+    """Apply the given classification options to the account's stored PBX layout."""
+    with engine.begin() as conn:
+        config, _tz = accounts.pbx_settings(conn, account)
+        changes: dict[str, object] = {}
+        if trunks is not None:
+            changes["trunks"] = tuple(trunks)
+        if contexts is not None:
+            changes["inbound_contexts"] = tuple(contexts)
+        if dids is not None:
+            changes["dids"] = tuple(dids)
+        if extensions is not None:
+            changes["extensions"] = extensions
+        if changes:
+            config = replace(config, **changes)  # type: ignore[arg-type]
+            accounts.set_pbx_config(conn, account, config)
+    return config
+
+
+@accounts_app.command("configure")
+def accounts_configure(
+    account: Annotated[int, typer.Argument(help="account id")],
+    trunk: TrunkOpt = None,
+    inbound_context: ContextOpt = None,
+    did: DidOpt = None,
+    extensions: ExtensionsOpt = None,
+) -> None:
+    """Set how the account's PBX calls are classified; each given option replaces its list."""
+    try:
+        with _database(Settings()) as engine:
+            _configure(engine, account, trunk, inbound_context, did, extensions)
+            with engine.connect() as conn:
+                typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
+    except (accounts.AccountError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@accounts_app.command("show")
+def accounts_show(account: Annotated[int, typer.Argument(help="account id")]) -> None:
+    """Print the account's settings as JSON."""
+    try:
+        with _database(Settings()) as engine, engine.connect() as conn:
+            typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+
+
 @users_app.command("create")
 def users_create(
     account: Annotated[int, typer.Option(help="account id")],
@@ -146,6 +228,89 @@ def demo_command(
         f"'{base}/api/v1/call-history?sort=-id&per_page=5'"
     )
     typer.echo(f"token: {token}")
+
+
+@import_app.command("asterisk-csv")
+def import_asterisk_csv(
+    files: Annotated[list[str], typer.Argument(help="Master.csv files; - reads standard input")],
+    account: Annotated[int, typer.Option(help="account id")],
+    gmt: Annotated[
+        bool,
+        typer.Option(
+            "--gmt/--local-time",
+            help="times in the file are UTC (cdr.conf usegmtime=yes); default: the account's "
+            "timezone",
+        ),
+    ] = False,
+    from_start: Annotated[
+        bool, typer.Option(help="read files from their first line, not from the last import")
+    ] = False,
+    trunk: TrunkOpt = None,
+    inbound_context: ContextOpt = None,
+    did: DidOpt = None,
+    extensions: ExtensionsOpt = None,
+) -> None:
+    """Import Asterisk CDRs (Master.csv): one call per phone call, idempotent and resumable.
+
+    Classification options given here are saved with the account (as `accounts configure`).
+    Exit status: 0 done, 1 error, 3 done but some lines were rejected (listed on stderr).
+    """
+    for name in files:
+        if name != "-" and not Path(name).is_file():
+            raise _fail(f"{name}: no such file")
+    console = Console(stderr=True)
+    try:
+        with _database(Settings()) as engine:
+            _configure(engine, account, trunk, inbound_context, did, extensions)
+            with _import_progress(console) as progress_for:
+                report = asterisk_csv.import_paths(
+                    engine, account, files, gmt=gmt, resume=not from_start,
+                    progress_for=progress_for,
+                )  # fmt: skip
+    except (accounts.AccountError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    outcome = report.outcome
+    typer.echo(
+        f"lines read: {report.lines_read}"
+        + (f" (+{report.lines_skipped} already imported)" if report.lines_skipped else "")
+        + f"; calls created: {outcome.created}, updated: {outcome.updated}; "
+        f"legs already stored: {outcome.duplicate_legs}; bad lines: {len(report.bad)}"
+    )
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    for bad in report.bad[:100]:
+        console.print(f"rejected: {bad}", markup=False, highlight=False)
+    if len(report.bad) > 100:
+        console.print(f"... and {len(report.bad) - 100} more rejected lines")
+    if report.bad:
+        raise typer.Exit(EXIT_REJECTS)
+
+
+@contextmanager
+def _import_progress(
+    console: Console,
+) -> Iterator[Callable[[str, int | None], asterisk_csv.Progress]]:
+    """A progress bar per file on a terminal (bytes, lines, lines/s); nothing otherwise."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[lines]} lines, {task.fields[rate]} lines/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        started = time.monotonic()
+
+        def progress_for(name: str, size: int | None) -> asterisk_csv.Progress:
+            task = bar.add_task(name, total=size, lines=0, rate=0)
+
+            def update(done: int, lines: int) -> None:
+                rate = int(lines / max(time.monotonic() - started, 1e-6))
+                bar.update(task, completed=done, lines=lines, rate=rate)
+
+            return update
+
+        yield progress_for
 
 
 def main() -> None:

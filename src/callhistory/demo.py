@@ -112,12 +112,11 @@ def _store_batch(
     created = store.insert_calls(conn, account_id, batch)
     if not created:
         return 0
-    rows = store.get_many_by_call_id(conn, account_id, created)
     for call in batch:
-        row = rows.get(call.call_id)
-        if row is None or call.type is CallType.INTERNAL or rng.random() < 0.5:
+        call_pk = created.get(call.call_id)
+        if call_pk is None or call.type is CallType.INTERNAL or rng.random() < 0.5:
             continue
         status = rng.choices(("synced", "failed", "pending"), (85, 10, 5))[0]
         error = "Contact with this phone number not found" if status == "failed" else None
-        store.add_integration(conn, row.id, "amocrm", status, error)
+        store.add_integration(conn, call_pk, "amocrm", status, error)
     return len(created)

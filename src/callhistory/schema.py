@@ -32,6 +32,7 @@ accounts = Table(
     Column("id", BigId, primary_key=True),
     Column("name", String(255), nullable=False),
     Column("timezone", String(64), nullable=False, server_default="Asia/Tashkent"),
+    Column("pbx_config", Text),  # JSON of classify.PbxConfig; NULL = the defaults
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -107,6 +108,56 @@ call_counts = Table(
     Column("type", SmallInteger, primary_key=True),
     Column("status", SmallInteger, primary_key=True),
     Column("calls", BigInteger, nullable=False),
+)
+
+# The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
+# re-import recognises every leg it has already seen (leg_key).
+call_legs = Table(
+    "call_legs",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("call_history_id", BigId, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("call_key", String(255), nullable=False),  # linkedid, else uniqueid
+    Column("leg_key", String(64), nullable=False),
+    Column("accountcode", String(255), nullable=False),
+    Column("src", String(255), nullable=False),
+    Column("dst", String(255), nullable=False),
+    Column("dcontext", String(255), nullable=False),
+    Column("clid", String(255), nullable=False),
+    Column("channel", String(255), nullable=False),
+    Column("dstchannel", String(255), nullable=False),
+    Column("lastapp", String(255), nullable=False),
+    Column("lastdata", Text, nullable=False),
+    Column("start", DateTime, nullable=False),
+    Column("answer", DateTime),
+    Column("end", DateTime, nullable=False),
+    Column("duration", Integer, nullable=False),
+    Column("billsec", Integer, nullable=False),
+    Column("disposition", String(16), nullable=False),
+    Column("amaflags", String(32), nullable=False),
+    Column("uniqueid", String(255)),
+    Column("userfield", Text),
+    Column("peeraccount", String(255)),
+    Column("linkedid", String(255)),
+    Column("sequence", Integer),
+    Index("uq_call_legs_account_leg", "account_id", "leg_key", unique=True),
+    Index("ix_call_legs_account_call_key", "account_id", "call_key"),
+    Index("ix_call_legs_call", "call_history_id"),
+)
+
+# How far each imported file was read, so a re-import of a grown Master.csv starts where it left.
+import_files = Table(
+    "import_files",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("head", String(64), nullable=False),  # sha256 of the first line: same file or rotated?
+    Column("offset", BigInteger, nullable=False),
+    Column("lines", BigInteger, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("uq_import_files_account_path", "account_id", "path", unique=True),
 )
 
 call_integrations = Table(

@@ -7,7 +7,19 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Row, func, literal, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Row,
+    Table,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from callhistory.models import NewCall
@@ -105,9 +117,7 @@ def _add_to_counts(conn: Connection, account_id: int, deltas: Counter[tuple[int,
     ]
     if not rows:
         return
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        call_counts
-    )
+    insert = dialect_insert(conn, call_counts)
     stmt = insert.on_conflict_do_update(
         index_elements=["account_id", "type", "status"],
         set_={"calls": call_counts.c.calls + insert.excluded.calls},
@@ -151,57 +161,82 @@ def integrations_for(conn: Connection, call_pks: Iterable[int]) -> dict[int, lis
     return found
 
 
-def _insert_for(conn: Connection) -> Any:
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite share the syntax)."""
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(calls)
-    return sqlite.insert(calls)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
-def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]) -> set[str]:
-    """Store calls the account does not have yet (by call_id); returns the call_ids created.
+def _row_values(account_id: int, call: NewCall, now: datetime) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "call_id": call.call_id,
+        "pbx_call_id": call.pbx_call_id,
+        "started_at": call.started_at.replace(microsecond=0),  # filters compare whole seconds
+        "answered_at": call.answered_at,
+        "ended_at": call.ended_at,
+        "src": call.src,
+        "dst": call.dst,
+        "external_number": call.external_number,
+        "duration": call.duration,
+        "conversation": call.conversation,
+        "type": int(call.type),
+        "status": int(call.status),
+        "disposition": call.disposition,
+        "legs": call.legs,
+        "recording": call.recording,
+        "created_at": now,
+        "updated_at": now,
+    }
 
-    Concurrent inserts of the same call_id are safe: the unique index decides, the loser skips.
+
+def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]) -> dict[str, int]:
+    """Store calls the account does not have yet (by call_id); returns {call_id: id} of those
+    created. Concurrent inserts of one call_id are safe: the unique index decides, the loser skips.
     """
     if not new_calls:
-        return set()
+        return {}
     now = utcnow()
-    rows = [
-        {
-            "account_id": account_id,
-            "call_id": c.call_id,
-            "pbx_call_id": c.pbx_call_id,
-            "started_at": c.started_at.replace(microsecond=0),  # filters compare whole seconds
-            "answered_at": c.answered_at,
-            "ended_at": c.ended_at,
-            "src": c.src,
-            "dst": c.dst,
-            "external_number": c.external_number,
-            "duration": c.duration,
-            "conversation": c.conversation,
-            "type": int(c.type),
-            "status": int(c.status),
-            "disposition": c.disposition,
-            "legs": c.legs,
-            "recording": c.recording,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for c in new_calls
-    ]
+    rows = [_row_values(account_id, c, now) for c in new_calls]
     stmt = (
-        _insert_for(conn)
+        dialect_insert(conn, calls)
         .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
-        .returning(calls.c.call_id, calls.c.type, calls.c.status)
+        .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
     )
-    created: set[str] = set()
+    created: dict[str, int] = {}
     deltas: Counter[tuple[int, int]] = Counter()
     # SQLite caps bound parameters per statement; 18 columns x 500 rows stays well below.
     for start in range(0, len(rows), 500):
         for row in conn.execute(stmt.values(rows[start : start + 500])):
-            created.add(row.call_id)
+            created[row.call_id] = row.id
             deltas[row.type, row.status] += 1
     _add_to_counts(conn, account_id, deltas)
     return created
+
+
+def update_calls(
+    conn: Connection, account_id: int, changes: Sequence[tuple[AnyRow, NewCall]]
+) -> None:
+    """Overwrite stored calls (rows as read by this module) with their re-merged values."""
+    if not changes:
+        return
+    now = utcnow()
+    params = []
+    deltas: Counter[tuple[int, int]] = Counter()
+    for old, call in changes:
+        values = _row_values(account_id, call, now)
+        del values["account_id"], values["call_id"], values["created_at"]
+        params.append({"pk": old.id, **values})
+        deltas[old.type, old.status] -= 1
+        deltas[values["type"], values["status"]] += 1
+    stmt = (
+        update(calls)
+        .where(calls.c.id == bindparam("pk"), calls.c.account_id == account_id)
+        .values({name: bindparam(name) for name in params[0] if name != "pk"})
+    )
+    conn.execute(stmt, params)
+    _add_to_counts(conn, account_id, deltas)
 
 
 def get_many_by_call_id(

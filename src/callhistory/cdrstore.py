@@ -1,0 +1,91 @@
+"""Every SQL statement about raw CDR legs and import offsets. SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+
+from sqlalchemy import Connection, select, update
+
+from callhistory.ingest.cdr import Cdr
+from callhistory.schema import call_legs, import_files
+from callhistory.store import dialect_insert, utcnow
+
+_CDR_FIELDS = tuple(f.name for f in fields(Cdr))
+_CHUNK = 500  # keys per IN (...) list
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def known_leg_keys(conn: Connection, account_id: int, leg_keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(leg_keys):
+        stmt = select(call_legs.c.leg_key).where(
+            call_legs.c.account_id == account_id, call_legs.c.leg_key.in_(chunk)
+        )
+        found.update(conn.execute(stmt).scalars())
+    return found
+
+
+def legs_of(conn: Connection, account_id: int, call_keys: Sequence[str]) -> dict[str, list[Cdr]]:
+    """The stored legs of these calls, by call key."""
+    found: dict[str, list[Cdr]] = {}
+    columns = [call_legs.c.call_key, *(call_legs.c[name] for name in _CDR_FIELDS)]
+    for chunk in _chunks(call_keys):
+        stmt = select(*columns).where(
+            call_legs.c.account_id == account_id, call_legs.c.call_key.in_(chunk)
+        )
+        for row in conn.execute(stmt):
+            found.setdefault(row.call_key, []).append(
+                Cdr(**{name: getattr(row, name) for name in _CDR_FIELDS})
+            )
+    return found
+
+
+def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr]]) -> None:
+    """Store (call id, leg) pairs; a leg already stored (same key) is skipped."""
+    if not legs:
+        return
+    rows = [
+        {
+            "account_id": account_id,
+            "call_history_id": call_pk,
+            "call_key": leg.call_key,
+            "leg_key": leg.leg_key,
+            **asdict(leg),
+        }
+        for call_pk, leg in legs
+    ]
+    stmt = dialect_insert(conn, call_legs).on_conflict_do_nothing(
+        index_elements=["account_id", "leg_key"]
+    )
+    for start in range(0, len(rows), 200):  # 28 columns a row, under SQLite's parameter cap
+        conn.execute(stmt.values(rows[start : start + 200]))
+
+
+def import_offset(conn: Connection, account_id: int, path: str, head: str) -> tuple[int, int]:
+    """(byte offset, lines) already imported from this file, or (0, 0) if it is new or rotated."""
+    row = conn.execute(
+        select(import_files.c.head, import_files.c.offset, import_files.c.lines).where(
+            import_files.c.account_id == account_id, import_files.c.path == path
+        )
+    ).first()
+    if row is None or row.head != head:
+        return 0, 0
+    return int(row.offset), int(row.lines)
+
+
+def save_import_offset(
+    conn: Connection, account_id: int, path: str, head: str, offset: int, lines: int
+) -> None:
+    values = {"head": head, "offset": offset, "lines": lines, "updated_at": utcnow()}
+    changed = conn.execute(
+        update(import_files)
+        .where(import_files.c.account_id == account_id, import_files.c.path == path)
+        .values(values)
+    ).rowcount
+    if not changed:
+        conn.execute(import_files.insert().values(account_id=account_id, path=path, **values))
