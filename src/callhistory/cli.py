@@ -277,11 +277,11 @@ def import_asterisk_csv(
         f"legs already stored: {outcome.duplicate_legs}; bad lines: {len(report.bad)}"
     )
     for note in report.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
+        typer.echo(f"note: {note}", err=True)
     for bad in report.bad[:100]:
-        console.print(f"rejected: {bad}", markup=False, highlight=False)
+        typer.echo(f"rejected: {bad}", err=True)
     if len(report.bad) > 100:
-        console.print(f"... and {len(report.bad) - 100} more rejected lines")
+        typer.echo(f"... and {len(report.bad) - 100} more rejected lines", err=True)
     if report.bad:
         raise typer.Exit(EXIT_REJECTS)
 
