@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +23,8 @@ from callhistory import accounts, demo, migrate
 from callhistory.classify import ConfigError, PbxConfig
 from callhistory.config import Settings
 from callhistory.ingest import asterisk_csv
+from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
+from callhistory.ingest.spool import Spool
 from callhistory.schema import make_engine
 
 app = typer.Typer(
@@ -284,6 +289,51 @@ def import_asterisk_csv(
         typer.echo(f"... and {len(report.bad) - 100} more rejected lines", err=True)
     if report.bad:
         raise typer.Exit(EXIT_REJECTS)
+
+
+@app.command("ami")
+def ami_command(
+    account: Annotated[int, typer.Option(help="account id")],
+    username: Annotated[str, typer.Option(help="AMI user (manager.conf) with read=cdr")],
+    secret: Annotated[str, typer.Option(envvar="AMI_SECRET", help="its secret (or AMI_SECRET)")],
+    host: Annotated[str, typer.Option(help="Asterisk's host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="AMI port")] = 5038,
+    spool: Annotated[
+        Path | None,
+        typer.Option(help="durable event spool; default DATA_DIR/ami-spool-<account>.sqlite3"),
+    ] = None,
+) -> None:
+    """Store calls live from Asterisk's `Cdr` manager events, until SIGTERM/SIGINT.
+
+    Reconnects with backoff when the PBX goes away; keeps events in a local spool while the
+    database is down; on stop, stores what it can and leaves the rest spooled for the next start.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    try:
+        with _database(settings) as engine:
+            with engine.connect() as conn:
+                pbx = accounts.pbx_settings(conn, account)
+            feed_spool = Spool(spool or settings.data_dir / f"ami-spool-{account}.sqlite3")
+            ami_settings = AmiSettings(host, port, username, secret)
+            feed = AmiFeed(engine, account, pbx, ami_settings, feed_spool)
+
+            async def run() -> FeedStats:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, stop.set)
+                return await feed.run(stop)
+
+            stats = asyncio.run(run())
+            left = len(feed_spool)
+            feed_spool.close()
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"events: {stats.events}, rejected: {stats.rejected}; calls created: "
+        f"{stats.stored.created}, updated: {stats.stored.updated}; still spooled: {left}"
+    )
 
 
 @contextmanager
