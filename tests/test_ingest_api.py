@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, true
 
-from callhistory import signing
+from callhistory import accounts, signing
+from callhistory.classify import PbxConfig
 from callhistory.models import derive_call_id
 from callhistory.schema import calls
 from tests.conftest import TEST_APP_KEY, Tenant
@@ -197,9 +198,9 @@ def test_validation(client: TestClient, tenant: Tenant, item: Any, errors: Any) 
     body = response.json()
     if errors is None:
         assert list(body["errors"]) == [
-            "0.date_time", "0.src", "0.dst", "0.duration", "0.conversation", "0.type", "0.status"
+            "0.date_time", "0.src", "0.dst", "0.duration", "0.conversation", "0.status"
         ]  # fmt: skip
-        assert body["message"] == "The 0.date time field is required. (and 6 more errors)"
+        assert body["message"] == "The 0.date time field is required. (and 5 more errors)"
     else:
         assert body == {"message": next(iter(errors.values()))[0], "errors": errors}
 
@@ -285,3 +286,26 @@ def test_totals_match_a_real_count(
                 body = client.get(URL, params=params, headers=tenant.headers).json()
                 assert body["meta"]["total"] == expected, params
     assert client.get(URL, headers=alice.headers).json()["meta"]["total"] == 41
+
+
+def test_without_type_the_account_layout_classifies(
+    client: TestClient, tenant: Tenant, db: Engine
+) -> None:
+    with db.begin() as conn:
+        accounts.set_pbx_config(conn, tenant.account_id, PbxConfig(dids=("781130590",)))
+    items = [
+        call(pbx_call_id="in", type=..., external_number=..., src="998901234567", dst="101"),
+        call(pbx_call_id="out", type=..., external_number=..., src="101", dst="998901234567"),
+        call(pbx_call_id="int", type=..., external_number=..., src="101", dst="102"),
+        call(
+            pbx_call_id="kept", type=..., external_number="712005060", src="101", dst="998901112233"
+        ),
+    ]
+    response = client.post(URL, json=items, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    assert [(i["type"]["name"], i["external_number"]) for i in response.json()["data"]] == [
+        ("Incoming", "781130590"),
+        ("Outgoing", "781130590"),
+        ("Internal", None),
+        ("Outgoing", "712005060"),
+    ]

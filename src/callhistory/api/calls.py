@@ -6,7 +6,7 @@ import re
 
 from fastapi import APIRouter, Request
 
-from callhistory import pagination, phpquery, query, resources, store
+from callhistory import accounts, pagination, phpquery, query, resources, store
 from callhistory.api import docs
 from callhistory.api.deps import (
     ConnDep,
@@ -91,7 +91,8 @@ def show_call(
 def ingest_calls(
     body: JsonBodyDep, principal: WriterDep, conn: ConnDep, recording_url: RecordingUrlDep
 ) -> JSONResponse:
-    new_calls = http_ingest.parse_body(body, principal.account_id, principal.timezone)
+    pbx = accounts.pbx_settings(conn, principal.account_id)
+    new_calls = http_ingest.parse_body(body, principal.account_id, pbx)
     created = store.insert_calls(conn, principal.account_id, new_calls)
     rows = store.get_many_by_call_id(conn, principal.account_id, (c.call_id for c in new_calls))
     integrations = store.integrations_for(conn, (row.id for row in rows.values()))

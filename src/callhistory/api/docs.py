@@ -119,7 +119,9 @@ class IngestCall(BaseModel):
     external_number: str | None = Field(None, max_length=255)
     duration: int = Field(ge=0)
     conversation: int = Field(ge=0, description="at most duration")
-    type: Literal[1, 2, 3]
+    type: Literal[1, 2, 3] | None = Field(
+        None, description="when absent, classified from src/dst with the account's PBX layout"
+    )
     status: Literal[1, 2] | None = Field(None, description="required without disposition")
     disposition: Literal[DISPOSITIONS] | None = None  # type: ignore[valid-type]
     recording: str | None = Field(None, examples=["2026/01/13/1768308876.2.wav"])

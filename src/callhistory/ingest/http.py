@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from callhistory.classify import PbxConfig, classify
 from callhistory.errors import ApiError, ValidationErrors
 from callhistory.models import (
     DISPOSITIONS,
@@ -101,7 +102,11 @@ class _Item:
 
 
 def _parse_item(
-    index: int, item: Any, account_id: int, tz: ZoneInfo, errors: ValidationErrors
+    index: int,
+    item: Any,
+    account_id: int,
+    pbx: tuple[PbxConfig, ZoneInfo],
+    errors: ValidationErrors,
 ) -> NewCall | None:
     if not isinstance(item, dict):
         errors.add(str(index), f"The {index} field must be an array.")
@@ -129,7 +134,7 @@ def _parse_item(
     conversation = v.integer("conversation", minimum=0, maximum=_INT_MAX)
     if duration is not None and conversation is not None and conversation > duration:
         v.fail("conversation", f"The {{attribute}} field must be between 0 and {duration}.")
-    call_type = v.choice("type", tuple(t.value for t in CallType), required=True)
+    call_type = v.choice("type", tuple(t.value for t in CallType), required=False)
     disposition = v.choice("disposition", DISPOSITIONS, required=False)
     has_disposition = item.get("disposition") is not None
     status = v.choice("status", tuple(s.value for s in CallStatus), required=False)
@@ -151,7 +156,13 @@ def _parse_item(
     if len(errors.errors) != before or started_local is None:
         return None
     assert src is not None and dst is not None and duration is not None
-    assert conversation is not None and call_type is not None
+    assert conversation is not None
+    config, tz = pbx
+    if call_type is None:
+        # No type given: decide it as for the account's Asterisk calls, from the numbers.
+        call_type, classified_external = classify(config, src=src, dst=dst)
+        if "external_number" not in item:
+            external_number = classified_external
     if disposition is None:
         disposition = default_disposition(CallStatus(status))
     started_at = to_utc(started_local, tz)
@@ -180,11 +191,14 @@ def _parse_item(
     )
 
 
-def parse_body(body: Any, account_id: int, tz: ZoneInfo) -> list[NewCall]:
-    """Every call of the body, or ApiError 422 listing every problem (nothing partial)."""
+def parse_body(body: Any, account_id: int, pbx: tuple[PbxConfig, ZoneInfo]) -> list[NewCall]:
+    """Every call of the body, or ApiError 422 listing every problem (nothing partial).
+
+    `pbx` is the account's PBX layout and timezone; calls sent without `type` are classified
+    with it."""
     if not isinstance(body, list) or not 1 <= len(body) <= MAX_BATCH:
         raise ApiError(422, BODY_MESSAGE, {"body": [BODY_MESSAGE]})
     errors = ValidationErrors()
-    parsed = [_parse_item(i, item, account_id, tz, errors) for i, item in enumerate(body)]
+    parsed = [_parse_item(i, item, account_id, pbx, errors) for i, item in enumerate(body)]
     errors.raise_if_any()
     return [c for c in parsed if c is not None]
