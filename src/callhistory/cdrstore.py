@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 from sqlalchemy import Connection, select, update
 
@@ -55,15 +55,14 @@ def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr
             "call_history_id": call_pk,
             "call_key": leg.call_key,
             "leg_key": leg.leg_key,
-            **asdict(leg),
+            **{name: getattr(leg, name) for name in _CDR_FIELDS},
         }
         for call_pk, leg in legs
     ]
     stmt = dialect_insert(conn, call_legs).on_conflict_do_nothing(
         index_elements=["account_id", "leg_key"]
     )
-    for start in range(0, len(rows), 200):  # 28 columns a row, under SQLite's parameter cap
-        conn.execute(stmt.values(rows[start : start + 200]))
+    conn.execute(stmt, rows)
 
 
 def import_offset(conn: Connection, account_id: int, path: str, head: str) -> tuple[int, int]:

@@ -206,11 +206,11 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     )
     created: dict[str, int] = {}
     deltas: Counter[tuple[int, int]] = Counter()
-    # SQLite caps bound parameters per statement; 18 columns x 500 rows stays well below.
-    for start in range(0, len(rows), 500):
-        for row in conn.execute(stmt.values(rows[start : start + 500])):
-            created[row.call_id] = row.id
-            deltas[row.type, row.status] += 1
+    # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the driver's
+    # limits and compiles the statement once.
+    for row in conn.execute(stmt, rows):
+        created[row.call_id] = row.id
+        deltas[row.type, row.status] += 1
     _add_to_counts(conn, account_id, deltas)
     return created
 

@@ -85,7 +85,7 @@ def _time(value: str, name: str, tz: ZoneInfo | None) -> datetime:
     if not _TIME.fullmatch(value):
         raise BadCdr(f"{name} time {value[:40]!r} is not YYYY-MM-DD HH:MM:SS")
     try:
-        local = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        local = datetime.fromisoformat(value)  # the regex above fixed the exact shape
     except ValueError:
         raise BadCdr(f"{name} time {value!r} is not a real date") from None
     return local if tz is None else to_utc(local, tz)

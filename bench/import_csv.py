@@ -1,0 +1,155 @@
+"""Throughput of `import asterisk-csv` on a generated Master.csv. Run by hand, not in CI.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1/bench_import python -m bench.import_csv --lines 1000000
+    python -m bench.import_csv --lines 1000000          # SQLite file in bench/data
+
+The file holds realistic calls in 21-column layout: inbound ring groups (3 legs, the third phone
+answers), outbound calls through the trunk and internal calls (1 leg each). The database must be
+empty (a fresh one per run). On PostgreSQL the same file is also loaded with COPY into a bare table
+of the same 21 columns: the floor any importer could reach, reported as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+
+from callhistory import accounts, migrate
+from callhistory.classify import PbxConfig
+from callhistory.config import Settings
+from callhistory.ingest.asterisk_csv import import_paths
+from callhistory.schema import make_engine
+
+DATA = Path(__file__).parent / "data"
+
+
+def q(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def cdr(
+    src: str, dst: str, ctx: str, clid: str, chan: str, dchan: str, start: datetime,
+    answer: datetime | None, end: datetime, disposition: str, uid: str, seq: int,
+) -> str:  # fmt: skip
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return ",".join(
+        [
+            q(""), q(src), q(dst), q(ctx), q(clid), q(chan), q(dchan), q("Dial"), q(f"{dchan},30"),
+            q(start.strftime(fmt)), q(answer.strftime(fmt)) if answer else "", q(end.strftime(fmt)),
+            str(int((end - start).total_seconds())),
+            str(int((end - answer).total_seconds())) if answer else "0",
+            q(disposition), q("DOCUMENTATION"), q(uid), q(""), q(""), q(uid), str(seq),
+        ]
+    )  # fmt: skip
+
+
+def generate(path: Path, lines: int) -> None:
+    rng = random.Random(1)
+    t = datetime(2026, 1, 1, 8, 0, 0)
+    written = seq = n = 0
+    with path.open("w") as f:
+        while written < lines:
+            n += 1
+            t += timedelta(seconds=rng.randint(1, 20))
+            uid = f"{1767236400 + n}.{n}"
+            kind = rng.random()
+            if kind < 0.5:  # inbound ring group
+                caller = f"99890{rng.randrange(10**7):07d}"
+                ans = t + timedelta(seconds=rng.randint(3, 15))
+                end = ans + timedelta(seconds=rng.randint(5, 300))
+                for phone in ("101", "102", "103"):
+                    seq += 1
+                    answered = phone == "103"
+                    f.write(cdr(caller, "600", "from-trunk", f'"{caller}" <{caller}>',
+                                f"PJSIP/uztelecom-{n:08x}", f"PJSIP/{phone}-{seq:08x}", t,
+                                ans if answered else None, end if answered else ans,
+                                "ANSWERED" if answered else "NO ANSWER", uid, seq) + "\n")  # fmt: skip
+                written += 3
+            else:
+                seq += 1
+                ext = str(rng.randint(100, 199))
+                internal = kind > 0.85
+                dst = str(rng.randint(100, 199)) if internal else f"99891{rng.randrange(10**7):07d}"
+                dchan = f"PJSIP/{dst}-{seq:08x}" if internal else f"PJSIP/uztelecom-{seq:08x}"
+                answered = rng.random() < 0.7
+                ans = t + timedelta(seconds=rng.randint(2, 20))
+                end = ans + timedelta(seconds=rng.randint(5, 300) if answered else 0)
+                f.write(cdr(ext, dst, "from-internal", f'"Ext {ext}" <{ext}>',
+                            f"PJSIP/{ext}-{seq:08x}", dchan, t, ans if answered else None, end,
+                            "ANSWERED" if answered else rng.choice(["NO ANSWER", "BUSY"]),
+                            uid, seq) + "\n")  # fmt: skip
+                written += 1
+
+
+def copy_baseline(url: str, path: Path) -> float:
+    """Seconds for PostgreSQL's own COPY of the file into a bare 21-column table."""
+    import psycopg
+
+    columns = ", ".join(f"c{i} text" for i in range(21))
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("DROP TABLE IF EXISTS bare_cdr")
+        conn.execute(f"CREATE UNLOGGED TABLE bare_cdr ({columns})")
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY bare_cdr FROM STDIN (FORMAT csv)") as copy,
+            path.open("rb") as f,
+        ):
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        took = time.perf_counter() - started
+        conn.execute("DROP TABLE bare_cdr")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"Master-{args.lines}.csv"
+    if not path.exists():
+        generate(path, args.lines)
+    size_mb = path.stat().st_size / 1e6
+
+    url = os.environ.get("DATABASE_URL") or None
+    sqlite_file = DATA / "import.sqlite3"
+    if url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
+    settings = Settings(
+        _env_file=None, data_dir=DATA, database_url=url or f"sqlite:///{sqlite_file}"
+    )  # type: ignore[call-arg]
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        account = accounts.create_account(conn, "import-bench")
+        accounts.set_pbx_config(
+            conn, account, PbxConfig(trunks=("PJSIP/uztelecom-*",), dids=("781130590",))
+        )
+
+    started = time.perf_counter()
+    report = import_paths(engine, account, [str(path)], gmt=False)
+    took = time.perf_counter() - started
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n{engine.dialect.name}: {args.lines} lines ({size_mb:.0f} MB)")
+    print(f"import: {took:.1f}s, {report.lines_read / took:.0f} lines/s; calls created "
+          f"{report.outcome.created} (stored {stored}); bad lines {len(report.bad)}; "
+          f"max RSS {rss_mb:.0f} MB")  # fmt: skip
+    if engine.dialect.name == "postgresql":
+        copy = copy_baseline(settings.sqlalchemy_url, path)
+        print(f"COPY into a bare table: {copy:.1f}s, {args.lines / copy:.0f} lines/s; "
+              f"import/COPY time ratio {took / copy:.1f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
