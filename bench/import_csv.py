@@ -1,6 +1,7 @@
 """Throughput of `import asterisk-csv` on a generated Master.csv. Run by hand, not in CI.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1/bench_import python -m bench.import_csv --lines 1000000
+    DATABASE_URL=postgresql://postgres@127.0.0.1/bench_import \
+        python -m bench.import_csv --lines 1000000
     python -m bench.import_csv --lines 1000000          # SQLite file in bench/data
 
 The file holds realistic calls in 21-column layout: inbound ring groups (3 legs, the third phone
@@ -76,7 +77,8 @@ def generate(path: Path, lines: int) -> None:
                 seq += 1
                 ext = str(rng.randint(100, 199))
                 internal = kind > 0.85
-                dst = str(rng.randint(100, 199)) if internal else f"99891{rng.randrange(10**7):07d}"
+                outside = f"99891{rng.randrange(10**7):07d}"
+                dst = str(rng.randint(100, 199)) if internal else outside
                 dchan = f"PJSIP/{dst}-{seq:08x}" if internal else f"PJSIP/uztelecom-{seq:08x}"
                 answered = rng.random() < 0.7
                 ans = t + timedelta(seconds=rng.randint(2, 20))
