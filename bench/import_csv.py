@@ -68,10 +68,11 @@ def generate(path: Path, lines: int) -> None:
                 for phone in ("101", "102", "103"):
                     seq += 1
                     answered = phone == "103"
+                    disposition = "ANSWERED" if answered else "NO ANSWER"
                     f.write(cdr(caller, "600", "from-trunk", f'"{caller}" <{caller}>',
                                 f"PJSIP/uztelecom-{n:08x}", f"PJSIP/{phone}-{seq:08x}", t,
                                 ans if answered else None, end if answered else ans,
-                                "ANSWERED" if answered else "NO ANSWER", uid, seq) + "\n")  # fmt: skip
+                                disposition, uid, seq) + "\n")  # fmt: skip
                 written += 3
             else:
                 seq += 1
