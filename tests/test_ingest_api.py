@@ -309,3 +309,12 @@ def test_without_type_the_account_layout_classifies(
         ("Internal", None),
         ("Outgoing", "712005060"),
     ]
+
+
+def test_oversized_body_is_413(client: TestClient, tenant: Tenant) -> None:
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    response = client.post(URL, content=b"[" + b" " * (6 * 1024 * 1024) + b"]", headers=headers)
+    assert (response.status_code, response.json()) == (
+        413,
+        {"message": "The request body is too large."},
+    )

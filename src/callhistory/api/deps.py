@@ -82,10 +82,22 @@ def get_recording_url(request: Request, settings: SettingsDep) -> Callable[[str]
 RecordingUrlDep = Annotated[Callable[[str], str], Depends(get_recording_url)]
 
 
+#: Far above 1000 calls (~0.5 MB); anything larger is refused before it is read whole.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
 async def json_body(request: Request) -> Any:
     """The parsed JSON body, or None when it is not JSON (validation then says so)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "The request body is too large.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "The request body is too large.")
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
 
