@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from callhistory import accounts, migrate, store
 from callhistory.api import create_app
 from callhistory.config import Settings
-from callhistory.models import CallType, NewCall, derive_call_id
+from callhistory.models import CallType, NewCall, call_from_durations, derive_call_id
 from callhistory.schema import make_engine, metadata
 
 TEST_APP_KEY = "test-app-key-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -129,31 +129,21 @@ def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
 
 def new_call(account_id: int, n: int, **fields: Any) -> NewCall:
     """A plausible outgoing answered call; `fields` override (times are naive UTC)."""
-    started_at = fields.pop("started_at", datetime(2026, 1, 13, 12, 0, 0) + timedelta(minutes=n))
-    duration = fields.pop("duration", 30)
     conversation = fields.pop("conversation", 20)
-    disposition = fields.pop("disposition", "ANSWERED" if conversation else "NO ANSWER")
-    ended_at = started_at + timedelta(seconds=duration)
     values: dict[str, Any] = {
         "call_id": derive_call_id(account_id, f"pbx-{n}"),
         "pbx_call_id": f"pbx-{n}",
-        "started_at": started_at,
-        "answered_at": ended_at - timedelta(seconds=conversation)
-        if disposition == "ANSWERED"
-        else None,
-        "ended_at": ended_at,
+        "started_at": datetime(2026, 1, 13, 12, 0, 0) + timedelta(minutes=n),
+        "duration": 30,
+        "conversation": conversation,
+        "disposition": "ANSWERED" if conversation else "NO ANSWER",
         "src": "100",
         "dst": "998901234567",
         "external_number": "781130590",
-        "duration": duration,
-        "conversation": conversation,
         "type": CallType.OUTGOING,
-        "disposition": disposition,
-        "legs": 1,
-        "recording": None,
     }
     values.update(fields)
-    return NewCall(**values)
+    return call_from_durations(**values)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from callhistory import accounts, store
-from callhistory.models import CallType, NewCall, derive_call_id, status_from_disposition
+from callhistory.models import CallType, NewCall, call_from_durations, derive_call_id
 from callhistory.query import to_utc
 
 DEMO_ACCOUNT = "Demo Company"
@@ -62,23 +62,20 @@ def generate(
             started_local -= timedelta(days=1)
         started_at = to_utc(started_local, tz)
         pbx_call_id = f"{int(started_at.replace(tzinfo=UTC).timestamp())}.{index}"
-        ended_at = started_at + timedelta(seconds=duration)
-        answered = status_from_disposition(disposition).value == 1
-        yield NewCall(
+        answered = disposition == "ANSWERED"
+        yield call_from_durations(
             call_id=derive_call_id(account_id, pbx_call_id),
             pbx_call_id=pbx_call_id,
             started_at=started_at,
-            answered_at=ended_at - timedelta(seconds=conversation) if answered else None,
-            ended_at=ended_at,
+            duration=duration,
+            conversation=conversation,
+            disposition=disposition,
             src=src,
             dst=dst,
             external_number=external,
-            duration=duration,
-            conversation=conversation,
             type=call_type,
-            disposition=disposition,
             legs=rng.choice((1, 1, 1, 2, 3)) if call_type is CallType.INCOMING else 1,
-            recording=(f"{started_local:%Y/%m/%d}/{pbx_call_id}.wav" if answered else None),
+            recording=f"{started_local:%Y/%m/%d}/{pbx_call_id}.wav" if answered else None,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 
 
@@ -82,3 +82,41 @@ class NewCall:
     @property
     def status(self) -> CallStatus:
         return status_from_disposition(self.disposition)
+
+
+def call_from_durations(
+    *,
+    call_id: str,
+    pbx_call_id: str | None,
+    started_at: datetime,
+    duration: int,
+    conversation: int,
+    disposition: str,
+    src: str,
+    dst: str,
+    external_number: str | None,
+    type: CallType,
+    legs: int = 1,
+    recording: str | None = None,
+) -> NewCall:
+    """A call known by its start and lengths, as a PBX reports it without answer/end times:
+    it ended `duration` after the start and, if answered, was answered `conversation` before
+    the end. OverflowError when the end falls past the calendar."""
+    ended_at = started_at + timedelta(seconds=duration)
+    answered = status_from_disposition(disposition) is CallStatus.ANSWERED
+    return NewCall(
+        call_id=call_id,
+        pbx_call_id=pbx_call_id,
+        started_at=started_at,
+        answered_at=ended_at - timedelta(seconds=conversation) if answered else None,
+        ended_at=ended_at,
+        src=src,
+        dst=dst,
+        external_number=external_number,
+        duration=duration,
+        conversation=conversation,
+        type=type,
+        disposition=disposition,
+        legs=legs,
+        recording=recording,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +15,7 @@ from callhistory.models import (
     CallStatus,
     CallType,
     NewCall,
+    call_from_durations,
     default_disposition,
     derive_call_id,
     status_from_disposition,
@@ -165,30 +166,25 @@ def _parse_item(
             external_number = classified_external
     if disposition is None:
         disposition = default_disposition(CallStatus(status))
-    started_at = to_utc(started_local, tz)
+    if call_id is None:
+        call_id = derive_call_id(account_id, pbx_call_id) if pbx_call_id else str(uuid.uuid4())
     try:
-        ended_at = started_at + timedelta(seconds=duration)
+        return call_from_durations(
+            call_id=call_id.lower(),
+            pbx_call_id=pbx_call_id,
+            started_at=to_utc(started_local, tz),
+            duration=duration,
+            conversation=conversation,
+            disposition=disposition,
+            src=src,
+            dst=dst,
+            external_number=external_number,
+            type=CallType(call_type),
+            recording=recording,
+        )
     except OverflowError:
         v.fail("duration", "The {attribute} field is too large for the call's date time.")
         return None
-    answered = status_from_disposition(disposition) is CallStatus.ANSWERED
-    if call_id is None:
-        call_id = derive_call_id(account_id, pbx_call_id) if pbx_call_id else str(uuid.uuid4())
-    return NewCall(
-        call_id=call_id.lower(),
-        pbx_call_id=pbx_call_id,
-        started_at=started_at,
-        answered_at=ended_at - timedelta(seconds=conversation) if answered else None,
-        ended_at=ended_at,
-        src=src,
-        dst=dst,
-        external_number=external_number,
-        duration=duration,
-        conversation=conversation,
-        type=CallType(call_type),
-        disposition=disposition,
-        recording=recording,
-    )
 
 
 def parse_body(body: Any, account_id: int, pbx: tuple[PbxConfig, ZoneInfo]) -> list[NewCall]:
