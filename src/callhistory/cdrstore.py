@@ -88,3 +88,10 @@ def save_import_offset(
     ).rowcount
     if not changed:
         conn.execute(import_files.insert().values(account_id=account_id, path=path, **values))
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """Let PostgreSQL's planner see how big the tables grew during a bulk import: with the stats
+    of a near-empty table it scans a whole account instead of using the unique leg index."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE call_legs, calls")

@@ -88,7 +88,10 @@ def import_stream(
     last_offset = stream.tell() if resume_key is not None else 0
     last_line = start_line
 
+    flushes = 0
+
     def flush() -> None:
+        nonlocal flushes
         with engine.begin() as conn:
             report.outcome += store_legs(conn, account_id, batch, config, account_tz)
             if resume_key is not None:
@@ -96,6 +99,10 @@ def import_stream(
                     conn, account_id, resume_key, head, last_offset, last_line
                 )
         batch.clear()
+        flushes += 1
+        if flushes & (flushes - 1) == 0:  # after batches 1, 2, 4, 8...: the tables doubled
+            with engine.begin() as conn:
+                cdrstore.refresh_statistics(conn)
 
     for number, offset, raw, complete in _lines(stream, start_line, last_offset):
         if not complete and resume_key is not None:
