@@ -94,6 +94,30 @@ def set_pbx_config(conn: Connection, account_id: int, config: PbxConfig) -> None
     )
 
 
+def set_recording_retention(conn: Connection, account_id: int, days: int | None) -> None:
+    """Keep the account's recordings `days` days (None: forever)."""
+    if days is not None and days < 1:
+        raise AccountError("The retention must be at least 1 day (or 0 to keep recordings).")
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(recording_retention_days=days, updated_at=utcnow())
+    )
+
+
+def retention_policies(conn: Connection, account_id: int | None = None) -> list[tuple[int, int]]:
+    """(account id, days) of the accounts that expire their recordings."""
+    stmt = select(accounts.c.id, accounts.c.recording_retention_days).where(
+        accounts.c.recording_retention_days.is_not(None)
+    )
+    if account_id is not None:
+        stmt = stmt.where(accounts.c.id == account_id)
+    return [
+        (int(r.id), int(r.recording_retention_days))
+        for r in conn.execute(stmt.order_by(accounts.c.id))
+    ]
+
+
 def describe_account(conn: Connection, account_id: int) -> dict[str, object]:
     row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
     if row is None:
@@ -107,6 +131,7 @@ def describe_account(conn: Connection, account_id: int) -> dict[str, object]:
         "inbound_contexts": list(config.inbound_contexts),
         "dids": list(config.dids),
         "extensions": config.extensions,
+        "recording_retention_days": row.recording_retention_days,
         "created_at": row.created_at.isoformat(),
     }
 

@@ -19,12 +19,13 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from callhistory import accounts, demo, migrate
+from callhistory import accounts, demo, migrate, recordings, store
 from callhistory.classify import ConfigError, PbxConfig
 from callhistory.config import Settings
 from callhistory.ingest import asterisk_csv
 from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
 from callhistory.ingest.spool import Spool
+from callhistory.recordings import LocalStorage
 from callhistory.schema import make_engine
 
 app = typer.Typer(
@@ -42,6 +43,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+recordings_app = typer.Typer(help="Call recordings.", no_args_is_help=True)
+app.add_typer(recordings_app, name="recordings")
 
 #: Exit status of an import that finished but rejected some lines.
 EXIT_REJECTS = 3
@@ -155,11 +158,21 @@ def accounts_configure(
     inbound_context: ContextOpt = None,
     did: DidOpt = None,
     extensions: ExtensionsOpt = None,
+    recording_retention_days: Annotated[
+        int | None,
+        typer.Option(help="delete recordings older than N days (`recordings purge`); 0 = keep"),
+    ] = None,
 ) -> None:
-    """Set how the account's PBX calls are classified; each given option replaces its list."""
+    """Set how the account's PBX calls are classified (each given option replaces its list) and
+    how long its recordings are kept."""
     try:
         with _database(Settings()) as engine:
             _configure(engine, account, trunk, inbound_context, did, extensions)
+            if recording_retention_days is not None:
+                with engine.begin() as conn:
+                    accounts.set_recording_retention(
+                        conn, account, recording_retention_days or None
+                    )
             with engine.connect() as conn:
                 typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
     except (accounts.AccountError, ConfigError) as exc:
@@ -333,6 +346,25 @@ def ami_command(
     typer.echo(
         f"events: {stats.events}, rejected: {stats.rejected}; calls created: "
         f"{stats.stored.created}, updated: {stats.stored.updated}; still spooled: {left}"
+    )
+
+
+@recordings_app.command("purge")
+def recordings_purge(
+    account: Annotated[int | None, typer.Option(help="only this account")] = None,
+    dry_run: Annotated[bool, typer.Option(help="report what would go; delete nothing")] = False,
+) -> None:
+    """Delete recordings older than each account's retention, and clear their links."""
+    settings = Settings()
+    with _database(settings) as engine:
+        storage = LocalStorage(settings.recordings_root)
+        report = recordings.purge(
+            engine, storage, store.utcnow(), account_id=account, dry_run=dry_run
+        )
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {report.files} files ({report.bytes / 1e6:.1f} MB) of {report.calls} expired "
+        f"calls; {report.missing} files were already missing"
     )
 
 

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     app_key: str | None = Field(
         default=None, description="secret for signed URLs; generated into DATA_DIR when unset"
     )
+    recordings_dir: Path | None = Field(
+        default=None,
+        description="root of the recordings (YYYY/MM/DD/...); default DATA_DIR/recordings",
+    )
     recording_url_ttl: int = Field(
         default=0, ge=0, description="seconds a signed recording URL stays valid; 0 = no expiry"
     )
@@ -43,6 +47,10 @@ class Settings(BaseSettings):
         if value is not None and len(value) < 32:
             raise ValueError("APP_KEY must be at least 32 characters")
         return value
+
+    @property
+    def recordings_root(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -57,7 +57,13 @@ def derive_call_id(account_id: int, pbx_call_id: str) -> str:
 ABILITY_CALLS_READ = "calls:read"
 ABILITY_CALLS_WRITE = "calls:write"
 ABILITY_RECORDINGS_READ = "recordings:read"
-ABILITIES = (ABILITY_CALLS_READ, ABILITY_CALLS_WRITE, ABILITY_RECORDINGS_READ)
+ABILITY_RECORDINGS_DELETE = "recordings:delete"
+ABILITIES = (
+    ABILITY_CALLS_READ,
+    ABILITY_CALLS_WRITE,
+    ABILITY_RECORDINGS_READ,
+    ABILITY_RECORDINGS_DELETE,
+)
 
 
 @dataclass(frozen=True, slots=True)

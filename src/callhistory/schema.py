@@ -33,6 +33,7 @@ accounts = Table(
     Column("name", String(255), nullable=False),
     Column("timezone", String(64), nullable=False, server_default="Asia/Tashkent"),
     Column("pbx_config", Text),  # JSON of classify.PbxConfig; NULL = the defaults
+    Column("recording_retention_days", Integer),  # NULL = keep recordings forever
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -96,6 +97,7 @@ calls = Table(
     Index("ix_calls_account_type", "account_id", "type", "id"),
     Index("ix_calls_account_status", "account_id", "status", "id"),
     Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
+    Index("ix_calls_account_recording", "account_id", "recording"),
 )
 
 # How many calls each account has per (type, status), kept in step with `calls` by the store in the

@@ -269,3 +269,41 @@ def add_integration(
         updated_at=now,
     )
     return int(conn.execute(stmt.returning(call_integrations.c.id)).scalar_one())
+
+
+def has_recording(conn: Connection, account_id: int, recording: str) -> bool:
+    """Whether a call of the account links to this recording path."""
+    stmt = (
+        select(calls.c.id)
+        .where(calls.c.account_id == account_id, calls.c.recording == recording)
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def clear_recordings(conn: Connection, account_id: int, call_pks: Sequence[int]) -> None:
+    if call_pks:
+        conn.execute(
+            update(calls)
+            .where(calls.c.account_id == account_id, calls.c.id.in_(call_pks))
+            .values(recording=None, updated_at=utcnow())
+        )
+
+
+def recordings_started_before(
+    conn: Connection, account_id: int, before: datetime, after_pk: int, limit: int
+) -> list[tuple[int, str]]:
+    """(id, recording) of the account's calls that started before `before` and still link to a
+    recording, in id order after `after_pk` (for batching)."""
+    stmt = (
+        select(calls.c.id, calls.c.recording)
+        .where(
+            calls.c.account_id == account_id,
+            calls.c.started_at < before,
+            calls.c.recording.is_not(None),
+            calls.c.id > after_pk,
+        )
+        .order_by(calls.c.id)
+        .limit(limit)
+    )
+    return [(int(row.id), str(row.recording)) for row in conn.execute(stmt)]

@@ -9,11 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
-from callhistory.api import auth, calls, docs
+from callhistory.api import auth, calls, docs, storage
 from callhistory.api.auth import LoginThrottle
 from callhistory.api.responses import JSONResponse
 from callhistory.config import Settings
 from callhistory.errors import ApiError
+from callhistory.recordings import LocalStorage
 from callhistory.schema import make_engine
 
 log = logging.getLogger("callhistory")
@@ -56,11 +57,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.sqlalchemy_url)
+    app.state.recordings = LocalStorage(settings.recordings_root)
     app.state.login_throttle = LoginThrottle(
         settings.login_max_attempts, settings.login_decay_seconds
     )
     app.include_router(auth.router)
     app.include_router(calls.router)
+    app.include_router(storage.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)

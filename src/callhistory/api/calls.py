@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
 
 from callhistory import accounts, pagination, phpquery, query, resources, store
+from callhistory.accounts import Principal
 from callhistory.api import docs
 from callhistory.api.deps import (
     ConnDep,
@@ -16,14 +19,19 @@ from callhistory.api.deps import (
     SettingsDep,
     WriterDep,
     base_url,
+    require,
 )
 from callhistory.api.responses import JSONResponse
+from callhistory.api.storage import NOT_FOUND as RECORDING_NOT_FOUND
+from callhistory.api.storage import StorageDep
 from callhistory.errors import CALL_NOT_FOUND, ApiError
 from callhistory.ingest import http as http_ingest
+from callhistory.models import ABILITY_RECORDINGS_DELETE
 
 _CALL_PK = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in BIGINT
 
 router = APIRouter(prefix="/api/v1/call-history", tags=["Call history"])
+RecordingsDeleterDep = Annotated[Principal, Depends(require(ABILITY_RECORDINGS_DELETE))]
 
 
 @router.get(
@@ -106,3 +114,24 @@ def ingest_calls(
     # same body) is "existing".
     meta = {"created": len(created), "existing": len(new_calls) - len(created)}
     return JSONResponse({"data": data, "meta": meta}, status_code=201)
+
+
+@router.delete(
+    "/{call}/recording",
+    summary="Delete a call's recording (the file, and the link)",
+    status_code=204,
+    responses=docs.errors(401, 403, 404),
+)
+def delete_recording(
+    call: str, principal: RecordingsDeleterDep, conn: ConnDep, storage: StorageDep
+) -> Response:
+    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
+    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
+    if row is None:
+        raise ApiError(404, CALL_NOT_FOUND)
+    if row.recording is None:
+        raise ApiError(404, RECORDING_NOT_FOUND)
+    # The file first: if that fails the link stays and the call can be retried.
+    storage.delete(row.recording)
+    store.clear_recordings(conn, principal.account_id, [row.id])
+    return Response(status_code=204)

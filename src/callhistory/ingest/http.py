@@ -21,6 +21,7 @@ from callhistory.models import (
     status_from_disposition,
 )
 from callhistory.query import to_utc
+from callhistory.recordings import safe_path
 
 MAX_BATCH = 1000
 MAX_STRING = 255
@@ -38,13 +39,6 @@ def _is_int(value: Any) -> bool:
     if isinstance(value, float):
         return value.is_integer()
     return isinstance(value, int)
-
-
-def safe_recording_path(value: str) -> bool:
-    """A relative path below the recordings root: no `..`, no absolute path, no NUL."""
-    if not value or value.startswith("/") or "\\" in value or "\0" in value:
-        return False
-    return all(part not in ("", ".", "..") for part in value.split("/"))
 
 
 class _Item:
@@ -151,7 +145,7 @@ def _parse_item(
     ):
         v.fail("status", f"The {{attribute}} field does not match {index}.disposition.")
     recording = v.string("recording", required=False, max_length=MAX_RECORDING)
-    if recording is not None and not safe_recording_path(recording):
+    if recording is not None and not safe_path(recording):
         v.fail("recording", "The {attribute} field format is invalid.")
 
     if len(errors.errors) != before or started_local is None:

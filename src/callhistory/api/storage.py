@@ -1,0 +1,122 @@
+"""GET/HEAD /storage/monitor/{path}: a call's audio, streamed, for whoever may hear it.
+
+Allowed with a valid signature of the path (the signed `recorded_file_url`), or with a bearer
+token of the call's account that has `recordings:read`. The file is streamed in chunks (never read
+whole), with ranges, ETag/Last-Modified and conditional requests.
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Connection
+from starlette.responses import FileResponse, Response
+
+from callhistory import accounts, signing, store
+from callhistory.api.deps import ConnDep, SettingsDep, bearer_token
+from callhistory.errors import UNAUTHORIZED, ApiError
+from callhistory.models import ABILITY_RECORDINGS_READ
+from callhistory.query import php_int
+from callhistory.recordings import RecordingStorage, StoredFile, content_type, safe_path
+
+router = APIRouter(tags=["Recordings"])
+NOT_FOUND = "Recording not found."
+
+
+def get_storage(request: Request) -> RecordingStorage:
+    storage: RecordingStorage = request.app.state.recordings
+    return storage
+
+
+StorageDep = Annotated[RecordingStorage, Depends(get_storage)]
+
+
+def _signed(request: Request, path: str, key: bytes) -> bool:
+    given = request.query_params.get("signature")
+    if not given:
+        return False
+    raw_expires = request.query_params.get("expires")
+    expires = php_int(raw_expires) if raw_expires is not None else None
+    if raw_expires is not None and expires is None:
+        return False
+    return signing.verify(key, path, given, expires)
+
+
+def _token_allows(request: Request, conn: Connection, path: str) -> bool:
+    token = bearer_token(request)
+    principal = accounts.find_principal(conn, token) if token else None
+    return (
+        principal is not None
+        and principal.can(ABILITY_RECORDINGS_READ)
+        and store.has_recording(conn, principal.account_id, path)
+    )
+
+
+def _not_modified(request: Request, found: StoredFile) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or found.etag in tags
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return int(found.mtime) <= since
+    return False
+
+
+def _check_range(request: Request, found: StoredFile) -> None:
+    """A Range that cannot be served is a 416 with the contract's JSON (Starlette would answer
+    in plain text); a good one is left to FileResponse, which streams it."""
+    header = request.headers.get("range")
+    if header is None:
+        return
+    try:
+        FileResponse._parse_range_header(header, found.size)
+    except Exception:  # Starlette's MalformedRangeHeader / RangeNotSatisfiable
+        raise ApiError(
+            416,
+            "The requested range is not satisfiable.",
+            headers={"Content-Range": f"bytes */{found.size}"},
+        ) from None
+
+
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"audio/wav": {}}, "description": "the audio"},
+    206: {"description": "the requested range(s)"},
+    304: {"description": "not modified"},
+    403: {"description": "no valid signature and no token of the call's account"},
+    404: {"description": "no such recording, or a path outside the recordings"},
+    416: {"description": "a range that cannot be served"},
+}
+_SUMMARY = "A call's recording (signed URL, or a token with recordings:read)"
+_PATH = "/storage/monitor/{path:path}"
+
+
+@router.head(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="head_recording")
+@router.get(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="get_recording")
+def recording(
+    path: str, request: Request, conn: ConnDep, settings: SettingsDep, storage: StorageDep
+) -> Response:
+    if not safe_path(path):
+        raise ApiError(404, NOT_FOUND)
+    if not (_signed(request, path, settings.signing_key) or _token_allows(request, conn, path)):
+        raise ApiError(403, UNAUTHORIZED)
+    found = storage.locate(path)
+    if found is None:
+        raise ApiError(404, NOT_FOUND)
+    validators = {
+        "etag": found.etag,
+        "last-modified": found.last_modified,
+        "cache-control": "private, max-age=3600",
+    }
+    if _not_modified(request, found):
+        return Response(status_code=304, headers=validators)
+    _check_range(request, found)
+    return FileResponse(
+        found.path, media_type=content_type(path), stat_result=found.stat, headers=validators
+    )

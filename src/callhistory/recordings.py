@@ -1,0 +1,149 @@
+"""Where recordings live, behind a small interface, and the rules for their paths.
+
+Recordings are laid out as Asterisk's MixMonitor writes them, `YYYY/MM/DD/<name>.<ext>`, below a
+root (RECORDINGS_DIR). `LocalStorage` serves a directory (the PBX's monitor directory, shared or
+synced); an S3-compatible bucket can implement the same protocol later without the API changing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import formatdate
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from callhistory import accounts, store
+
+#: Content types by extension (lower-cased). Asterisk's `WAV`/`wav49` is GSM inside a RIFF WAV.
+CONTENT_TYPES = {
+    "wav": "audio/wav",
+    "wav49": "audio/wav",
+    "gsm": "audio/gsm",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "ulaw": "audio/basic",
+    "alaw": "audio/x-alaw-basic",
+    "sln": "audio/L16",
+}
+
+
+def safe_path(relative: str) -> bool:
+    """A relative path that stays below the root: no `..`, `.`, empty or absolute parts, no
+    backslash or NUL. (Symlinks are checked where the file is opened.)"""
+    if not relative or relative.startswith("/") or "\\" in relative or "\0" in relative:
+        return False
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
+
+
+def content_type(relative: str) -> str:
+    extension = relative.rsplit(".", 1)[-1].lower() if "." in relative else ""
+    return CONTENT_TYPES.get(extension, "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    size: int
+    mtime: float
+    stat: os.stat_result
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(f"{self.mtime}-{self.size}".encode()).hexdigest()[:32] + '"'
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.mtime, usegmt=True)
+
+
+class RecordingStorage(Protocol):
+    def locate(self, relative: str) -> StoredFile | None:
+        """The file for a recording path, or None when it is missing or not allowed."""
+
+    def delete(self, relative: str) -> int | None:
+        """Remove the file; its size in bytes, or None when it was not there."""
+
+
+class LocalStorage:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def locate(self, relative: str) -> StoredFile | None:
+        if not safe_path(relative):
+            return None
+        root = self.root.resolve()
+        # resolve() follows symlinks: a link that points outside the root is refused.
+        real = (root / relative).resolve()
+        if not real.is_relative_to(root):
+            return None
+        try:
+            info = real.stat()
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return StoredFile(real, info.st_size, info.st_mtime, info)
+
+    def delete(self, relative: str) -> int | None:
+        found = self.locate(relative)
+        if found is None:
+            return None
+        try:
+            found.path.unlink()
+        except FileNotFoundError:
+            return None
+        return found.size
+
+
+@dataclass
+class PurgeReport:
+    calls: int = 0  # calls whose recording expired
+    files: int = 0  # files deleted (or that would be, on a dry run)
+    missing: int = 0  # links to files that were already gone
+    bytes: int = 0
+
+
+def purge(
+    engine: Engine,
+    storage: RecordingStorage,
+    now: datetime,
+    *,
+    account_id: int | None = None,
+    dry_run: bool = False,
+    batch: int = 1000,
+) -> PurgeReport:
+    """Delete the recordings of calls older than their account's retention; clear the links."""
+    report = PurgeReport()
+    with engine.connect() as conn:
+        policies = accounts.retention_policies(conn, account_id)
+    for account, days in policies:
+        before = now - timedelta(days=days)
+        after_pk = 0
+        while True:
+            with engine.begin() as conn:
+                expired = store.recordings_started_before(conn, account, before, after_pk, batch)
+                if not expired:
+                    break
+                after_pk = expired[-1][0]
+                for _pk, relative in expired:
+                    found = storage.locate(relative)
+                    if found is None:
+                        report.missing += 1
+                        continue
+                    size = found.size if dry_run else storage.delete(relative)
+                    if size is None:
+                        report.missing += 1
+                    else:
+                        report.files += 1
+                        report.bytes += size
+                report.calls += len(expired)
+                if not dry_run:
+                    store.clear_recordings(conn, account, [pk for pk, _ in expired])
+    return report
