@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, make_url, select
 
 from callhistory import accounts
-from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats, backoff_delay
+from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
 from callhistory.ingest.cdr import AMI_FIELDS, BASE_COLUMNS
 from callhistory.ingest.spool import Spool
+from callhistory.retry import backoff_delay
 from callhistory.schema import call_legs, calls, make_engine
 from tests.amiserver import FakeAmi
 from tests.conftest import Tenant

@@ -172,7 +172,32 @@ call_integrations = Table(
     Column("error_message", Text),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # The sync queue: which integration, how often tried, when next, and who holds it now.
+    Column("integration_id", BigId, ForeignKey("integrations.id", ondelete="CASCADE")),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", DateTime),
+    Column("external_id", String(64)),  # the CRM's id of the pushed call
     Index("ix_call_integrations_call", "call_history_id", "id"),
+    Index("ix_call_integrations_queue", "status", "integration_id", "next_attempt_at", "id"),
+    Index("ix_call_integrations_status_call", "status", "call_history_id"),
+)
+
+# A CRM an account pushes its calls to. Secrets are encrypted with the app key.
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("integration_type", String(32), nullable=False),
+    Column("base_url", String(255), nullable=False),
+    Column("auth", String(16), nullable=False),  # long_lived | oauth
+    Column("secrets", Text, nullable=False),  # Fernet token of a JSON object
+    Column("access_expires_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("uq_integrations_account_type", "account_id", "integration_type", unique=True),
 )
 
 

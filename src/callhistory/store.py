@@ -22,9 +22,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from callhistory.models import NewCall
+from callhistory.models import CallType, NewCall
 from callhistory.query import CallQuery
-from callhistory.schema import call_counts, call_integrations, calls
+from callhistory.schema import call_counts, call_integrations, calls, integrations
 
 #: A row of any width (SQLAlchemy 2.1 types rows by their columns).
 AnyRow = Row[*tuple[Any, ...]]
@@ -206,13 +206,46 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     )
     created: dict[str, int] = {}
     deltas: Counter[tuple[int, int]] = Counter()
+    external: list[int] = []
     # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the driver's
     # limits and compiles the statement once.
     for row in conn.execute(stmt, rows):
         created[row.call_id] = row.id
         deltas[row.type, row.status] += 1
+        if row.type != CallType.INTERNAL:
+            external.append(row.id)
     _add_to_counts(conn, account_id, deltas)
+    _enqueue_for_crms(conn, account_id, external, now)
     return created
+
+
+def _enqueue_for_crms(
+    conn: Connection, account_id: int, call_pks: list[int], now: datetime
+) -> None:
+    """A `pending` sync row per connected CRM for each new outside call, in the caller's
+    transaction: a call is never stored without being queued (internal calls are not pushed)."""
+    if not call_pks:
+        return
+    connected = conn.execute(
+        select(integrations.c.id, integrations.c.integration_type).where(
+            integrations.c.account_id == account_id
+        )
+    ).all()
+    rows = [
+        {
+            "call_history_id": pk,
+            "integration_id": crm.id,
+            "integration_type": crm.integration_type,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for crm in connected
+        for pk in call_pks
+    ]
+    if rows:
+        conn.execute(call_integrations.insert(), rows)
 
 
 def update_calls(

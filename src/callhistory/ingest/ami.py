@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -24,6 +23,7 @@ from callhistory.classify import PbxConfig
 from callhistory.ingest.cdr import BadCdr, Cdr, from_ami
 from callhistory.ingest.pbx import Outcome, store_legs
 from callhistory.ingest.spool import Spool
+from callhistory.retry import backoff_delay
 
 log = logging.getLogger("callhistory.ami")
 
@@ -52,12 +52,6 @@ class FeedStats:
     events: int = 0
     rejected: int = 0
     stored: Outcome = field(default_factory=Outcome)
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with "full jitter": uniform in [delay/2, delay]."""
-    delay = min(maximum, initial * 2**attempt)
-    return random.uniform(delay / 2, delay)
 
 
 async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
