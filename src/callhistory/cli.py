@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,9 +20,14 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from callhistory import accounts, demo, migrate, recordings, store
+from callhistory import accounts, crmstore, demo, migrate, recordings, store
 from callhistory.classify import ConfigError, PbxConfig
 from callhistory.config import Settings
+from callhistory.crm.amocrm import AmoCrmClient
+from callhistory.crm.client import CrmAuthError, TransientCrmError
+from callhistory.crm.connect import ConnectError, connect_amocrm
+from callhistory.crm.connect import describe as describe_integration
+from callhistory.crm.sync import SyncWorker
 from callhistory.ingest import asterisk_csv
 from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
 from callhistory.ingest.spool import Spool
@@ -45,6 +51,10 @@ import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_hel
 app.add_typer(import_app, name="import")
 recordings_app = typer.Typer(help="Call recordings.", no_args_is_help=True)
 app.add_typer(recordings_app, name="recordings")
+integrations_app = typer.Typer(help="CRMs the calls are pushed to.", no_args_is_help=True)
+amocrm_app = typer.Typer(help="amoCRM (Kommo).", no_args_is_help=True)
+integrations_app.add_typer(amocrm_app, name="amocrm")
+app.add_typer(integrations_app, name="integrations")
 
 #: Exit status of an import that finished but rejected some lines.
 EXIT_REJECTS = 3
@@ -105,8 +115,17 @@ def serve(
 
     settings = Settings()
     with _database(settings) as engine:
+        stop = threading.Event()
+        with engine.connect() as conn:
+            connected = bool(crmstore.all_integrations(conn))
+        if connected:  # background work only when there is some to do
+            worker = SyncWorker(engine, settings)
+            threading.Thread(target=worker.run, args=(stop,), name="crm-sync", daemon=True).start()
         typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-        uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+        try:
+            uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+        finally:
+            stop.set()
 
 
 @accounts_app.command("create")
@@ -366,6 +385,79 @@ def recordings_purge(
         f"{verb} {report.files} files ({report.bytes / 1e6:.1f} MB) of {report.calls} expired "
         f"calls; {report.missing} files were already missing"
     )
+
+
+@amocrm_app.command("connect")
+def amocrm_connect(
+    account: Annotated[int, typer.Option(help="account id")],
+    base_url: Annotated[str, typer.Option(help="https://SUBDOMAIN.amocrm.ru")],
+    long_lived_token: Annotated[
+        str | None, typer.Option(envvar="AMOCRM_TOKEN", help="a private integration's token")
+    ] = None,
+    client_id: Annotated[str | None, typer.Option(help="OAuth: the integration's id")] = None,
+    client_secret: Annotated[
+        str | None, typer.Option(envvar="AMOCRM_CLIENT_SECRET", help="OAuth: its secret")
+    ] = None,
+    redirect_uri: Annotated[str | None, typer.Option(help="OAuth: its redirect URI")] = None,
+    code: Annotated[str | None, typer.Option(help="OAuth: the authorization code")] = None,
+) -> None:
+    """Connect the account's amoCRM; from then on each outside call is queued for it."""
+    settings = Settings()
+    oauth = {
+        k: v
+        for k, v in (
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("redirect_uri", redirect_uri),
+        )
+        if v
+    }
+    try:
+        with _database(settings) as engine:
+            integration_id = connect_amocrm(
+                engine, settings, account, base_url, AmoCrmClient(base_url),
+                long_lived_token=long_lived_token, oauth=oauth or None, code=code,
+            )  # fmt: skip
+    except (ConnectError, CrmAuthError, TransientCrmError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"amoCRM connected to account {account} (integration {integration_id})")
+
+
+@amocrm_app.command("show")
+def amocrm_show(account: Annotated[int, typer.Option(help="account id")]) -> None:
+    """The connection and its queue (secrets are never shown)."""
+    with _database(Settings()) as engine:
+        found = describe_integration(engine, account, "amocrm")
+    if found is None:
+        raise _fail(f"account {account} has no amoCRM connected")
+    typer.echo(json.dumps(found, indent=2))
+
+
+@amocrm_app.command("disconnect")
+def amocrm_disconnect(account: Annotated[int, typer.Option(help="account id")]) -> None:
+    """Forget the credentials; calls not yet pushed are dropped from the queue."""
+    with _database(Settings()) as engine, engine.begin() as conn:
+        if not crmstore.disconnect(conn, account, "amocrm"):
+            raise _fail(f"account {account} has no amoCRM connected")
+    typer.echo(f"amoCRM disconnected from account {account}")
+
+
+@app.command("sync")
+def sync_command(
+    once: Annotated[bool, typer.Option(help="push what is due, then exit")] = False,
+) -> None:
+    """Push queued calls to the connected CRMs, until SIGTERM/SIGINT (or done, with --once)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    with _database(settings) as engine:
+        worker = SyncWorker(engine, settings)
+        if once:
+            typer.echo(f"pushed or settled {worker.drain()} queued calls")
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        worker.run(stop)
 
 
 @contextmanager

@@ -68,6 +68,10 @@ def disconnect(conn: Connection, account_id: int, integration_type: str) -> bool
     return True
 
 
+def get(conn: Connection, integration_id: int) -> AnyRow:
+    return conn.execute(select(integrations).where(integrations.c.id == integration_id)).one()
+
+
 def all_integrations(conn: Connection) -> list[AnyRow]:
     return list(conn.execute(select(integrations).order_by(integrations.c.id)).all())
 
@@ -131,7 +135,7 @@ def claim(
         .values(lease_owner=owner, lease_until=until)
     )
     stmt = (
-        select(ci.c.id.label("row_id"), *CALL_COLUMNS)
+        select(ci.c.id.label("row_id"), ci.c.attempts, *CALL_COLUMNS)
         .join(calls, calls.c.id == ci.c.call_history_id)
         .where(ci.c.id.in_(ids), ci.c.lease_owner == owner, ci.c.lease_until == until)
         .order_by(ci.c.id)
@@ -200,32 +204,36 @@ def release(conn: Connection, owner: str, row_ids: Sequence[int]) -> None:
     conn.execute(update(ci).where(_mine(owner, row_ids)).values(lease_owner=None, lease_until=None))
 
 
-def requeue(conn: Connection, account_id: int, call_pk: int, row_id: int) -> AnyRow | None:
-    """Put a failed row of the account's call back in the queue; None if there is no such row."""
-    found = conn.execute(
-        select(ci.c.id, ci.c.status)
+def find_row(conn: Connection, account_id: int, call_pk: int, row_id: int) -> AnyRow | None:
+    """A sync row of the account's call."""
+    return conn.execute(
+        select(ci)
         .join(calls, calls.c.id == ci.c.call_history_id)
         .where(ci.c.id == row_id, ci.c.call_history_id == call_pk, calls.c.account_id == account_id)
     ).first()
-    if found is None:
-        return None
-    if found.status == "failed":
-        conn.execute(
-            update(ci)
-            .where(ci.c.id == row_id)
-            .values(
-                status="pending",
-                attempts=0,
-                next_attempt_at=None,
-                error_message=None,
-                lease_owner=None,
-                lease_until=None,
-                updated_at=utcnow(),
-            )
+
+
+def requeue(conn: Connection, row_id: int) -> None:
+    """Put a failed row back in the queue, as if new."""
+    conn.execute(
+        update(ci)
+        .where(ci.c.id == row_id, ci.c.status == "failed")
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=None,
+            error_message=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=utcnow(),
         )
-    return conn.execute(select(ci).where(ci.c.id == row_id)).one()
+    )
 
 
-def queue_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(ci.c.status, func.count()).group_by(ci.c.status)).all()
+def queue_counts(conn: Connection, integration_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        select(ci.c.status, func.count())
+        .where(ci.c.integration_id == integration_id)
+        .group_by(ci.c.status)
+    ).all()
     return {str(status): int(n) for status, n in rows}

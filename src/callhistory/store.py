@@ -85,6 +85,15 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
         conditions.append(calls.c.type.in_([int(t) for t in query.types]))
     if query.statuses:
         conditions.append(calls.c.status.in_([int(s) for s in query.statuses]))
+    if query.integration_statuses:
+        # Few calls fail to sync: find them from the sync rows, then keep the account's.
+        conditions.append(
+            calls.c.id.in_(
+                select(call_integrations.c.call_history_id).where(
+                    call_integrations.c.status.in_(query.integration_statuses)
+                )
+            )
+        )
     if query.started_from is not None:
         conditions.append(calls.c.started_at >= query.started_from)
     if query.started_to is not None:

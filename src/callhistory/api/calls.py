@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from callhistory import accounts, pagination, phpquery, query, resources, store
+from callhistory import accounts, crmstore, pagination, phpquery, query, resources, store
 from callhistory.accounts import Principal
 from callhistory.api import docs
 from callhistory.api.deps import (
@@ -135,3 +135,28 @@ def delete_recording(
     storage.delete(row.recording)
     store.clear_recordings(conn, principal.account_id, [row.id])
     return Response(status_code=204)
+
+
+@router.post(
+    "/{call}/integrations/{integration}/retry",
+    summary="Queue a failed CRM sync of the call again",
+    response_model=docs.IntegrationEnvelope,
+    responses=docs.errors(401, 403, 404, 422),
+)
+def retry_integration(
+    call: str, integration: str, principal: WriterDep, conn: ConnDep
+) -> JSONResponse:
+    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
+    row_id = int(integration) if _CALL_PK.fullmatch(integration) else None
+    if call_pk is None or store.get(conn, principal.account_id, call_pk) is None:
+        raise ApiError(404, CALL_NOT_FOUND)
+    before = crmstore.find_row(conn, principal.account_id, call_pk, row_id) if row_id else None
+    if before is None:
+        raise ApiError(404, "Integration not found.")
+    if before.status != "failed":
+        message = f"Only a failed sync can be retried; this one is {before.status}."
+        raise ApiError(422, message, {"integration": [message]})
+    crmstore.requeue(conn, row_id or 0)
+    after = crmstore.find_row(conn, principal.account_id, call_pk, row_id or 0)
+    assert after is not None
+    return JSONResponse({"data": resources.integration(after)})

@@ -64,6 +64,10 @@ class CallShow(CallIndex):
     legs: int
 
 
+class IntegrationEnvelope(BaseModel):
+    data: Integration
+
+
 class CallShowEnvelope(BaseModel):
     data: CallShow
 
@@ -242,6 +246,12 @@ LIST_PARAMETERS = [
         "filter[status]",
         {"type": "integer", "enum": [1, 2]},
         "1 Answered, 2 Not answered." + _LIST_NOTE,
+    ),
+    _param(
+        "filter[integration_status]",
+        {"type": "string", "enum": ["pending", "synced", "failed"]},
+        "Beyond the original contract: calls with a CRM sync row in this state, e.g. `failed`."
+        + _LIST_NOTE,
     ),
     _param(
         "filter[from]",
