@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     recording_url_ttl: int = Field(
         default=0, ge=0, description="seconds a signed recording URL stays valid; 0 = no expiry"
     )
+    sync_rate: float = Field(default=7.0, gt=0, description="CRM requests/s per integration")
+    sync_settle_seconds: float = Field(
+        default=30.0, ge=0, description="push a call once it has not changed for this long"
+    )
+    sync_lease_seconds: float = Field(
+        default=300.0, gt=0, description="a dead worker's batch is taken over after this long"
+    )
+    sync_retry_budget: int = Field(default=8, ge=1, description="attempts before `failed`")
     login_max_attempts: int = Field(default=5, ge=1)
     login_decay_seconds: int = Field(default=60, ge=1)
 

@@ -125,15 +125,19 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True, of=ci)
     )
-    ids = list(conn.execute(candidates).scalars())
-    if not ids:
-        return []
     until = now + lease
-    conn.execute(
-        update(ci)
-        .where(ci.c.id.in_(ids), ci.c.status == "pending", free)
-        .values(lease_owner=owner, lease_until=until)
-    )
+    for _ in range(3):
+        ids = list(conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        # Re-checked here: without SKIP LOCKED (SQLite) another worker may have leased them.
+        leased = conn.execute(
+            update(ci)
+            .where(ci.c.id.in_(ids), ci.c.status == "pending", free)
+            .values(lease_owner=owner, lease_until=until)
+        ).rowcount
+        if leased:
+            break
     stmt = (
         select(ci.c.id.label("row_id"), ci.c.attempts, *CALL_COLUMNS)
         .join(calls, calls.c.id == ci.c.call_history_id)

@@ -45,12 +45,27 @@ class SyncSettings:
     idle_seconds: float = 2.0
     refresh_margin: float = 300.0  # refresh an OAuth token this long before it expires
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyncSettings:
+        return cls(
+            rate=settings.sync_rate,
+            settle_seconds=settings.sync_settle_seconds,
+            lease_seconds=settings.sync_lease_seconds,
+            retry_budget=settings.sync_retry_budget,
+        )
+
 
 class RateLimiter:
-    """At most `rate` acquisitions in any one-second window (sliding), across threads."""
+    """At most `rate` acquisitions in any sliding window of `window` seconds, across threads.
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+    The window is a little over a second: requests reach the CRM with varying network delay, and
+    it counts by its own clock."""
+
+    def __init__(
+        self, rate: float, window: float = 1.1, clock: Callable[[], float] = time.monotonic
+    ):
         self.limit = max(int(rate), 1)
+        self.window = window
         self.clock = clock
         self._times: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
@@ -59,12 +74,12 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self.clock()
-                while self._times and now - self._times[0] >= 1.0:
+                while self._times and now - self._times[0] >= self.window:
                     self._times.popleft()
                 if len(self._times) < self.limit:
                     self._times.append(now)
                     return
-                wait = 1.0 - (now - self._times[0])
+                wait = self.window - (now - self._times[0])
             time.sleep(max(wait, 0.001))
 
 
@@ -83,7 +98,7 @@ class SyncWorker:
         client_for: Callable[[AnyRow], CrmClient] = default_client,
     ):
         self.engine, self.settings = engine, settings
-        self.sync = sync or SyncSettings()
+        self.sync = sync or SyncSettings.from_settings(settings)
         self.client_for = client_for
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._limiters: dict[int, RateLimiter] = {}
