@@ -1,0 +1,201 @@
+"""Commands that bring calls in from Asterisk: import asterisk-csv, ami."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from sqlalchemy import Engine
+
+from callhistory import accounts
+from callhistory.classify import ConfigError, PbxConfig
+from callhistory.cli.common import app, database, fail
+from callhistory.config import Settings
+from callhistory.ingest import asterisk_csv
+from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
+from callhistory.ingest.spool import Spool
+
+import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+#: Exit status of an import that finished but rejected some lines.
+EXIT_REJECTS = 3
+
+TrunkOpt = Annotated[
+    list[str] | None,
+    typer.Option("--trunk", help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable)"),
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--inbound-context", help="dialplan context of inbound calls (repeatable)"),
+]
+DidOpt = Annotated[
+    list[str] | None, typer.Option("--did", help="the company's external number (repeatable)")
+]
+ExtensionsOpt = Annotated[
+    str | None, typer.Option("--extensions", help="regex of internal extensions")
+]
+
+
+def configure_pbx(
+    engine: Engine,
+    account: int,
+    trunks: list[str] | None,
+    contexts: list[str] | None,
+    dids: list[str] | None,
+    extensions: str | None,
+) -> PbxConfig:
+    """Apply the given classification options to the account's stored PBX layout."""
+    with engine.begin() as conn:
+        config, _tz = accounts.pbx_settings(conn, account)
+        changes: dict[str, object] = {}
+        if trunks is not None:
+            changes["trunks"] = tuple(trunks)
+        if contexts is not None:
+            changes["inbound_contexts"] = tuple(contexts)
+        if dids is not None:
+            changes["dids"] = tuple(dids)
+        if extensions is not None:
+            changes["extensions"] = extensions
+        if changes:
+            config = replace(config, **changes)  # type: ignore[arg-type]
+            accounts.set_pbx_config(conn, account, config)
+    return config
+
+
+@import_app.command("asterisk-csv")
+def import_asterisk_csv(
+    files: Annotated[list[str], typer.Argument(help="Master.csv files; - reads standard input")],
+    account: Annotated[int, typer.Option(help="account id")],
+    gmt: Annotated[
+        bool,
+        typer.Option(
+            "--gmt/--local-time",
+            help="times in the file are UTC (cdr.conf usegmtime=yes); default: the account's "
+            "timezone",
+        ),
+    ] = False,
+    from_start: Annotated[
+        bool, typer.Option(help="read files from their first line, not from the last import")
+    ] = False,
+    trunk: TrunkOpt = None,
+    inbound_context: ContextOpt = None,
+    did: DidOpt = None,
+    extensions: ExtensionsOpt = None,
+) -> None:
+    """Import Asterisk CDRs (Master.csv): one call per phone call, idempotent and resumable.
+
+    Classification options given here are saved with the account (as `accounts configure`).
+    Exit status: 0 done, 1 error, 3 done but some lines were rejected (listed on stderr).
+    """
+    for name in files:
+        if name != "-" and not Path(name).is_file():
+            raise fail(f"{name}: no such file")
+    console = Console(stderr=True)
+    try:
+        with database(Settings()) as engine:
+            configure_pbx(engine, account, trunk, inbound_context, did, extensions)
+            with import_progress(console) as progress_for:
+                report = asterisk_csv.import_paths(
+                    engine, account, files, gmt=gmt, resume=not from_start,
+                    progress_for=progress_for,
+                )  # fmt: skip
+    except (accounts.AccountError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+    outcome = report.outcome
+    typer.echo(
+        f"lines read: {report.lines_read}"
+        + (f" (+{report.lines_skipped} already imported)" if report.lines_skipped else "")
+        + f"; calls created: {outcome.created}, updated: {outcome.updated}; "
+        f"legs already stored: {outcome.duplicate_legs}; bad lines: {len(report.bad)}"
+    )
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    for bad in report.bad[:100]:
+        typer.echo(f"rejected: {bad}", err=True)
+    if len(report.bad) > 100:
+        typer.echo(f"... and {len(report.bad) - 100} more rejected lines", err=True)
+    if report.bad:
+        raise typer.Exit(EXIT_REJECTS)
+
+
+@app.command("ami")
+def ami_command(
+    account: Annotated[int, typer.Option(help="account id")],
+    username: Annotated[str, typer.Option(help="AMI user (manager.conf) with read=cdr")],
+    secret: Annotated[str, typer.Option(envvar="AMI_SECRET", help="its secret (or AMI_SECRET)")],
+    host: Annotated[str, typer.Option(help="Asterisk's host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="AMI port")] = 5038,
+    spool: Annotated[
+        Path | None,
+        typer.Option(help="durable event spool; default DATA_DIR/ami-spool-<account>.sqlite3"),
+    ] = None,
+) -> None:
+    """Store calls live from Asterisk's `Cdr` manager events, until SIGTERM/SIGINT.
+
+    Reconnects with backoff when the PBX goes away; keeps events in a local spool while the
+    database is down; on stop, stores what it can and leaves the rest spooled for the next start.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    try:
+        with database(settings) as engine:
+            with engine.connect() as conn:
+                pbx = accounts.pbx_settings(conn, account)
+            feed_spool = Spool(spool or settings.data_dir / f"ami-spool-{account}.sqlite3")
+            ami_settings = AmiSettings(host, port, username, secret)
+            feed = AmiFeed(engine, account, pbx, ami_settings, feed_spool)
+
+            async def run() -> FeedStats:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, stop.set)
+                return await feed.run(stop)
+
+            stats = asyncio.run(run())
+            left = len(feed_spool)
+            feed_spool.close()
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(
+        f"events: {stats.events}, rejected: {stats.rejected}; calls created: "
+        f"{stats.stored.created}, updated: {stats.stored.updated}; still spooled: {left}"
+    )
+
+
+@contextmanager
+def import_progress(
+    console: Console,
+) -> Iterator[Callable[[str, int | None], asterisk_csv.Progress]]:
+    """A progress bar per file on a terminal (bytes, lines, lines/s); nothing otherwise."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[lines]} lines, {task.fields[rate]} lines/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        started = time.monotonic()
+
+        def progress_for(name: str, size: int | None) -> asterisk_csv.Progress:
+            task = bar.add_task(name, total=size, lines=0, rate=0)
+
+            def update(done: int, lines: int) -> None:
+                rate = int(lines / max(time.monotonic() - started, 1e-6))
+                bar.update(task, completed=done, lines=lines, rate=rate)
+
+            return update
+
+        yield progress_for

@@ -1,0 +1,170 @@
+"""Commands for the service and its people: serve, db, accounts, users, tokens, demo."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Annotated
+
+import typer
+
+from callhistory import accounts, crmstore, demo
+from callhistory.classify import ConfigError
+from callhistory.cli.common import app, database, fail
+from callhistory.cli.pbx import ContextOpt, DidOpt, ExtensionsOpt, TrunkOpt, configure_pbx
+from callhistory.config import Settings
+from callhistory.crm.sync import SyncWorker
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts (companies).", no_args_is_help=True)
+users_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (Sanctum format).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    with database(Settings()):
+        typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run the API (migrating the database first)."""
+    import uvicorn
+
+    from callhistory.api import create_app
+
+    settings = Settings()
+    with database(settings) as engine:
+        stop = threading.Event()
+        with engine.connect() as conn:
+            connected = bool(crmstore.all_integrations(conn))
+        if connected:  # background work only when there is some to do
+            worker = SyncWorker(engine, settings)
+            threading.Thread(target=worker.run, args=(stop,), name="crm-sync", daemon=True).start()
+        typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+        try:
+            uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+        finally:
+            stop.set()
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    timezone: Annotated[str, typer.Option(help="IANA timezone of the account")] = (
+        accounts.DEFAULT_TIMEZONE
+    ),
+) -> None:
+    """Create an account; prints its id."""
+    try:
+        with database(Settings()) as engine, engine.begin() as conn:
+            account_id = accounts.create_account(conn, name, timezone)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(account_id)
+
+
+@accounts_app.command("configure")
+def accountsconfigure_pbx(
+    account: Annotated[int, typer.Argument(help="account id")],
+    trunk: TrunkOpt = None,
+    inbound_context: ContextOpt = None,
+    did: DidOpt = None,
+    extensions: ExtensionsOpt = None,
+    recording_retention_days: Annotated[
+        int | None,
+        typer.Option(help="delete recordings older than N days (`recordings purge`); 0 = keep"),
+    ] = None,
+) -> None:
+    """Set how the account's PBX calls are classified (each given option replaces its list) and
+    how long its recordings are kept."""
+    try:
+        with database(Settings()) as engine:
+            configure_pbx(engine, account, trunk, inbound_context, did, extensions)
+            if recording_retention_days is not None:
+                with engine.begin() as conn:
+                    accounts.set_recording_retention(
+                        conn, account, recording_retention_days or None
+                    )
+            with engine.connect() as conn:
+                typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
+    except (accounts.AccountError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+@accounts_app.command("show")
+def accounts_show(account: Annotated[int, typer.Argument(help="account id")]) -> None:
+    """Print the account's settings as JSON."""
+    try:
+        with database(Settings()) as engine, engine.connect() as conn:
+            typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+
+
+@users_app.command("create")
+def users_create(
+    account: Annotated[int, typer.Option(help="account id")],
+    email: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Create a user in an account; prints its id."""
+    if len(password) < 6:
+        raise fail("the password must be at least 6 characters")
+    try:
+        with database(Settings()) as engine, engine.begin() as conn:
+            user_id = accounts.create_user(conn, account, email, name, password)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(user_id)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    email: Annotated[str, typer.Option(help="the user's email")],
+    abilities: Annotated[
+        str, typer.Option(help="comma-separated: *, calls:read, calls:write, recordings:read")
+    ] = "*",
+    name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
+) -> None:
+    """Create a token for a user; prints the plaintext token alone on the last line."""
+    try:
+        parsed = accounts.parse_abilities(abilities)
+        with database(Settings()) as engine, engine.begin() as conn:
+            user = accounts.find_user(conn, email)
+            if user is None:
+                raise accounts.AccountError(f"No user with email {email}.")
+            token = accounts.create_token(conn, int(str(user["id"])), name, parsed)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"abilities: {', '.join(parsed)}")
+    typer.echo(token)
+
+
+@app.command("demo")
+def demo_command(
+    calls: Annotated[int, typer.Option(min=0, max=5_000_000, help="how many calls")] = 3000,
+) -> None:
+    """Create the demo account, user, token and calls (once); print the token and a curl line."""
+    settings = Settings()
+    with database(settings) as engine, engine.begin() as conn:
+        account_id, user_id, created = demo.load(conn, calls)
+        token = accounts.create_token(conn, user_id, "demo")
+    base = settings.public_url or "http://127.0.0.1:8000"
+    typer.echo(f"demo account {account_id}: {created} calls added")
+    typer.echo(f"login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
+    typer.echo(
+        f"try:   curl -H 'Authorization: Bearer {token}' "
+        f"'{base}/api/v1/call-history?sort=-id&per_page=5'"
+    )
+    typer.echo(f"token: {token}")
