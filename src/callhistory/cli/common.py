@@ -1,15 +1,18 @@
-"""What every command shares: the app, clear failures, a migrated database."""
+"""What the commands share: the app, clear failures, a migrated database, the PBX options."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from callhistory import migrate
+from callhistory import accounts, migrate
+from callhistory.classify import PbxConfig
 from callhistory.config import Settings
 from callhistory.schema import make_engine
 
@@ -39,3 +42,45 @@ def database(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+TrunkOpt = Annotated[
+    list[str] | None,
+    typer.Option("--trunk", help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable)"),
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--inbound-context", help="dialplan context of inbound calls (repeatable)"),
+]
+DidOpt = Annotated[
+    list[str] | None, typer.Option("--did", help="the company's external number (repeatable)")
+]
+ExtensionsOpt = Annotated[
+    str | None, typer.Option("--extensions", help="regex of internal extensions")
+]
+
+
+def configure_pbx(
+    engine: Engine,
+    account: int,
+    trunks: list[str] | None,
+    contexts: list[str] | None,
+    dids: list[str] | None,
+    extensions: str | None,
+) -> PbxConfig:
+    """Apply the given classification options to the account's stored PBX layout."""
+    with engine.begin() as conn:
+        config, _tz = accounts.pbx_settings(conn, account)
+        changes: dict[str, object] = {}
+        if trunks is not None:
+            changes["trunks"] = tuple(trunks)
+        if contexts is not None:
+            changes["inbound_contexts"] = tuple(contexts)
+        if dids is not None:
+            changes["dids"] = tuple(dids)
+        if extensions is not None:
+            changes["extensions"] = extensions
+        if changes:
+            config = replace(config, **changes)  # type: ignore[arg-type]
+            accounts.set_pbx_config(conn, account, config)
+    return config

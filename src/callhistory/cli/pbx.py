@@ -8,18 +8,25 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from sqlalchemy import Engine
 
 from callhistory import accounts
-from callhistory.classify import ConfigError, PbxConfig
-from callhistory.cli.common import app, database, fail
+from callhistory.classify import ConfigError
+from callhistory.cli.common import (
+    ContextOpt,
+    DidOpt,
+    ExtensionsOpt,
+    TrunkOpt,
+    app,
+    configure_pbx,
+    database,
+    fail,
+)
 from callhistory.config import Settings
 from callhistory.ingest import asterisk_csv
 from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
@@ -30,47 +37,6 @@ app.add_typer(import_app, name="import")
 
 #: Exit status of an import that finished but rejected some lines.
 EXIT_REJECTS = 3
-
-TrunkOpt = Annotated[
-    list[str] | None,
-    typer.Option("--trunk", help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable)"),
-]
-ContextOpt = Annotated[
-    list[str] | None,
-    typer.Option("--inbound-context", help="dialplan context of inbound calls (repeatable)"),
-]
-DidOpt = Annotated[
-    list[str] | None, typer.Option("--did", help="the company's external number (repeatable)")
-]
-ExtensionsOpt = Annotated[
-    str | None, typer.Option("--extensions", help="regex of internal extensions")
-]
-
-
-def configure_pbx(
-    engine: Engine,
-    account: int,
-    trunks: list[str] | None,
-    contexts: list[str] | None,
-    dids: list[str] | None,
-    extensions: str | None,
-) -> PbxConfig:
-    """Apply the given classification options to the account's stored PBX layout."""
-    with engine.begin() as conn:
-        config, _tz = accounts.pbx_settings(conn, account)
-        changes: dict[str, object] = {}
-        if trunks is not None:
-            changes["trunks"] = tuple(trunks)
-        if contexts is not None:
-            changes["inbound_contexts"] = tuple(contexts)
-        if dids is not None:
-            changes["dids"] = tuple(dids)
-        if extensions is not None:
-            changes["extensions"] = extensions
-        if changes:
-            config = replace(config, **changes)  # type: ignore[arg-type]
-            accounts.set_pbx_config(conn, account, config)
-    return config
 
 
 @import_app.command("asterisk-csv")

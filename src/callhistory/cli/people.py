@@ -10,8 +10,16 @@ import typer
 
 from callhistory import accounts, crmstore, demo
 from callhistory.classify import ConfigError
-from callhistory.cli.common import app, database, fail
-from callhistory.cli.pbx import ContextOpt, DidOpt, ExtensionsOpt, TrunkOpt, configure_pbx
+from callhistory.cli.common import (
+    ContextOpt,
+    DidOpt,
+    ExtensionsOpt,
+    TrunkOpt,
+    app,
+    configure_pbx,
+    database,
+    fail,
+)
 from callhistory.config import Settings
 from callhistory.crm.sync import SyncWorker
 
