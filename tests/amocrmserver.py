@@ -180,10 +180,11 @@ class FakeAmoCrm:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
+                if self.path == "/api/v4/calls":
+                    fake.requests.append((time.monotonic(), self.path, body))
                 if fake.delay:
                     time.sleep(fake.delay)
                 if self.path == "/api/v4/calls":
-                    fake.requests.append((time.monotonic(), self.path, body))
                     token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                     status, answer = fake.calls(token, body)
                 elif self.path == "/oauth2/access_token":
