@@ -6,6 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from callhistory import accounts, crmstore, pagination, phpquery, query, resources, store
@@ -27,8 +28,24 @@ from callhistory.api.storage import StorageDep
 from callhistory.errors import CALL_NOT_FOUND, ApiError
 from callhistory.ingest import http as http_ingest
 from callhistory.models import ABILITY_RECORDINGS_DELETE
+from callhistory.store import AnyRow
 
-_CALL_PK = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in BIGINT
+_ID = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in BIGINT
+
+
+def path_id(value: str) -> int | None:
+    """An id from the URL, or None for anything that cannot be one (then: 404)."""
+    return int(value) if _ID.fullmatch(value) else None
+
+
+def account_call(conn: Connection, account_id: int, call: str) -> AnyRow:
+    """The account's call with this id, or 404 `Call not found.`"""
+    call_pk = path_id(call)
+    row = store.get(conn, account_id, call_pk) if call_pk is not None else None
+    if row is None:
+        raise ApiError(404, CALL_NOT_FOUND)
+    return row
+
 
 router = APIRouter(prefix="/api/v1/call-history", tags=["Call history"])
 RecordingsDeleterDep = Annotated[Principal, Depends(require(ABILITY_RECORDINGS_DELETE))]
@@ -78,10 +95,7 @@ def list_calls(
 def show_call(
     call: str, principal: ReaderDep, conn: ConnDep, recording_url: RecordingUrlDep
 ) -> JSONResponse:
-    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
-    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
-    if row is None:
-        raise ApiError(404, CALL_NOT_FOUND)
+    row = account_call(conn, principal.account_id, call)
     integrations = store.integrations_for(conn, [row.id])[row.id]
     return JSONResponse(
         {"data": resources.call_show(row, integrations, principal.timezone, recording_url)}
@@ -125,10 +139,7 @@ def ingest_calls(
 def delete_recording(
     call: str, principal: RecordingsDeleterDep, conn: ConnDep, storage: StorageDep
 ) -> Response:
-    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
-    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
-    if row is None:
-        raise ApiError(404, CALL_NOT_FOUND)
+    row = account_call(conn, principal.account_id, call)
     if row.recording is None:
         raise ApiError(404, RECORDING_NOT_FOUND)
     # The file first: if that fails the link stays and the call can be retried.
@@ -146,17 +157,15 @@ def delete_recording(
 def retry_integration(
     call: str, integration: str, principal: WriterDep, conn: ConnDep
 ) -> JSONResponse:
-    call_pk = int(call) if _CALL_PK.fullmatch(call) else None
-    row_id = int(integration) if _CALL_PK.fullmatch(integration) else None
-    if call_pk is None or store.get(conn, principal.account_id, call_pk) is None:
-        raise ApiError(404, CALL_NOT_FOUND)
+    call_pk = account_call(conn, principal.account_id, call).id
+    row_id = path_id(integration)
     before = crmstore.find_row(conn, principal.account_id, call_pk, row_id) if row_id else None
-    if before is None:
+    if before is None or row_id is None:
         raise ApiError(404, "Integration not found.")
     if before.status != "failed":
         message = f"Only a failed sync can be retried; this one is {before.status}."
         raise ApiError(422, message, {"integration": [message]})
-    crmstore.requeue(conn, row_id or 0)
-    after = crmstore.find_row(conn, principal.account_id, call_pk, row_id or 0)
+    crmstore.requeue(conn, row_id)
+    after = crmstore.find_row(conn, principal.account_id, call_pk, row_id)
     assert after is not None
     return JSONResponse({"data": resources.integration(after)})
