@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create the virtualenv and install the package with its dev tools
 
 run: $(STAMP) ## Serve the API from a SQLite file with demo data; prints a token
-	$(BIN)/callhistory demo --calls $(DEMO_CALLS)
+	PUBLIC_URL=$${PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/callhistory demo --calls $(DEMO_CALLS)
 	$(BIN)/callhistory serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) ## Run the whole test suite (SQLite; PostgreSQL when DATABASE_URL is set)

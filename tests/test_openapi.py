@@ -29,4 +29,6 @@ def test_openapi_lists_the_real_parameters_and_shapes(client: TestClient) -> Non
         "/api/v1/auth/login", "/api/v1/auth/me", "/api/v1/auth/logout",
         "/api/v1/auth/change-password", "/api/v1/call-history/{call}",
     }  # fmt: skip
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["paths"]["/api/v1/auth/login"]["post"]["security"] == []
     assert client.get("/docs").status_code == 200

@@ -79,7 +79,7 @@ def _string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> 
     summary="Exchange email and password for a bearer token",
     response_model=docs.LoginResult,
     responses=docs.errors(422, 429),
-    openapi_extra={"requestBody": docs.LOGIN_BODY},
+    openapi_extra={"requestBody": docs.LOGIN_BODY, "security": []},
 )
 def login(
     request: Request, body: JsonBodyDep, conn: ConnDep, settings: SettingsDep
