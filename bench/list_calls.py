@@ -126,6 +126,7 @@ def main() -> None:
         "filter[type]=2": "filter[type]=2",
         "filter[from]/[to] one day": f"filter[from]={day} 00:00:00&filter[to]={day} 23:59:59",
         "filter[src]=1234 (partial)": "filter[src]=1234",
+        "filter[src]=10 (short, 90k matches)": "filter[src]=10",
         "filter[duration]=>60": "filter[duration]=>60",
         "page=1000": "page=1000",
     }

@@ -59,11 +59,19 @@ def _like_pattern(value: str) -> str:
     return f"%{escaped}%"
 
 
+def _contains(column: Any, value: str) -> ColumnElement[bool]:
+    """Case-insensitive substring match. A value without letters (phone numbers, the usual case)
+    has no case to fold: plain LIKE means the same and costs half of ILIKE per row."""
+    pattern = _like_pattern(value)
+    if value.lower() == value.upper():
+        return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
+
+
 def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [calls.c.account_id == account_id]
     for name, values in query.text.items():
-        column = calls.c[name]
-        conditions.append(or_(*(column.ilike(_like_pattern(v), escape="\\") for v in values)))
+        conditions.append(or_(*(_contains(calls.c[name], v) for v in values)))
     for name, comparisons in query.numbers.items():
         column = calls.c[name]
         terms: list[ColumnElement[bool]] = []
