@@ -82,7 +82,7 @@ def accounts_create(
 
 
 @accounts_app.command("configure")
-def accountsconfigure_pbx(
+def accounts_configure(
     account: Annotated[int, typer.Argument(help="account id")],
     trunk: TrunkOpt = None,
     inbound_context: ContextOpt = None,
@@ -141,7 +141,10 @@ def users_create(
 def tokens_create(
     email: Annotated[str, typer.Option(help="the user's email")],
     abilities: Annotated[
-        str, typer.Option(help="comma-separated: *, calls:read, calls:write, recordings:read")
+        str,
+        typer.Option(
+            help="comma-separated: *, calls:read, calls:write, recordings:read, recordings:delete"
+        ),
     ] = "*",
     name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
 ) -> None:
