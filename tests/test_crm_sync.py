@@ -22,7 +22,7 @@ from callhistory.cli import app
 from callhistory.config import Settings
 from callhistory.crm.amocrm import AmoCrmClient
 from callhistory.crm.connect import connect_amocrm
-from callhistory.crm.sync import RateLimiter, SyncSettings, SyncWorker
+from callhistory.crm.sync import RateLimiter, SyncSettings, SyncWorker, sync_once_connected
 from callhistory.models import CallType
 from callhistory.schema import call_integrations, integrations
 from callhistory.store import utcnow
@@ -388,3 +388,25 @@ def test_cli_connect_show_disconnect(
     assert gone.exit_code == 0
     with db.connect() as conn:
         assert crmstore.all_integrations(conn) == []
+
+
+def test_serve_starts_syncing_once_a_crm_is_connected(
+    db: Engine, settings: Settings, tenant: Tenant, add_calls: AddCalls, amo: FakeAmoCrm
+) -> None:
+    quick = settings.model_copy(update={"sync_settle_seconds": 0})
+    stop = threading.Event()
+    thread = threading.Thread(target=sync_once_connected, args=(db, quick, stop, 0.05))
+    thread.start()
+    try:
+        time.sleep(0.2)  # nothing connected yet: nothing runs
+        assert thread.is_alive() and amo.requests == []
+        connect(db, settings, tenant, amo)
+        add_calls(tenant.account_id, [new_call(tenant.account_id, 1, dst=KNOWN)])
+        deadline = time.monotonic() + 20
+        while sync_rows(db)[0][1] != "synced":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -72,6 +72,10 @@ def get(conn: Connection, integration_id: int) -> AnyRow:
     return conn.execute(select(integrations).where(integrations.c.id == integration_id)).one()
 
 
+def any_integration(conn: Connection) -> bool:
+    return conn.execute(select(integrations.c.id).limit(1)).first() is not None
+
+
 def all_integrations(conn: Connection) -> list[AnyRow]:
     return list(conn.execute(select(integrations).order_by(integrations.c.id)).all())
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from callhistory import accounts, crmstore, demo
+from callhistory import accounts, demo
 from callhistory.classify import ConfigError
 from callhistory.cli.common import (
     ContextOpt,
@@ -21,7 +21,7 @@ from callhistory.cli.common import (
     fail,
 )
 from callhistory.config import Settings
-from callhistory.crm.sync import SyncWorker
+from callhistory.crm.sync import sync_once_connected
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts (companies).", no_args_is_help=True)
@@ -53,11 +53,9 @@ def serve(
     settings = Settings()
     with database(settings) as engine:
         stop = threading.Event()
-        with engine.connect() as conn:
-            connected = bool(crmstore.all_integrations(conn))
-        if connected:  # background work only when there is some to do
-            worker = SyncWorker(engine, settings)
-            threading.Thread(target=worker.run, args=(stop,), name="crm-sync", daemon=True).start()
+        threading.Thread(
+            target=sync_once_connected, args=(engine, settings, stop), name="crm-sync", daemon=True
+        ).start()
         typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
         try:
             uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")

@@ -272,3 +272,21 @@ class SyncWorker:
         expires = integration.access_expires_at
         margin = timedelta(seconds=self.sync.refresh_margin)
         return expires is None or expires <= utcnow() + margin
+
+
+def sync_once_connected(
+    engine: Engine, settings: Settings, stop: threading.Event, poll_seconds: float = 30.0
+) -> None:
+    """For `serve`: look (cheaply, every `poll_seconds`) for a connected CRM; from the first one
+    on, run the worker until `stop`. Nothing is scheduled while no account has a CRM."""
+    while not stop.is_set():
+        try:
+            with engine.connect() as conn:
+                connected = crmstore.any_integration(conn)
+        except Exception:
+            log.exception("cannot look for connected CRMs; trying again later")
+            connected = False
+        if connected:
+            SyncWorker(engine, settings).run(stop)
+            return
+        stop.wait(poll_seconds)
