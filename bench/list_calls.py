@@ -41,7 +41,7 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
         else:
             user = accounts.find_user(conn, "bench@example.com")
             assert user is not None
-            user_id = int(str(user["id"]))
+            user_id = int(user.id)
         token = accounts.create_token(conn, user_id, "bench")
     sizes = [(account_id, big)]
     for n in range(10):

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, select, update
 from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, UserType
 from callhistory.schema import accounts, personal_access_tokens, users
-from callhistory.store import utcnow
+from callhistory.store import AnyRow, utcnow
 
 DEFAULT_TIMEZONE = "Asia/Tashkent"
 _hasher = PasswordHasher()
@@ -183,21 +183,20 @@ def create_user(
     return int(conn.execute(stmt.returning(users.c.id)).scalar_one())
 
 
-def find_user(conn: Connection, email: str) -> dict[str, object] | None:
-    row = conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
-    return None if row is None else dict(row._mapping)
+def find_user(conn: Connection, email: str) -> AnyRow | None:
+    return conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
 
 
-def get_user(conn: Connection, user_id: int) -> dict[str, object]:
-    return dict(conn.execute(select(users).where(users.c.id == user_id)).one()._mapping)
+def get_user(conn: Connection, user_id: int) -> AnyRow:
+    return conn.execute(select(users).where(users.c.id == user_id)).one()
 
 
 def authenticate(conn: Connection, email: str, password: str) -> int | None:
     """The user id when the credentials match, else None (in constant-ish time)."""
     user = find_user(conn, email)
-    stored = str(user["password"]) if user else _DUMMY_HASH
+    stored = user.password if user else _DUMMY_HASH
     if verify_password(stored, password) and user is not None:
-        return int(str(user["id"]))
+        return int(user.id)
     return None
 
 

@@ -88,7 +88,7 @@ def load(conn: Connection, count: int) -> tuple[int, int, int]:
     if user is None:
         user_id = accounts.create_user(conn, account_id, DEMO_EMAIL, "Demo Manager", DEMO_PASSWORD)
     else:
-        user_id = int(str(user["id"]))
+        user_id = int(user.id)
     tz = accounts.account_timezone(conn, account_id)
     now_local = datetime.now(tz).replace(tzinfo=None)
     created = 0

@@ -115,14 +115,14 @@ def login(
 )
 def me(principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
     user = accounts.get_user(conn, principal.user_id)
-    user_type = UserType(int(str(user["type"])))
+    user_type = UserType(user.type)
     return _success(
         {
-            "id": user["id"],
-            "name": user["name"],
-            "email": user["email"],
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
             "type": {"number": int(user_type), "name": user_type.name},
-            "created_at": laravel_timestamp(user["created_at"]),  # type: ignore[arg-type]
+            "created_at": laravel_timestamp(user.created_at),
         },
         "User successfully retrieved",
     )
@@ -157,7 +157,7 @@ def change_password(body: JsonBodyDep, principal: PrincipalDep, conn: ConnDep) -
         errors.add("password", "The password field confirmation does not match.")
     errors.raise_if_any()
     user = accounts.get_user(conn, principal.user_id)
-    if not accounts.verify_password(str(user["password"]), old_password):
+    if not accounts.verify_password(user.password, old_password):
         message = "The old password is incorrect."
         raise ApiError(422, message, {"old_password": [message]})
     accounts.set_password(conn, principal.user_id, password)

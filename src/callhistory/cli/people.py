@@ -153,7 +153,7 @@ def tokens_create(
             user = accounts.find_user(conn, email)
             if user is None:
                 raise accounts.AccountError(f"No user with email {email}.")
-            token = accounts.create_token(conn, int(str(user["id"])), name, parsed)
+            token = accounts.create_token(conn, int(user.id), name, parsed)
     except accounts.AccountError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"abilities: {', '.join(parsed)}")
