@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 
 from sqlalchemy import Connection, select, update
 
 from callhistory.ingest.cdr import Cdr
 from callhistory.schema import call_legs, import_files
-from callhistory.store import dialect_insert, utcnow
+from callhistory.store import dialect_insert, in_chunks, utcnow
 
 _CDR_FIELDS = tuple(f.name for f in fields(Cdr))
-_CHUNK = 500  # keys per IN (...) list
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def known_leg_keys(conn: Connection, account_id: int, leg_keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(leg_keys):
+    for chunk in in_chunks(leg_keys):
         stmt = select(call_legs.c.leg_key).where(
             call_legs.c.account_id == account_id, call_legs.c.leg_key.in_(chunk)
         )
@@ -34,7 +28,7 @@ def legs_of(conn: Connection, account_id: int, call_keys: Sequence[str]) -> dict
     """The stored legs of these calls, by call key."""
     found: dict[str, list[Cdr]] = {}
     columns = [call_legs.c.call_key, *(call_legs.c[name] for name in _CDR_FIELDS)]
-    for chunk in _chunks(call_keys):
+    for chunk in in_chunks(call_keys):
         stmt = select(*columns).where(
             call_legs.c.account_id == account_id, call_legs.c.call_key.in_(chunk)
         )

@@ -50,6 +50,16 @@ CALL_COLUMNS = (
 )
 
 
+#: Keys per `IN (...)` list: well under SQLite's bound-parameter cap.
+IN_CHUNK = 500
+
+
+def in_chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
+    """`keys` in slices small enough for one `IN (...)` list."""
+    for start in range(0, len(keys), IN_CHUNK):
+        yield keys[start : start + IN_CHUNK]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -294,9 +304,9 @@ def get_many_by_call_id(
 ) -> dict[str, AnyRow]:
     ids = list(dict.fromkeys(call_ids))
     found: dict[str, AnyRow] = {}
-    for start in range(0, len(ids), 500):
+    for chunk in in_chunks(ids):
         stmt = select(*CALL_COLUMNS).where(
-            calls.c.account_id == account_id, calls.c.call_id.in_(ids[start : start + 500])
+            calls.c.account_id == account_id, calls.c.call_id.in_(chunk)
         )
         found.update({row.call_id: row for row in conn.execute(stmt)})
     return found
