@@ -33,6 +33,12 @@ KNOWN = "998901234567"
 UNKNOWN = "998909999999"
 URL = "/api/v1/call-history"
 AddCalls = Callable[..., list[int]]
+#: The OAuth client the fake amoCRM knows.
+OAUTH = {
+    "client_id": "client-1",
+    "client_secret": "secret-1",
+    "redirect_uri": "https://crm.example/redirect",
+}
 
 
 @pytest.fixture
@@ -216,22 +222,18 @@ def test_retry_after_is_respected(
     connect(db, settings, tenant, amo)
     add_calls(tenant.account_id, [new_call(tenant.account_id, 1, dst=KNOWN)])
     amo.rate_limit = 0  # every request is "too many"
-    SyncWorker(db, settings, quick_sync()).run_once()
+    before = utcnow()
+    SyncWorker(db, settings, quick_sync()).run_once()  # its own backoff is at most 0.05 s
     with db.connect() as conn:
         next_at = conn.execute(select(ci.c.next_attempt_at)).scalar_one()
-    assert next_at >= utcnow() + timedelta(seconds=0)  # Retry-After: 1 → at least a second out
+    assert next_at >= before + timedelta(seconds=1)  # Retry-After: 1 wins over the backoff
     assert next_at <= utcnow() + timedelta(seconds=2)
 
 
 def test_oauth_connect_refresh_on_401_and_before_expiry(
     db: Engine, settings: Settings, tenant: Tenant, add_calls: AddCalls, amo: FakeAmoCrm
 ) -> None:
-    oauth = {
-        "client_id": "client-1",
-        "client_secret": "secret-1",
-        "redirect_uri": "https://crm.example/redirect",
-    }
-    connect(db, settings, tenant, amo, oauth=oauth, code="good-code")
+    connect(db, settings, tenant, amo, oauth=OAUTH, code="good-code")
     assert amo.valid_tokens >= {"access-1"} and "refresh-1" in amo.refresh_tokens
     a = tenant.account_id
     add_calls(a, [new_call(a, 1, dst=KNOWN)])
@@ -257,12 +259,7 @@ def test_oauth_connect_refresh_on_401_and_before_expiry(
 def test_concurrent_401s_refresh_once(
     db: Engine, settings: Settings, tenant: Tenant, add_calls: AddCalls, amo: FakeAmoCrm
 ) -> None:
-    oauth = {
-        "client_id": "client-1",
-        "client_secret": "secret-1",
-        "redirect_uri": "https://crm.example/redirect",
-    }
-    integration_id = connect(db, settings, tenant, amo, oauth=oauth, code="good-code")
+    integration_id = connect(db, settings, tenant, amo, oauth=OAUTH, code="good-code")
     amo.expired_tokens.add("access-1")
     workers = [SyncWorker(db, settings, quick_sync(refresh_margin=0)) for _ in range(4)]
     client = AmoCrmClient(amo.base_url)
