@@ -11,11 +11,11 @@ from email.utils import parsedate_to_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import Connection
+from sqlalchemy import Engine
 from starlette.responses import FileResponse, Response
 
 from callhistory import accounts, signing, store
-from callhistory.api.deps import ConnDep, SettingsDep, bearer_token
+from callhistory.api.deps import SettingsDep, bearer_token
 from callhistory.errors import UNAUTHORIZED, ApiError
 from callhistory.models import ABILITY_RECORDINGS_READ
 from callhistory.query import php_int
@@ -44,14 +44,20 @@ def _signed(request: Request, path: str, key: bytes) -> bool:
     return signing.verify(key, path, given, expires)
 
 
-def _token_allows(request: Request, conn: Connection, path: str) -> bool:
+def _token_allows(request: Request, path: str) -> bool:
+    """Only asked when there is no valid signature: a signed link (a browser playing, amoCRM
+    fetching) never touches the database."""
     token = bearer_token(request)
-    principal = accounts.find_principal(conn, token) if token else None
-    return (
-        principal is not None
-        and principal.can(ABILITY_RECORDINGS_READ)
-        and store.has_recording(conn, principal.account_id, path)
-    )
+    if not token:
+        return False
+    engine: Engine = request.app.state.engine
+    with engine.connect() as conn:
+        principal = accounts.find_principal(conn, token)
+        return (
+            principal is not None
+            and principal.can(ABILITY_RECORDINGS_READ)
+            and store.has_recording(conn, principal.account_id, path)
+        )
 
 
 def _not_modified(request: Request, found: StoredFile) -> bool:
@@ -99,12 +105,10 @@ _PATH = "/storage/monitor/{path:path}"
 
 @router.head(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="head_recording")
 @router.get(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="get_recording")
-def recording(
-    path: str, request: Request, conn: ConnDep, settings: SettingsDep, storage: StorageDep
-) -> Response:
+def recording(path: str, request: Request, settings: SettingsDep, storage: StorageDep) -> Response:
     if not safe_path(path):
         raise ApiError(404, NOT_FOUND)
-    if not (_signed(request, path, settings.signing_key) or _token_allows(request, conn, path)):
+    if not (_signed(request, path, settings.signing_key) or _token_allows(request, path)):
         raise ApiError(403, UNAUTHORIZED)
     found = storage.locate(path)
     if found is None:
