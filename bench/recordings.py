@@ -83,8 +83,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "monitor"
-        (root / REC).parent.mkdir(parents=True)
-        (root / REC).write_bytes(b"RIFF" + os.urandom(SIZE - 4))
+        # account 1's own root: RECORDINGS_DIR/1
+        (root / "1" / REC).parent.mkdir(parents=True)
+        (root / "1" / REC).write_bytes(b"RIFF" + os.urandom(SIZE - 4))
         key = "bench-key-" + "k" * 40
         env = {**os.environ, "DATA_DIR": tmp, "RECORDINGS_DIR": str(root), "APP_KEY": key}
         env.pop("DATABASE_URL", None)
@@ -94,7 +95,7 @@ def main() -> None:
         )  # fmt: skip
         url = (
             f"http://127.0.0.1:{args.port}/storage/monitor/{REC}"
-            f"?signature={signing.signature(key.encode(), REC)}"
+            f"?account=1&signature={signing.signature(key.encode(), 1, REC)}"
         )
         try:
             for _ in range(100):

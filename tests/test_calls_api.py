@@ -147,7 +147,8 @@ def test_spec_example_page(
     assert response.status_code == 200
     body = response.json()
     base = "https://api.dev.utel.uz"
-    signature = signing.signature(TEST_APP_KEY.encode(), "2026/01/13/1768308876.2.wav")
+    a = tenant.account_id
+    signature = signing.signature(TEST_APP_KEY.encode(), a, "2026/01/13/1768308876.2.wav")
     assert body["data"][:2] == [
         {
             "id": 747,
@@ -161,7 +162,7 @@ def test_spec_example_page(
             "type": {"number": 2, "name": "Outgoing"},
             "status": {"number": 1, "name": "Answered"},
             "recorded_file_url": f"{base}/storage/monitor/2026/01/13/1768308876.2.wav"
-            f"?signature={signature}",
+            f"?account={a}&signature={signature}",
             "integration": [
                 {
                     "id": 1,
@@ -185,8 +186,9 @@ def test_spec_example_page(
             "conversation": 0,
             "type": {"number": 3, "name": "Internal"},
             "status": {"number": 2, "name": "Not answered"},
-            "recorded_file_url": f"{base}/storage/monitor/2026/01/13/1768307591.0.wav?signature="
-            + signing.signature(TEST_APP_KEY.encode(), "2026/01/13/1768307591.0.wav"),
+            "recorded_file_url": f"{base}/storage/monitor/2026/01/13/1768307591.0.wav"
+            f"?account={a}&signature="
+            + signing.signature(TEST_APP_KEY.encode(), a, "2026/01/13/1768307591.0.wav"),
             "integration": [],
         },
     ]

@@ -123,8 +123,8 @@ def test_sync_pushes_each_call_once_and_records_crm_errors(
         "direction": "outbound", "uniq": new_call(a, 1).call_id, "duration": 20,
         "source": "callhistory", "phone": KNOWN, "call_status": 4, "call_result": "ANSWERED",
         "created_at": 1768305660, "request_id": "1",
-        "link": "https://calls.example/storage/monitor/2026/01/13/1.wav?signature="
-        + signing.signature(TEST_APP_KEY.encode(), "2026/01/13/1.wav"),
+        "link": f"https://calls.example/storage/monitor/2026/01/13/1.wav?account={a}&signature="
+        + signing.signature(TEST_APP_KEY.encode(), a, "2026/01/13/1.wav"),
     }  # fmt: skip
     assert first[1]["call_status"] == 7 and first[2]["direction"] == "inbound"
     assert sorted(amo.stored) == sorted(new_call(a, n).call_id for n in (1, 3))

@@ -39,7 +39,8 @@ def call(**fields: Any) -> dict[str, Any]:
 def test_ingest_creates_and_is_idempotent(client: TestClient, tenant: Tenant) -> None:
     response = client.post(URL, json=[call()], headers=tenant.headers)
     assert response.status_code == 201, response.text
-    signature = signing.signature(TEST_APP_KEY.encode(), "2026/01/13/1768308876.2.wav")
+    a = tenant.account_id
+    signature = signing.signature(TEST_APP_KEY.encode(), a, "2026/01/13/1768308876.2.wav")
     expected_item = {
         "id": 1,
         "call_id": derive_call_id(tenant.account_id, "1768308876.2"),
@@ -52,7 +53,7 @@ def test_ingest_creates_and_is_idempotent(client: TestClient, tenant: Tenant) ->
         "type": {"number": 2, "name": "Outgoing"},
         "status": {"number": 1, "name": "Answered"},
         "recorded_file_url": "http://testserver/storage/monitor/2026/01/13/1768308876.2.wav"
-        f"?signature={signature}",
+        f"?account={a}&signature={signature}",
         "integration": [],
     }
     assert response.json() == {"data": [expected_item], "meta": {"created": 1, "existing": 0}}

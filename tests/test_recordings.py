@@ -13,9 +13,10 @@ from urllib.parse import quote, unquote
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from callhistory import signing
+from callhistory import accounts, signing
 from callhistory.cli import app
 from callhistory.recordings import LocalStorage, content_type, safe_path
 from tests.conftest import TEST_APP_KEY, Tenant, new_call
@@ -36,8 +37,15 @@ def write_wav(path: Path, seconds: float = 1.0) -> bytes:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+def base(tmp_path: Path) -> Path:
+    """RECORDINGS_DIR: each account's default root is a folder in it named by the account id."""
     return tmp_path / "monitor"
+
+
+@pytest.fixture
+def root(base: Path, tenant: Tenant) -> Path:
+    """The tenant's own recordings root."""
+    return base / str(tenant.account_id)
 
 
 @pytest.fixture
@@ -46,8 +54,8 @@ def audio(root: Path) -> bytes:
 
 
 @pytest.fixture
-def rclient(make_client: Callable[..., TestClient], root: Path) -> TestClient:
-    return make_client(recordings_dir=root)
+def rclient(make_client: Callable[..., TestClient], base: Path) -> TestClient:
+    return make_client(recordings_dir=base)
 
 
 @pytest.fixture
@@ -55,11 +63,14 @@ def with_call(tenant: Tenant, add_calls: Callable[..., list[int]], audio: bytes)
     return add_calls(tenant.account_id, [new_call(tenant.account_id, 1, recording=REC)])[0]
 
 
-def signed(path: str = REC, key: bytes = KEY, expires: int | None = None) -> str:
-    query = f"expires={expires}&" if expires is not None else ""
-    return (
-        f"/storage/monitor/{quote(path)}?{query}signature={signing.signature(key, path, expires)}"
-    )
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def signed(path: str = REC, key: bytes = KEY, expires: int | None = None, account: int = 1) -> str:
+    query = f"account={account}&" + (f"expires={expires}&" if expires is not None else "")
+    signature = signing.signature(key, account, path, expires)
+    return f"/storage/monitor/{quote(path)}?{query}signature={signature}"
 
 
 def test_signed_url_from_the_list_plays(
@@ -92,7 +103,12 @@ def test_signed_url_from_the_list_plays(
         signed(expires=int(time.time()) + 3600).replace("expires=", "expires=1"),
         signed() + "&expires=abc",
         # an expiring link's signature, with its `expires` dropped
-        f"/storage/monitor/{REC}?signature=" + signing.signature(KEY, REC, int(time.time()) + 3600),
+        f"/storage/monitor/{REC}?account=1&signature="
+        + signing.signature(KEY, 1, REC, int(time.time()) + 3600),
+        # a valid signature, without the account it was made for, or with another
+        signed().replace("account=1&", ""),
+        signed().replace("account=1&", "account=2&"),
+        signed().replace("account=1&", "account=01x&"),
     ],
 )
 def test_no_valid_signature_is_403(rclient: TestClient, with_call: int, url: str) -> None:
@@ -104,9 +120,9 @@ def test_no_valid_signature_is_403(rclient: TestClient, with_call: int, url: str
 
 
 def test_expiring_links(
-    make_client: Callable[..., TestClient], root: Path, tenant: Tenant, with_call: int
+    make_client: Callable[..., TestClient], base: Path, tenant: Tenant, with_call: int
 ) -> None:
-    client = make_client(recordings_dir=root, recording_url_ttl=600)
+    client = make_client(recordings_dir=base, recording_url_ttl=600)
     url = client.get("/api/v1/call-history", headers=tenant.headers).json()["data"][0][
         "recorded_file_url"
     ]
@@ -117,28 +133,33 @@ def test_expiring_links(
 
 
 def test_rotating_the_app_key_invalidates_links(
-    make_client: Callable[..., TestClient], root: Path, with_call: int
+    make_client: Callable[..., TestClient], base: Path, with_call: int
 ) -> None:
     old = signed()
-    rotated = make_client(recordings_dir=root, app_key="rotated-" + "k" * 40)
+    rotated = make_client(recordings_dir=base, app_key="rotated-" + "k" * 40)
     assert rotated.get(old).status_code == 403
     assert rotated.get(signed(key=("rotated-" + "k" * 40).encode())).status_code == 200
 
 
 def test_token_access(
     rclient: TestClient,
+    tenant: Tenant,
     make_tenant: Callable[..., Tenant],
-    add_calls: Callable[..., list[int]],
+    with_call: int,
     audio: bytes,
+    db: Engine,
+    password_hash: str,
 ) -> None:
-    owner = make_tenant(abilities=("recordings:read",))
-    add_calls(owner.account_id, [new_call(owner.account_id, 1, recording=REC)])
+    with db.begin() as conn:
+        listener = accounts.create_token(conn, tenant.user_id, "player", ("recordings:read",))
+        reader_only = accounts.create_token(conn, tenant.user_id, "reader", ("calls:read",))
     url = f"/storage/monitor/{REC}"
-    assert rclient.get(url, headers=owner.headers).content == audio
-    reader_only = make_tenant(abilities=("calls:read",))
+    assert rclient.get(url, headers=bearer(listener)).content == audio
+    # `account` in the query means nothing to a token: it reads its own account's files only
+    assert rclient.get(url + "?account=2", headers=bearer(listener)).content == audio
+    assert rclient.get(url, headers=bearer(reader_only)).status_code == 403
     stranger = make_tenant()  # all abilities, but no call links to this file
-    for tenant in (reader_only, stranger):
-        assert rclient.get(url, headers=tenant.headers).status_code == 403
+    assert rclient.get(url, headers=stranger.headers).status_code == 403
     assert rclient.get(url, headers={"Authorization": "Bearer 1|nope"}).status_code == 403
 
 
@@ -176,8 +197,11 @@ def test_paths_outside_the_root_are_404(
     (root / "2026/01/13/link-dir").symlink_to("/etc", target_is_directory=True)
     # Even a valid signature for the very path does not open it.
     decoded = unquote(path)
-    signature = signing.signature(KEY, decoded)
-    response = rclient.get(f"/storage/monitor/{path}?signature={signature}", headers=tenant.headers)
+    signature = signing.signature(KEY, tenant.account_id, decoded)
+    response = rclient.get(
+        f"/storage/monitor/{path}?account={tenant.account_id}&signature={signature}",
+        headers=tenant.headers,
+    )
     assert response.status_code == 404, path
     assert response.json()["message"] in (
         "Recording not found.",
@@ -213,7 +237,7 @@ def test_missing_file_is_404_and_the_list_never_looks(
     add_calls(tenant.account_id, [new_call(tenant.account_id, 1, recording="2026/01/13/gone.wav")])
     listed = rclient.get("/api/v1/call-history", headers=tenant.headers).json()["data"][0]
     assert listed["recorded_file_url"].endswith(
-        "gone.wav?signature=" + signing.signature(KEY, "2026/01/13/gone.wav")
+        "gone.wav?account=1&signature=" + signing.signature(KEY, 1, "2026/01/13/gone.wav")
     )
     response = rclient.get(listed["recorded_file_url"])
     assert (response.status_code, response.json()) == (404, {"message": "Recording not found."})
@@ -295,16 +319,18 @@ def test_head_and_conditional_requests(rclient: TestClient, with_call: int, audi
 
 def test_delete_recording(
     rclient: TestClient,
+    tenant: Tenant,
     make_tenant: Callable[..., Tenant],
-    add_calls: Callable[..., list[int]],
+    with_call: int,
     root: Path,
-    audio: bytes,
+    db: Engine,
 ) -> None:
-    owner = make_tenant(abilities=("calls:read", "recordings:delete"))
-    reader = make_tenant(abilities=("calls:read",))
-    (call_pk,) = add_calls(owner.account_id, [new_call(owner.account_id, 1, recording=REC)])
+    with db.begin() as conn:
+        reader = accounts.create_token(conn, tenant.user_id, "reader", ("calls:read",))
+    owner, call_pk = tenant, with_call
     url = f"/api/v1/call-history/{call_pk}/recording"
-    assert rclient.delete(url, headers=reader.headers).status_code == 403
+    assert rclient.delete(url, headers=bearer(reader)).status_code == 403
+    assert (root / REC).exists()
     other = make_tenant()
     assert rclient.delete(url, headers=other.headers).json() == {"message": "Call not found."}
     response = rclient.delete(url, headers=owner.headers)
@@ -339,6 +365,7 @@ def test_purge_by_retention(
     tenant: Tenant,
     make_tenant: Callable[..., Tenant],
     add_calls: Callable[..., list[int]],
+    base: Path,
     root: Path,
     data_dir: Path,
     rclient: TestClient,
@@ -354,6 +381,7 @@ def test_purge_by_retention(
         new_call(a, 3, started_at=now - timedelta(days=41), recording=gone),
     ])  # fmt: skip
     keeper = make_tenant()  # no retention: its old recording stays
+    write_wav(base / str(keeper.account_id) / recent)
     add_calls(
         keeper.account_id,
         [new_call(keeper.account_id, 1, started_at=now - timedelta(days=400), recording=recent)],
@@ -361,7 +389,7 @@ def test_purge_by_retention(
     env = {
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
-        "RECORDINGS_DIR": str(root),
+        "RECORDINGS_DIR": str(base),
     }
     runner = CliRunner()
     result = runner.invoke(
@@ -382,6 +410,7 @@ def test_purge_by_retention(
         "deleted 1 files (0.0 MB) of 2 expired calls; 1 files were already missing" in real.output
     )
     assert not (root / old).exists() and (root / recent).exists()
+    assert (base / str(keeper.account_id) / recent).exists()
     urls = [
         c["recorded_file_url"] is not None
         for c in rclient.get("/api/v1/call-history", headers=tenant.headers).json()["data"]

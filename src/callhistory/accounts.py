@@ -9,6 +9,7 @@ import secrets
 import string
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from argon2 import PasswordHasher
@@ -54,7 +55,16 @@ def check_timezone(name: str) -> ZoneInfo:
         raise AccountError(f"Unknown timezone {name!r}.") from exc
 
 
-def create_account(conn: Connection, name: str, timezone: str = DEFAULT_TIMEZONE) -> int:
+def create_account(
+    conn: Connection,
+    name: str,
+    timezone: str = DEFAULT_TIMEZONE,
+    *,
+    recordings_base: Path | None = None,
+    recordings_dir: Path | None = None,
+) -> int:
+    """Create an account. With `recordings_base` (RECORDINGS_DIR), its recordings root is checked
+    not to overlap another account's (see `set_recordings_dir`)."""
     check_timezone(timezone)
     if not name.strip():
         raise AccountError("The account name must not be empty.")
@@ -62,7 +72,85 @@ def create_account(conn: Connection, name: str, timezone: str = DEFAULT_TIMEZONE
     stmt = accounts.insert().values(
         name=name.strip(), timezone=timezone, created_at=now, updated_at=now
     )
-    return int(conn.execute(stmt.returning(accounts.c.id)).scalar_one())
+    account_id = int(conn.execute(stmt.returning(accounts.c.id)).scalar_one())
+    if recordings_base is not None:
+        set_recordings_dir(conn, recordings_base, account_id, recordings_dir)
+    return account_id
+
+
+def _configured_dirs(conn: Connection) -> dict[int, str | None]:
+    rows = conn.execute(select(accounts.c.id, accounts.c.recordings_dir))
+    return {int(r.id): r.recordings_dir for r in rows}
+
+
+def _root(base: Path, account_id: int, configured: str | None) -> Path:
+    return Path(configured) if configured else base.resolve() / str(account_id)
+
+
+def recordings_root(conn: Connection, base: Path, account_id: int) -> Path:
+    """The account's recordings root: its own directory, else RECORDINGS_DIR/<account id>."""
+    configured = conn.execute(
+        select(accounts.c.recordings_dir).where(accounts.c.id == account_id)
+    ).scalar_one_or_none()
+    return _root(base, account_id, configured)
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """One directory strictly inside the other (equal roots are a deliberate share)."""
+    return a != b and (a.is_relative_to(b) or b.is_relative_to(a))
+
+
+def set_recordings_dir(
+    conn: Connection, base: Path, account_id: int, directory: Path | None
+) -> None:
+    """Give the account its own recordings root (None: RECORDINGS_DIR/<id>).
+
+    A root may equal another account's (two accounts deliberately sharing one PBX's files) but
+    never lie inside or around another's: then one account's relative paths would reach into the
+    other's files.
+    """
+    if directory is not None:
+        directory = directory.expanduser().resolve()
+    roots = {
+        other: _root(base, other, configured)
+        for other, configured in _configured_dirs(conn).items()
+        if other != account_id
+    }
+    base = base.resolve()
+    mine = directory or _root(base, account_id, None)
+    if directory is not None and mine != base / str(account_id):
+        if mine.is_relative_to(base) and mine != base:
+            raise AccountError(
+                f"The recordings directory {mine} lies inside RECORDINGS_DIR ({base}), where "
+                f"each account's default is RECORDINGS_DIR/<account id>; choose another."
+            )
+        if base.is_relative_to(mine) and mine != base:
+            raise AccountError(
+                f"The recordings directory {mine} contains RECORDINGS_DIR ({base}), where "
+                "other accounts' recordings go; choose another."
+            )
+    for other, root in sorted(roots.items()):
+        if _nested(mine, root.resolve()):
+            raise AccountError(
+                f"The recordings directory {mine} overlaps account {other}'s ({root}); "
+                "give each account a directory of its own."
+            )
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(recordings_dir=str(directory) if directory else None, updated_at=utcnow())
+    )
+
+
+def accounts_sharing_root(conn: Connection, base: Path, account_id: int) -> list[int]:
+    """Other accounts whose recordings root is the same directory as this account's."""
+    dirs = _configured_dirs(conn)
+    mine = _root(base, account_id, dirs.get(account_id)).resolve()
+    return [
+        other
+        for other, configured in dirs.items()
+        if other != account_id and _root(base, other, configured).resolve() == mine
+    ]
 
 
 def account_exists(conn: Connection, account_id: int) -> bool:
@@ -132,6 +220,7 @@ def describe_account(conn: Connection, account_id: int) -> dict[str, object]:
         "dids": list(config.dids),
         "extensions": config.extensions,
         "recording_retention_days": row.recording_retention_days,
+        "recordings_dir": row.recordings_dir,
         "created_at": row.created_at.isoformat(),
     }
 

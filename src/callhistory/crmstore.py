@@ -143,7 +143,7 @@ def claim(
         if leased:
             break
     stmt = (
-        select(ci.c.id.label("row_id"), ci.c.attempts, *CALL_COLUMNS)
+        select(ci.c.id.label("row_id"), ci.c.attempts, calls.c.account_id, *CALL_COLUMNS)
         .join(calls, calls.c.id == ci.c.call_history_id)
         .where(ci.c.id.in_(ids), ci.c.lease_owner == owner, ci.c.lease_until == until)
         .order_by(ci.c.id)

@@ -1,8 +1,10 @@
 """Where recordings live, behind a small interface, and the rules for their paths.
 
-Recordings are laid out as Asterisk's MixMonitor writes them, `YYYY/MM/DD/<name>.<ext>`, below a
-root (RECORDINGS_DIR). `LocalStorage` serves a directory (the PBX's monitor directory, shared or
-synced); an S3-compatible bucket can implement the same protocol later without the API changing.
+Recordings are laid out as Asterisk's MixMonitor writes them, `YYYY/MM/DD/<name>.<ext>`, below
+each account's own root (its configured directory, else RECORDINGS_DIR/<account id>): a path an
+account gives is only ever resolved inside that account's root. `LocalStorage` serves a directory
+(the PBX's monitor directory, shared or synced); an S3-compatible bucket can implement the same
+protocol later without the API changing.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from callhistory import accounts, store
 
@@ -102,30 +106,78 @@ class LocalStorage:
         return found.size
 
 
+class AccountRoots:
+    """Each account's storage, by account id. Roots are read from the database and kept for a few
+    seconds, so a signed request (a browser seeking through a file) rarely touches it."""
+
+    def __init__(self, base: Path, engine: Engine, cache_seconds: float = 10.0):
+        self.base, self.engine, self.cache_seconds = base, engine, cache_seconds
+        self._cache: dict[int, tuple[float, LocalStorage]] = {}
+        self._lock = threading.Lock()
+
+    def storage(self, account_id: int) -> LocalStorage:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(account_id)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        with self.engine.connect() as conn:
+            storage = LocalStorage(accounts.recordings_root(conn, self.base, account_id))
+        with self._lock:
+            self._cache[account_id] = (now, storage)
+        return storage
+
+
+def delete_unshared(
+    conn: Connection,
+    storage: RecordingStorage,
+    sharing: list[int],
+    relative: str,
+    *,
+    dry_run: bool = False,
+) -> int | str:
+    """Delete a file of an account's storage, unless a call of an account `sharing` its root links
+    it too. The bytes deleted (or that would be), else why not: "missing" or "shared"."""
+    found = storage.locate(relative)
+    if found is None:
+        return "missing"
+    if sharing and store.linked_by_any(conn, sharing, relative):
+        return "shared"
+    if dry_run:
+        return found.size
+    deleted = storage.delete(relative)
+    return "missing" if deleted is None else deleted
+
+
 @dataclass
 class PurgeReport:
     calls: int = 0  # calls whose recording expired
     files: int = 0  # files deleted (or that would be, on a dry run)
     missing: int = 0  # links to files that were already gone
+    shared: int = 0  # files kept: a call of another account sharing the root links them
     bytes: int = 0
 
 
 def purge(
     engine: Engine,
-    storage: RecordingStorage,
+    roots: AccountRoots,
     now: datetime,
     *,
     account_id: int | None = None,
     dry_run: bool = False,
     batch: int = 1000,
 ) -> PurgeReport:
-    """Delete the recordings of calls older than their account's retention; clear the links."""
+    """Delete the recordings of calls older than their account's retention; clear the links. Only
+    files below each account's own root are touched, and none another account's call links."""
     report = PurgeReport()
     with engine.connect() as conn:
         policies = accounts.retention_policies(conn, account_id)
     for account, days in policies:
         before = now - timedelta(days=days)
         after_pk = 0
+        storage = roots.storage(account)
+        with engine.connect() as conn:
+            sharing = accounts.accounts_sharing_root(conn, roots.base, account)
         while True:
             with engine.begin() as conn:
                 expired = store.recordings_started_before(conn, account, before, after_pk, batch)
@@ -133,14 +185,13 @@ def purge(
                     break
                 after_pk = expired[-1][0]
                 for _pk, relative in expired:
-                    found = storage.locate(relative)
-                    if found is None:
+                    size = delete_unshared(conn, storage, sharing, relative, dry_run=dry_run)
+                    if size == "missing":
                         report.missing += 1
-                        continue
-                    size = found.size if dry_run else storage.delete(relative)
-                    if size is None:
-                        report.missing += 1
+                    elif size == "shared":
+                        report.shared += 1
                     else:
+                        assert isinstance(size, int)
                         report.files += 1
                         report.bytes += size
                 report.calls += len(expired)

@@ -34,6 +34,7 @@ accounts = Table(
     Column("timezone", String(64), nullable=False, server_default="Asia/Tashkent"),
     Column("pbx_config", Text),  # JSON of classify.PbxConfig; NULL = the defaults
     Column("recording_retention_days", Integer),  # NULL = keep recordings forever
+    Column("recordings_dir", String(1024)),  # absolute; NULL = RECORDINGS_DIR/<id>
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )

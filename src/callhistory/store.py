@@ -341,6 +341,16 @@ def has_recording(conn: Connection, account_id: int, recording: str) -> bool:
     return conn.execute(stmt).first() is not None
 
 
+def linked_by_any(conn: Connection, account_ids: Sequence[int], recording: str) -> bool:
+    """Whether a call of any of these accounts links to this recording path."""
+    stmt = (
+        select(calls.c.id)
+        .where(calls.c.account_id.in_(account_ids), calls.c.recording == recording)
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
 def clear_recordings(conn: Connection, account_id: int, call_pks: Sequence[int]) -> None:
     if call_pks:
         conn.execute(

@@ -14,7 +14,7 @@ from callhistory.api.auth import LoginThrottle
 from callhistory.api.responses import JSONResponse
 from callhistory.config import Settings
 from callhistory.errors import ApiError
-from callhistory.recordings import LocalStorage
+from callhistory.recordings import AccountRoots
 from callhistory.schema import make_engine
 
 log = logging.getLogger("callhistory")
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.sqlalchemy_url)
-    app.state.recordings = LocalStorage(settings.recordings_root)
+    app.state.recordings = AccountRoots(settings.recordings_root, app.state.engine)
     app.state.login_throttle = LoginThrottle(
         settings.login_max_attempts, settings.login_decay_seconds
     )

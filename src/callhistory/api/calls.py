@@ -9,7 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection
 from starlette.responses import Response
 
-from callhistory import accounts, crmstore, pagination, phpquery, query, resources, store
+from callhistory import (
+    accounts,
+    crmstore,
+    pagination,
+    phpquery,
+    query,
+    recordings,
+    resources,
+    store,
+)
 from callhistory.accounts import Principal
 from callhistory.api import docs
 from callhistory.api.deps import (
@@ -24,7 +33,7 @@ from callhistory.api.deps import (
 )
 from callhistory.api.responses import JSONResponse
 from callhistory.api.storage import NOT_FOUND as RECORDING_NOT_FOUND
-from callhistory.api.storage import StorageDep
+from callhistory.api.storage import RootsDep
 from callhistory.errors import CALL_NOT_FOUND, ApiError
 from callhistory.ingest import http as http_ingest
 from callhistory.models import ABILITY_RECORDINGS_DELETE
@@ -137,13 +146,15 @@ def ingest_calls(
     responses=docs.errors(401, 403, 404),
 )
 def delete_recording(
-    call: str, principal: RecordingsDeleterDep, conn: ConnDep, storage: StorageDep
+    call: str, principal: RecordingsDeleterDep, conn: ConnDep, roots: RootsDep
 ) -> Response:
     row = account_call(conn, principal.account_id, call)
     if row.recording is None:
         raise ApiError(404, RECORDING_NOT_FOUND)
-    # The file first: if that fails the link stays and the call can be retried.
-    storage.delete(row.recording)
+    # The file first (only the account's own, and only if no other account's call links it):
+    # if that fails the link stays and the call can be retried.
+    sharing = accounts.accounts_sharing_root(conn, roots.base, principal.account_id)
+    recordings.delete_unshared(conn, roots.storage(principal.account_id), sharing, row.recording)
     store.clear_recordings(conn, principal.account_id, [row.id])
     return Response(status_code=204)
 

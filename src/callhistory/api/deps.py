@@ -73,10 +73,14 @@ def base_url(request: Request, settings: Settings) -> str:
     return settings.public_url or str(request.base_url).rstrip("/")
 
 
-def get_recording_url(request: Request, settings: SettingsDep) -> Callable[[str], str]:
+def get_recording_url(
+    request: Request, settings: SettingsDep, principal: PrincipalDep
+) -> Callable[[str], str]:
+    """Signs the recordings of the principal's account (FastAPI resolves the principal once per
+    request, however many dependencies ask for it)."""
     base = base_url(request, settings)
-    key = settings.signing_key
-    return lambda recording: recording_url(base, recording, key, settings.recording_url_ttl)
+    key, account_id, ttl = settings.signing_key, principal.account_id, settings.recording_url_ttl
+    return lambda recording: recording_url(base, account_id, recording, key, ttl)
 
 
 RecordingUrlDep = Annotated[Callable[[str], str], Depends(get_recording_url)]

@@ -1,8 +1,9 @@
 """GET/HEAD /storage/monitor/{path}: a call's audio, streamed, for whoever may hear it.
 
-Allowed with a valid signature of the path (the signed `recorded_file_url`), or with a bearer
-token of the call's account that has `recordings:read`. The file is streamed in chunks (never read
-whole), with ranges, ETag/Last-Modified and conditional requests.
+Allowed with a valid signature of the account and the path (the signed `recorded_file_url`), or
+with a bearer token that has `recordings:read` of an account whose call links the path. Either way
+the path is resolved only inside that account's own recordings root. The file is streamed in
+chunks (never read whole), with ranges, ETag/Last-Modified and conditional requests.
 """
 
 from __future__ import annotations
@@ -19,45 +20,50 @@ from callhistory.api.deps import SettingsDep, bearer_token
 from callhistory.errors import UNAUTHORIZED, ApiError
 from callhistory.models import ABILITY_RECORDINGS_READ
 from callhistory.query import php_int
-from callhistory.recordings import RecordingStorage, StoredFile, content_type, safe_path
+from callhistory.recordings import AccountRoots, StoredFile, content_type, safe_path
 
 router = APIRouter(tags=["Recordings"])
 NOT_FOUND = "Recording not found."
 
 
-def get_storage(request: Request) -> RecordingStorage:
-    storage: RecordingStorage = request.app.state.recordings
-    return storage
+def get_roots(request: Request) -> AccountRoots:
+    roots: AccountRoots = request.app.state.recordings
+    return roots
 
 
-StorageDep = Annotated[RecordingStorage, Depends(get_storage)]
+RootsDep = Annotated[AccountRoots, Depends(get_roots)]
 
 
-def _signed(request: Request, path: str, key: bytes) -> bool:
+def _signed_account(request: Request, path: str, key: bytes) -> int | None:
+    """The account whose signature the URL carries for this path, if it is valid."""
     given = request.query_params.get("signature")
-    if not given:
-        return False
+    account_id = php_int(request.query_params.get("account") or "")
+    if not given or account_id is None or account_id < 1:
+        return None
     raw_expires = request.query_params.get("expires")
     expires = php_int(raw_expires) if raw_expires is not None else None
     if raw_expires is not None and expires is None:
-        return False
-    return signing.verify(key, path, given, expires)
+        return None
+    return account_id if signing.verify(key, account_id, path, given, expires) else None
 
 
-def _token_allows(request: Request, path: str) -> bool:
-    """Only asked when there is no valid signature: a signed link (a browser playing, amoCRM
-    fetching) never touches the database."""
+def _token_account(request: Request, path: str) -> int | None:
+    """The token's account, when it may hear a call of its own that links the path. Only asked
+    when there is no valid signature: a signed link (a browser playing, amoCRM fetching) needs no
+    token lookup."""
     token = bearer_token(request)
     if not token:
-        return False
+        return None
     engine: Engine = request.app.state.engine
     with engine.connect() as conn:
         principal = accounts.find_principal(conn, token)
-        return (
+        if (
             principal is not None
             and principal.can(ABILITY_RECORDINGS_READ)
             and store.has_recording(conn, principal.account_id, path)
-        )
+        ):
+            return principal.account_id
+    return None
 
 
 def _not_modified(request: Request, found: StoredFile) -> bool:
@@ -105,12 +111,15 @@ _PATH = "/storage/monitor/{path:path}"
 
 @router.head(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="head_recording")
 @router.get(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="get_recording")
-def recording(path: str, request: Request, settings: SettingsDep, storage: StorageDep) -> Response:
+def recording(path: str, request: Request, settings: SettingsDep, roots: RootsDep) -> Response:
     if not safe_path(path):
         raise ApiError(404, NOT_FOUND)
-    if not (_signed(request, path, settings.signing_key) or _token_allows(request, path)):
+    account_id = _signed_account(request, path, settings.signing_key) or _token_account(
+        request, path
+    )
+    if account_id is None:
         raise ApiError(403, UNAUTHORIZED)
-    found = storage.locate(path)
+    found = roots.storage(account_id).locate(path)
     if found is None:
         raise ApiError(404, NOT_FOUND)
     validators = {

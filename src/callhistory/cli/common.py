@@ -36,7 +36,7 @@ def database(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.sqlalchemy_url)
     try:
         try:
-            migrate.upgrade(engine)
+            migrate.upgrade(engine, settings.recordings_root)
         except SQLAlchemyError as exc:
             raise fail(f"cannot reach or migrate the database: {exc}") from None
         yield engine

@@ -18,7 +18,7 @@ from callhistory.crm.client import CrmAuthError, TransientCrmError
 from callhistory.crm.connect import ConnectError, connect_amocrm
 from callhistory.crm.connect import describe as describe_integration
 from callhistory.crm.sync import SyncWorker
-from callhistory.recordings import LocalStorage
+from callhistory.recordings import AccountRoots
 
 recordings_app = typer.Typer(help="Call recordings.", no_args_is_help=True)
 app.add_typer(recordings_app, name="recordings")
@@ -36,14 +36,17 @@ def recordings_purge(
     """Delete recordings older than each account's retention, and clear their links."""
     settings = Settings()
     with database(settings) as engine:
-        storage = LocalStorage(settings.recordings_root)
+        roots = AccountRoots(settings.recordings_root, engine)
         report = recordings.purge(
-            engine, storage, store.utcnow(), account_id=account, dry_run=dry_run
+            engine, roots, store.utcnow(), account_id=account, dry_run=dry_run
         )
     verb = "would delete" if dry_run else "deleted"
+    shared = (
+        f"; {report.shared} files kept: another account's call links them" if report.shared else ""
+    )
     typer.echo(
         f"{verb} {report.files} files ({report.bytes / 1e6:.1f} MB) of {report.calls} expired "
-        f"calls; {report.missing} files were already missing"
+        f"calls; {report.missing} files were already missing{shared}"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,11 +70,22 @@ def accounts_create(
     timezone: Annotated[str, typer.Option(help="IANA timezone of the account")] = (
         accounts.DEFAULT_TIMEZONE
     ),
+    recordings_dir: Annotated[
+        Path | None,
+        typer.Option(help="the account's own recordings root; default RECORDINGS_DIR/<id>"),
+    ] = None,
 ) -> None:
     """Create an account; prints its id."""
+    settings = Settings()
     try:
-        with database(Settings()) as engine, engine.begin() as conn:
-            account_id = accounts.create_account(conn, name, timezone)
+        with database(settings) as engine, engine.begin() as conn:
+            account_id = accounts.create_account(
+                conn,
+                name,
+                timezone,
+                recordings_base=settings.recordings_root,
+                recordings_dir=recordings_dir,
+            )
     except accounts.AccountError as exc:
         raise fail(str(exc)) from None
     typer.echo(account_id)
@@ -90,16 +102,31 @@ def accounts_configure(
         int | None,
         typer.Option(help="delete recordings older than N days (`recordings purge`); 0 = keep"),
     ] = None,
+    recordings_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="the account's own recordings root, e.g. /var/spool/asterisk/monitor; "
+            "'' = the default, RECORDINGS_DIR/<account id>"
+        ),
+    ] = None,
 ) -> None:
-    """Set how the account's PBX calls are classified (each given option replaces its list) and
-    how long its recordings are kept."""
+    """Set how the account's PBX calls are classified (each given option replaces its list), where
+    its recordings live and how long they are kept."""
+    settings = Settings()
     try:
-        with database(Settings()) as engine:
+        with database(settings) as engine:
             configure_pbx(engine, account, trunk, inbound_context, did, extensions)
-            if recording_retention_days is not None:
-                with engine.begin() as conn:
+            with engine.begin() as conn:
+                if recording_retention_days is not None:
                     accounts.set_recording_retention(
                         conn, account, recording_retention_days or None
+                    )
+                if recordings_dir is not None:
+                    accounts.set_recordings_dir(
+                        conn,
+                        settings.recordings_root,
+                        account,
+                        Path(recordings_dir) if recordings_dir else None,
                     )
             with engine.connect() as conn:
                 typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))

@@ -152,6 +152,7 @@ class SyncWorker:
             return None
         return recording_url(
             self.settings.public_url,
+            call.account_id,
             call.recording,
             self.settings.signing_key,
             self.settings.recording_url_ttl,
