@@ -118,7 +118,7 @@ def main() -> None:
                     f"{rss_mb(server.pid):.0f} |"
                 )
             print(f"| baseline: the same ranges read from disk in-process | | "
-                  f"{disk_baseline(root / REC, args.seconds / 2):.0f} | | | |")  # fmt: skip
+                  f"{disk_baseline(root / '1' / REC, args.seconds / 2):.0f} | | | |")  # fmt: skip
         finally:
             server.terminate()
             server.wait(10)

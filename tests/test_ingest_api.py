@@ -187,8 +187,25 @@ def test_without_any_id_a_call_gets_a_fresh_uuid(client: TestClient, tenant: Ten
             {"0.recording": ["The 0.recording field format is invalid."]},
         ),
         (
+            call(date_time="0001-01-01 00:00:00"),
+            {
+                "0.date_time": [
+                    "The 0.date time field must be a date after or equal to 1970-01-01 00:00:00."
+                ]
+            },
+        ),
+        (
             call(date_time="9999-12-31 23:59:59", duration=2147483647, conversation=0),
-            {"0.duration": ["The 0.duration field is too large for the call's date time."]},
+            {
+                "0.date_time": [
+                    "The 0.date time field must be a date before or equal to 2099-12-31 23:59:59."
+                ]
+            },
+        ),
+        (call(src="100\u0000"), {"0.src": ["The 0.src field format is invalid."]}),
+        (
+            call(recording="2026/01/13/a\u0000.wav"),
+            {"0.recording": ["The 0.recording field format is invalid."]},
         ),
         ("a string", {"0": ["The 0 field must be an array."]}),
     ],

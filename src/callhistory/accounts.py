@@ -22,7 +22,10 @@ from callhistory.schema import accounts, personal_access_tokens, users
 from callhistory.store import AnyRow, utcnow
 
 DEFAULT_TIMEZONE = "Asia/Tashkent"
-_hasher = PasswordHasher()
+# OWASP's argon2id minimum (m=19 MiB, t=2, p=1): sound, and cheap enough that a few hashes at once
+# never threaten the server's memory. Hashes made with other parameters still verify and are
+# re-hashed with these at the next successful login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 # Verified against when the email is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
@@ -284,9 +287,11 @@ def authenticate(conn: Connection, email: str, password: str) -> int | None:
     """The user id when the credentials match, else None (in constant-ish time)."""
     user = find_user(conn, email)
     stored = user.password if user else _DUMMY_HASH
-    if verify_password(stored, password) and user is not None:
-        return int(user.id)
-    return None
+    if not verify_password(stored, password) or user is None:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        set_password(conn, int(user.id), password)
+    return int(user.id)
 
 
 def set_password(conn: Connection, user_id: int, password: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,8 +43,35 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="a dead worker's batch is taken over after this long"
     )
     sync_retry_budget: int = Field(default=8, ge=1, description="attempts before `failed`")
-    login_max_attempts: int = Field(default=5, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For is "
+        "believed; empty = none",
+    )
+    login_max_attempts: int = Field(default=5, ge=1, description="failed logins per email+IP")
+    login_max_attempts_per_ip: int = Field(
+        default=30, ge=1, description="failed logins per IP, whatever the email"
+    )
     login_decay_seconds: int = Field(default=60, ge=1)
+    login_hash_slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="password hashes at once per process (each ~19 MiB and a core)",
+    )
+    login_hash_wait_seconds: float = Field(
+        default=1.0, ge=0, description="how long a login waits for a hashing slot before 429"
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`10.0.0.1,10.0.0.0/8` from the environment; each must be an address or a network."""
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                ipaddress.ip_network(str(item), strict=False)  # ValueError → a clear error
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -78,7 +107,7 @@ class Settings(BaseSettings):
             return self.app_key.encode()
         path = self.data_dir / "app.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:  # another process won the race; use its key

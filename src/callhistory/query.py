@@ -19,6 +19,9 @@ from callhistory.models import CallStatus, CallType
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 300
 MAX_LIST_ITEMS = 50
+#: A stored number is at most 255 characters: a longer substring can match nothing, and SQLite
+#: refuses LIKE patterns past 50,000 bytes. Bounded the same on every database.
+MAX_FILTER_LENGTH = 255
 
 TEXT_FILTERS = ("src", "dst", "external_number")
 NUMBER_FILTERS = ("duration", "conversation")
@@ -207,8 +210,17 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
             continue
         if not isinstance(value, str):
             errors.add(key, f"The {_attribute(key)} field must be a string.")
+        elif "\0" in value:  # no stored value holds a NUL (PostgreSQL text cannot)
+            errors.add(key, f"The {_attribute(key)} field format is invalid.")
         elif (items := _list_of(key, value, errors)) is not None and items:
-            text[name] = tuple(dict.fromkeys(items))
+            if any(len(item) > MAX_FILTER_LENGTH for item in items):
+                errors.add(
+                    key,
+                    f"The {_attribute(key)} field must not be greater than "
+                    f"{MAX_FILTER_LENGTH} characters.",
+                )
+            else:
+                text[name] = tuple(dict.fromkeys(items))
 
     numbers: dict[str, tuple[tuple[Comparison, int], ...]] = {}
     for name in NUMBER_FILTERS:

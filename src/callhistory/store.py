@@ -18,6 +18,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -226,6 +227,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         return {}
     now = utcnow()
     rows = [_row_values(account_id, c, now) for c in new_calls]
+    _lock_call_ids(conn, account_id, [row["call_id"] for row in rows])
     stmt = (
         dialect_insert(conn, calls)
         .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
@@ -244,6 +246,25 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     _add_to_counts(conn, account_id, deltas)
     _enqueue_for_crms(conn, account_id, external, now)
     return created
+
+
+def _lock_call_ids(conn: Connection, account_id: int, call_ids: list[str]) -> None:
+    """PostgreSQL: take a transaction lock per call_id in one global order before inserting.
+    Two requests inserting the same new calls in different orders would otherwise wait on each
+    other's uncommitted unique-index entries crosswise and deadlock; this way the second waits
+    for the first on the first key they share, and then finds its calls stored. Ids are still
+    given in the request's order. (SQLite has a single writer.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({f"{account_id}:{call_id}" for call_id in call_ids})
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM ("
+            " SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k"
+            " ORDER BY h) AS ordered"
+        ),
+        {"keys": keys},
+    )
 
 
 def _enqueue_for_crms(

@@ -8,9 +8,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callhistory.api import auth, calls, docs, storage
-from callhistory.api.auth import LoginThrottle
+from callhistory.api.auth import HashGate, LoginThrottle
 from callhistory.api.responses import JSONResponse
 from callhistory.config import Settings
 from callhistory.errors import ApiError
@@ -25,9 +28,25 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first)."""
+    allowed = {"OPTIONS"}
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     route = request.url.path.lstrip("/")
+    if exc.status_code == 405:
+        allow = {"Allow": ", ".join(_allowed_methods(request))}
+        if request.method == "OPTIONS":  # as Laravel: an empty 200 naming the methods
+            return Response(status_code=200, headers=allow)
+        message = f"The {request.method} method is not supported for route {route}."
+        return JSONResponse({"message": message}, status_code=405, headers=allow)
     if exc.status_code == 404:
         message = f"The route {route} could not be found."
     elif exc.status_code == 405:
@@ -39,12 +58,41 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # Routes parse their own input; this only guards against a malformed request FastAPI rejects.
-    return JSONResponse({"message": "The request is invalid."}, status_code=422)
+    message = "The request is invalid."
+    return JSONResponse({"message": message, "errors": {"request": [message]}}, status_code=422)
 
 
-async def _server_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"message": "Server Error"}, status_code=500)
+class ServerErrors:
+    """Turns an unhandled error into Laravel's `500 {"message": "Server Error"}` and ends there.
+
+    Starlette's own handler re-raises after answering, and uvicorn then closes the connection
+    under a client that expects keep-alive (its next request fails with ECONNRESET). Here the
+    500 is a complete response and the connection stays usable. An error after the response
+    began (a broken stream) still propagates: that response cannot be completed.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = JSONResponse({"message": "Server Error"}, status_code=500)
+            await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -61,12 +109,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.login_throttle = LoginThrottle(
         settings.login_max_attempts, settings.login_decay_seconds
     )
+    app.state.login_ip_throttle = LoginThrottle(
+        settings.login_max_attempts_per_ip, settings.login_decay_seconds
+    )
+    app.state.hash_gate = HashGate(settings.login_hash_slots, settings.login_hash_wait_seconds)
     app.include_router(auth.router)
     app.include_router(calls.router)
     app.include_router(storage.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
-    app.add_exception_handler(Exception, _server_error)
+    app.add_middleware(ServerErrors)
     docs.install(app)
     return app

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from callhistory import accounts
 from callhistory.api import docs
-from callhistory.api.deps import ConnDep, JsonBodyDep, PrincipalDep, SettingsDep
+from callhistory.api.deps import ConnDep, JsonBodyDep, PrincipalDep
 from callhistory.api.responses import JSONResponse
 from callhistory.errors import ApiError, ValidationErrors
 from callhistory.models import UserType
@@ -24,12 +27,21 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class LoginThrottle:
-    """Failed logins per (email, IP) within a sliding decay window; in this process's memory."""
+    """Failed logins per key within a sliding decay window; in this process's memory."""
 
     def __init__(self, max_attempts: int, decay_seconds: int):
         self.max_attempts, self.decay_seconds = max_attempts, decay_seconds
         self._hits: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        self._swept = time.monotonic()
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys whose window has passed, so random emails cannot grow memory forever."""
+        if now - self._swept < self.decay_seconds:
+            return
+        self._swept = now
+        for key in [k for k, hits in self._hits.items() if now - hits[-1] >= self.decay_seconds]:
+            del self._hits[key]
 
     def _recent(self, key: str, now: float) -> list[float]:
         hits = [t for t in self._hits.get(key, []) if now - t < self.decay_seconds]
@@ -51,7 +63,44 @@ class LoginThrottle:
     def hit(self, key: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._hits[key] = [*self._recent(key, now), now]
+            self._sweep(now)
+            self._hits[key] = [*self._recent(key, now)[-self.max_attempts :], now]
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)
+
+
+class HashGate:
+    """At most `slots` password hashes at once in this process (argon2 is memory-hard by design:
+    ~19 MiB and a core each). A login waits up to `wait_seconds` for a slot, in the event loop,
+    holding no worker thread, then gets a 429: a flood of logins cannot starve the API."""
+
+    def __init__(self, slots: int, wait_seconds: float):
+        self._slots = threading.BoundedSemaphore(slots)
+        self.wait_seconds = wait_seconds
+
+    async def acquire(self) -> bool:
+        deadline = time.monotonic() + self.wait_seconds
+        while not self._slots.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+def client_ip(request: Request) -> str:
+    """The client's address (behind a trusted proxy, the one it forwarded; see TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "-"
+
+
+def _login(engine: Engine, email: str, password: str) -> str | None:
+    with engine.begin() as conn:
+        user_id = accounts.authenticate(conn, email, password)
+        return None if user_id is None else accounts.create_token(conn, user_id, name="login")
 
     def clear(self, key: str) -> None:
         with self._lock:
@@ -81,9 +130,9 @@ def _string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> 
     responses=docs.errors(422, 429),
     openapi_extra={"requestBody": docs.LOGIN_BODY, "security": []},
 )
-def login(
-    request: Request, body: JsonBodyDep, conn: ConnDep, settings: SettingsDep
-) -> JSONResponse:
+async def login(request: Request, body: JsonBodyDep) -> JSONResponse:
+    """Async on purpose: the throttles and the wait for a hashing slot cost no worker thread;
+    only the hash and its queries run in the thread pool."""
     body = body if isinstance(body, dict) else {}
     errors = ValidationErrors()
     email = _string_field(body, "email", errors)
@@ -93,17 +142,22 @@ def login(
     errors.raise_if_any()
 
     throttle: LoginThrottle = request.app.state.login_throttle
-    client = request.client.host if request.client else "-"
-    key = f"{email.strip().lower()}|{client}"
-    wait = throttle.retry_after(key)
-    if wait is not None:
-        raise ApiError(429, "Too Many Attempts.", headers={"Retry-After": str(wait)})
-    user_id = accounts.authenticate(conn, email, password)
-    if user_id is None:
+    ip_throttle: LoginThrottle = request.app.state.login_ip_throttle
+    gate: HashGate = request.app.state.hash_gate
+    ip = client_ip(request)
+    key = f"{email.strip().lower()}|{ip}"
+    wait = throttle.retry_after(key) or ip_throttle.retry_after(ip)
+    if wait is not None or not await gate.acquire():
+        raise ApiError(429, "Too Many Attempts.", headers={"Retry-After": str(wait or 1)})
+    try:
+        token = await run_in_threadpool(_login, request.app.state.engine, email, password)
+    finally:
+        gate.release()
+    if token is None:
         throttle.hit(key)
+        ip_throttle.hit(ip)
         raise ApiError(422, BAD_CREDENTIALS, {"email": [BAD_CREDENTIALS]})
     throttle.clear(key)
-    token = accounts.create_token(conn, user_id, name="login")
     return _success({"access_token": token}, "User successfully authenticated")
 
 

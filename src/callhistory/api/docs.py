@@ -135,7 +135,9 @@ class Message(BaseModel):
     message: str
 
 
-class ValidationError(BaseModel):
+class LaravelValidationError(BaseModel):
+    """Laravel's 422 body (named apart from FastAPI's own `ValidationError`, which it replaces)."""
+
     message: str = Field(examples=["The per page field must be between 1 and 300."])
     errors: dict[str, list[str]]
 
@@ -178,7 +180,7 @@ _ERROR_DESCRIPTIONS = {
     401: ("Missing or invalid token: `Unauthenticated.`", Message),
     403: ("The token lacks the ability: `This action is unauthorized.`", Message),
     404: ("Not found", Message),
-    422: ("Validation failed (Laravel's message and errors)", ValidationError),
+    422: ("Validation failed (Laravel's message and errors)", LaravelValidationError),
     429: ("Too many failed logins: `Too Many Attempts.`", Message),
 }
 
@@ -301,6 +303,24 @@ CHANGE_PASSWORD_BODY = _json_body(
 )
 
 
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _drop_fastapi_validation_errors(schema: dict[str, Any]) -> None:
+    """FastAPI documents its own `{detail: [{loc, msg, type}]}` 422 for every operation with
+    parameters; this service never sends it (routes parse their own input, and the one fallback
+    answers Laravel's body). Operations that can answer 422 declare it themselves."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422", {})
+            content = response.get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == _FASTAPI_422:
+                del operation["responses"]["422"]
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
 def install(app: FastAPI) -> None:
     """Add the bearer scheme and the body schemas that routes reference by name."""
 
@@ -311,6 +331,7 @@ def install(app: FastAPI) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {})
+        _drop_fastapi_validation_errors(schema)
         components.setdefault("schemas", {})["IngestCall"] = IngestCall.model_json_schema(
             ref_template="#/components/schemas/{model}"
         )

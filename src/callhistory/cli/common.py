@@ -32,7 +32,7 @@ def fail(message: str) -> typer.Exit:
 def database(settings: Settings) -> Iterator[Engine]:
     """An engine on the migrated database, disposed of when the command ends."""
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
     try:
         try:

@@ -47,9 +47,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
 ) -> None:
     """Run the API (migrating the database first)."""
-    import uvicorn
-
-    from callhistory.api import create_app
+    from callhistory.api import create_app, server
 
     settings = Settings()
     with database(settings) as engine:
@@ -59,7 +57,7 @@ def serve(
         ).start()
         typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
         try:
-            uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info")
+            server.run(create_app(settings, engine), settings, host, port)
         finally:
             stop.set()
 

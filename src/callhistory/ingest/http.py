@@ -30,6 +30,9 @@ BODY_MESSAGE = f"The request body must be a JSON array of 1 to {MAX_BATCH} calls
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 _INT_MAX = 2**31 - 1
+#: Calls happen in this era: a year-1 date is a client's bug (and has no sane UTC offset).
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(2099, 12, 31, 23, 59, 59)
 
 
 def _is_int(value: Any) -> bool:
@@ -62,6 +65,9 @@ class _Item:
             return None
         if not isinstance(value, str):
             self.fail(name, "The {attribute} field must be a string.")
+            return None
+        if "\0" in value:  # PostgreSQL text cannot hold it; refused alike on every database
+            self.fail(name, "The {attribute} field format is invalid.")
             return None
         if len(value) > max_length:
             self.fail(
@@ -122,6 +128,19 @@ def _parse_item(
             started_local = datetime.strptime(date_time, "%Y-%m-%d %H:%M:%S")
         except ValueError:
             v.fail("date_time", "The {attribute} field must match the format Y-m-d H:i:s.")
+        else:
+            if started_local < EARLIEST:
+                v.fail(
+                    "date_time",
+                    f"The {{attribute}} field must be a date after or equal to {EARLIEST}.",
+                )
+                started_local = None
+            elif started_local > LATEST:
+                v.fail(
+                    "date_time",
+                    f"The {{attribute}} field must be a date before or equal to {LATEST}.",
+                )
+                started_local = None
     src = v.string("src", required=True)
     dst = v.string("dst", required=True)
     external_number = v.string("external_number", required=False)
@@ -162,23 +181,20 @@ def _parse_item(
         disposition = default_disposition(CallStatus(status))
     if call_id is None:
         call_id = derive_call_id(account_id, pbx_call_id) if pbx_call_id else str(uuid.uuid4())
-    try:
-        return call_from_durations(
-            call_id=call_id.lower(),
-            pbx_call_id=pbx_call_id,
-            started_at=to_utc(started_local, tz),
-            duration=duration,
-            conversation=conversation,
-            disposition=disposition,
-            src=src,
-            dst=dst,
-            external_number=external_number,
-            type=CallType(call_type),
-            recording=recording,
-        )
-    except OverflowError:
-        v.fail("duration", "The {attribute} field is too large for the call's date time.")
-        return None
+    # In 1970..2099, even the longest duration (int32 seconds, 68 years) cannot overflow.
+    return call_from_durations(
+        call_id=call_id.lower(),
+        pbx_call_id=pbx_call_id,
+        started_at=to_utc(started_local, tz),
+        duration=duration,
+        conversation=conversation,
+        disposition=disposition,
+        src=src,
+        dst=dst,
+        external_number=external_number,
+        type=CallType(call_type),
+        recording=recording,
+    )
 
 
 def parse_body(body: Any, account_id: int, pbx: tuple[PbxConfig, ZoneInfo]) -> list[NewCall]:
