@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         ge=1,
         description="password hashes at once per process (each ~19 MiB and a core)",
     )
+    login_lockout_delay_seconds: float = Field(
+        default=1.0, ge=0, description="a locked-out login waits this long for its 429"
+    )
     login_hash_wait_seconds: float = Field(
         default=1.0, ge=0, description="how long a login waits for a hashing slot before 429"
     )
