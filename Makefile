@@ -8,7 +8,7 @@ PORT ?= 8000
 DEMO_CALLS ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run test lint format fuzz bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+fuzz: $(STAMP) ## schemathesis against /openapi.json on a live server (DATABASE_URL honoured)
+	scripts/fuzz.sh $${MAX_EXAMPLES:-100}
 
 bench: $(STAMP) ## Benchmark the list endpoint at 1M calls (by hand; see bench/README.md)
 	$(BIN)/python -m bench.list_calls

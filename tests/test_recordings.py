@@ -109,6 +109,8 @@ def test_signed_url_from_the_list_plays(
         signed().replace("account=1&", ""),
         signed().replace("account=1&", "account=2&"),
         signed().replace("account=1&", "account=01x&"),
+        signed() + "%C2%96%3DZ8%09%C2%B7R",  # not ASCII: once a 500
+        f"/storage/monitor/{REC}?account=1&signature=%F2%9C%8F%A6%ED%A0%80",
     ],
 )
 def test_no_valid_signature_is_403(rclient: TestClient, with_call: int, url: str) -> None:

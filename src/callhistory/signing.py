@@ -29,7 +29,9 @@ def verify(
     constant time."""
     if expires is not None and expires < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(signature(key, account_id, path, expires), given)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500, found by fuzzing).
+    expected = signature(key, account_id, path, expires).encode()
+    return hmac.compare_digest(expected, given.encode("utf-8", "replace"))
 
 
 def recording_url(base_url: str, account_id: int, recording: str, key: bytes, ttl: int = 0) -> str:

@@ -117,12 +117,17 @@ class IngestCall(BaseModel):
 
     call_id: str | None = Field(None, description="UUID; derived from pbx_call_id when absent")
     pbx_call_id: str | None = Field(None, max_length=255)
-    date_time: str = Field(examples=["2026-01-13 17:54:36"], description="account's timezone")
-    src: str = Field(max_length=255)
-    dst: str = Field(max_length=255)
+    date_time: str = Field(
+        examples=["2026-01-13 17:54:36"],
+        pattern=r"^(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8]) "
+        r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$",
+        description="Y-m-d H:i:s in the account's timezone, 1970-01-01 to 2099-12-31",
+    )
+    src: str = Field(min_length=1, max_length=255)
+    dst: str = Field(min_length=1, max_length=255)
     external_number: str | None = Field(None, max_length=255)
-    duration: int = Field(ge=0)
-    conversation: int = Field(ge=0, description="at most duration")
+    duration: int = Field(ge=0, le=2**31 - 1)
+    conversation: int = Field(ge=0, le=2**31 - 1, description="at most duration")
     type: Literal[1, 2, 3] | None = Field(
         None, description="when absent, classified from src/dst with the account's PBX layout"
     )
@@ -207,7 +212,12 @@ def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _LIST_NOTE = " A comma-separated value is a list (any item matches)."
 LIST_PARAMETERS = [
-    _param("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number; invalid → 1."),
+    # Laravel's paginator never refuses a page: anything that is not an integer >= 1 means 1.
+    _param(
+        "page",
+        {"type": "string", "default": "1", "examples": ["2"]},
+        "Page number; anything that is not an integer of at least 1 means page 1.",
+    ),
     _param(
         "per_page",
         {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE, "default": DEFAULT_PER_PAGE},
@@ -234,24 +244,26 @@ LIST_PARAMETERS = [
     *(
         _param(
             f"filter[{name}]",
-            {"type": "string", "pattern": r"^(>=|<=|>|<)?-?\d+(,(>=|<=|>|<)?-?\d+)*$"},
+            # Permissive on purpose: the server trims items and skips empty ones (then 422s
+            # what is still wrong); the pattern admits every value it may accept.
+            {"type": "string", "pattern": r"^[\s,<>=+\-0-9]*$", "examples": [">=60"]},
             f"{label} in seconds: exact, or with a prefix `>`, `>=`, `<`, `<=`." + _LIST_NOTE,
         )
         for name, label in (("duration", "Total length"), ("conversation", "Talk time"))
     ),
     _param(
         "filter[type]",
-        {"type": "integer", "enum": [1, 2, 3]},
+        {"type": "string", "pattern": r"^[\s,+123]*$", "examples": ["2", "1,2"]},
         "1 Incoming, 2 Outgoing, 3 Internal." + _LIST_NOTE,
     ),
     _param(
         "filter[status]",
-        {"type": "integer", "enum": [1, 2]},
+        {"type": "string", "pattern": r"^[\s,+12]*$", "examples": ["1"]},
         "1 Answered, 2 Not answered." + _LIST_NOTE,
     ),
     _param(
         "filter[integration_status]",
-        {"type": "string", "enum": ["pending", "synced", "failed"]},
+        {"type": "string", "pattern": r"^[\s,a-z]*$", "examples": ["failed", "pending,failed"]},
         "Beyond the original contract: calls with a CRM sync row in this state, e.g. `failed`."
         + _LIST_NOTE,
     ),
@@ -286,7 +298,7 @@ LOGIN_BODY = _json_body(
         "required": ["email", "password"],
         "properties": {
             "email": {"type": "string", "format": "email"},
-            "password": {"type": "string"},
+            "password": {"type": "string", "minLength": 1},
         },
     }
 )

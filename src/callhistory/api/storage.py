@@ -9,7 +9,7 @@ chunks (never read whole), with ranges, ETag/Last-Modified and conditional reque
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
@@ -109,8 +109,34 @@ _SUMMARY = "A call's recording (signed URL, or a token with recordings:read)"
 _PATH = "/storage/monitor/{path:path}"
 
 
-@router.head(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="head_recording")
-@router.get(_PATH, summary=_SUMMARY, responses=_RESPONSES, operation_id="get_recording")
+#: A signed link needs no token: either the signature (and its account) or a bearer token.
+_OPENAPI: dict[str, Any] = {
+    "security": [{}, {"bearer": []}],
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+        for name, schema, text in [
+            ("account", {"type": "integer"}, "the account the link was signed for"),
+            ("expires", {"type": "integer"}, "unix time the link expires (when it does)"),
+            ("signature", {"type": "string"}, "HMAC-SHA256 of account, path (and expires)"),
+        ]
+    ],
+}
+
+
+@router.head(
+    _PATH,
+    summary=_SUMMARY,
+    responses=_RESPONSES,
+    operation_id="head_recording",
+    openapi_extra=_OPENAPI,
+)
+@router.get(
+    _PATH,
+    summary=_SUMMARY,
+    responses=_RESPONSES,
+    operation_id="get_recording",
+    openapi_extra=_OPENAPI,
+)
 def recording(path: str, request: Request, settings: SettingsDep, roots: RootsDep) -> Response:
     if not safe_path(path):
         raise ApiError(404, NOT_FOUND)
