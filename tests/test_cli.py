@@ -104,14 +104,16 @@ def test_demo_is_idempotent(run, client: TestClient) -> None:  # type: ignore[no
     code, out = run("demo", "--calls", "200")
     assert "0 calls added" in out
     second = out.strip().splitlines()[-1].removeprefix("token: ")
-    for t in (token, second):
-        body = client.get("/api/v1/call-history", headers={"Authorization": f"Bearer {t}"}).json()
-        assert body["meta"]["total"] == 200
+    body = client.get("/api/v1/call-history", headers={"Authorization": f"Bearer {second}"}).json()
+    assert body["meta"]["total"] == 200
+    # The new token replaced the old one: tokens do not pile up with every `make run`.
+    old = client.get("/api/v1/call-history", headers={"Authorization": f"Bearer {token}"})
+    assert old.status_code == 401
     types = {
         n: client.get(
             "/api/v1/call-history",
             params={"filter[type]": n, "per_page": 1},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {second}"},
         ).json()["meta"]["total"]
         for n in (1, 2, 3)
     }
@@ -137,3 +139,50 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0
     for command in ("serve", "db", "accounts", "users", "tokens", "demo"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({"DATABASE_URL": "mysql://x"}, ["accounts", "show", "1"], "needs a database driver"),
+        (
+            {"DATABASE_URL": "notaurl"},
+            ["accounts", "show", "1"],
+            "DATABASE_URL is not a database URL",
+        ),
+        (
+            {"APP_KEY": "short"},
+            ["accounts", "show", "1"],
+            "APP_KEY: must be at least 32 characters",
+        ),
+        ({"DATA_DIR": "/proc/nope"}, ["accounts", "show", "1"], "cannot use DATA_DIR /proc/nope"),
+        ({"TRUSTED_PROXIES": "nope"}, ["accounts", "show", "1"], "TRUSTED_PROXIES: "),
+        ({}, ["serve", "--port", "99999"], "Invalid value for '--port'"),
+    ],
+)
+def test_a_users_mistake_is_one_error_line_not_a_traceback(
+    tmp_path: Path, env: dict[str, str], args: list[str], expected: str
+) -> None:
+    full_env = {**os.environ, "DATA_DIR": str(tmp_path), **env}
+    if "DATABASE_URL" not in env:
+        full_env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "callhistory", *args],
+        capture_output=True, text=True, check=False, env=full_env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode in (1, 2)
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    if result.returncode == 1:
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_one_version_and_the_root_route(client: TestClient) -> None:
+    from importlib.metadata import version
+
+    assert client.get("/openapi.json").json()["info"]["version"] == version("callhistory")
+    response = client.get("/")
+    assert (response.status_code, response.json()) == (
+        404,
+        {"message": "The route / could not be found."},
+    )

@@ -166,8 +166,11 @@ def test_concurrent_ingest_of_the_same_calls_in_any_order_never_fails(
     statuses: list[int] = []
     barrier = threading.Barrier(clients)
 
+    # Apps are built here, not in the threads: FastAPI builds its models lazily, not thread-safely.
+    apps = [make_client() for _ in range(clients)]
+
     def post(seed: int) -> None:
-        client = make_client()
+        client = apps[seed]
         for round_ in range(rounds):
             body = items(round_)
             random.Random(seed * 100 + round_).shuffle(body)

@@ -388,6 +388,14 @@ def revoke_token(conn: Connection, token_id: int) -> None:
     conn.execute(delete(personal_access_tokens).where(personal_access_tokens.c.id == token_id))
 
 
+def revoke_tokens_named(conn: Connection, user_id: int, name: str) -> None:
+    conn.execute(
+        delete(personal_access_tokens).where(
+            personal_access_tokens.c.user_id == user_id, personal_access_tokens.c.name == name
+        )
+    )
+
+
 def revoke_other_tokens(conn: Connection, user_id: int, keep_token_id: int) -> None:
     conn.execute(
         delete(personal_access_tokens).where(

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     @classmethod
     def _strong_key(cls, value: str | None) -> str | None:
         if value is not None and len(value) < 32:
-            raise ValueError("APP_KEY must be at least 32 characters")
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
         return value
 
     @property

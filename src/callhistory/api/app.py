@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from callhistory import __version__
 from callhistory.api import auth, calls, docs, storage
 from callhistory.api.auth import HashGate, LoginThrottle
 from callhistory.api.responses import JSONResponse
@@ -40,7 +41,7 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    route = request.url.path.lstrip("/")
+    route = request.url.path.lstrip("/") or "/"  # Laravel's $request->path() of the root is "/"
     if exc.status_code == 405:
         allow = {"Allow": ", ".join(_allowed_methods(request))}
         if request.method == "OPTIONS":  # as Laravel: an empty 200 naming the methods
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or Settings()
     app = FastAPI(
         title="callhistory",
-        version="1.0.0",
+        version=__version__,
         description=docs.DESCRIPTION,
         default_response_class=JSONResponse,
     )

@@ -8,8 +8,9 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from callhistory import accounts, migrate
 from callhistory.classify import PbxConfig
@@ -23,6 +24,30 @@ app = typer.Typer(
 )
 
 
+def user_error(exc: BaseException) -> str | None:
+    """What to tell the user when `exc` comes from their settings or machine, else None (a bug
+    of ours, which keeps its traceback)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'_'.join(str(part) for part in error['loc']).upper() or 'settings'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+    if isinstance(exc, ArgumentError):
+        return (
+            f"DATABASE_URL is not a database URL ({exc}); use e.g. "
+            "postgresql://user@host/db or sqlite:////path/to/file.sqlite3"
+        )
+    if isinstance(exc, NoSuchModuleError | ImportError):
+        return (
+            f"DATABASE_URL needs a database driver that is not installed ({exc}); "
+            "callhistory supports SQLite and PostgreSQL (postgresql://user@host/db)"
+        )
+    if isinstance(exc, OSError):
+        return str(exc)
+    return None
+
+
 def fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
@@ -32,7 +57,12 @@ def fail(message: str) -> typer.Exit:
 def database(settings: Settings) -> Iterator[Engine]:
     """An engine on the migrated database, disposed of when the command ends."""
     if settings.database_url is None:
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(
+                f"cannot use DATA_DIR {settings.data_dir.resolve()}: {exc.strerror}"
+            ) from None
     engine = make_engine(settings.sqlalchemy_url)
     try:
         try:

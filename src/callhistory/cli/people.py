@@ -44,7 +44,7 @@ def db_upgrade() -> None:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
 ) -> None:
     """Run the API (migrating the database first)."""
     from callhistory.api import create_app, server
@@ -193,6 +193,8 @@ def demo_command(
     settings = Settings()
     with database(settings) as engine, engine.begin() as conn:
         account_id, user_id, created = demo.load(conn, calls)
+        # One demo token at a time: each run replaces the last one instead of piling them up.
+        accounts.revoke_tokens_named(conn, user_id, "demo")
         token = accounts.create_token(conn, user_id, "demo")
     base = settings.public_url or "http://127.0.0.1:8000"
     typer.echo(f"demo account {account_id}: {created} calls added")
