@@ -322,12 +322,24 @@ def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
     env = {**os.environ, "DATA_DIR": str(data)}
     env.pop("DATABASE_URL", None)
-    subprocess.run(
+    first = subprocess.run(
         [sys.executable, "-m", "callhistory", "accounts", "create", "Acme"],
         env=env,
         check=True,
         capture_output=True,
+        text=True,
     )
+    # A new database is announced with its absolute path (on stderr; stdout stays the id)...
+    assert first.stderr == f"created a new database: {data / 'callhistory.sqlite3'}\n"
+    assert first.stdout == "1\n"
+    again = subprocess.run(
+        [sys.executable, "-m", "callhistory", "accounts", "show", "1"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert again.stderr == ""  # ...once
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     files = sorted(p.name for p in data.iterdir())
     assert "callhistory.sqlite3" in files

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,8 +56,13 @@ def fail(message: str) -> typer.Exit:
 
 @contextmanager
 def database(settings: Settings) -> Iterator[Engine]:
-    """An engine on the migrated database, disposed of when the command ends."""
+    """An engine on the migrated database, disposed of when the command ends. A new SQLite file
+    is announced with its absolute path: a relative DATA_DIR from another folder would otherwise
+    silently start an empty database."""
+    new_file: Path | None = None
     if settings.database_url is None:
+        new_file = (settings.data_dir / "callhistory.sqlite3").resolve()
+        new_file = None if new_file.exists() else new_file
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -69,6 +75,8 @@ def database(settings: Settings) -> Iterator[Engine]:
             migrate.upgrade(engine, settings.recordings_root)
         except SQLAlchemyError as exc:
             raise fail(f"cannot reach or migrate the database: {exc}") from None
+        if new_file is not None:
+            typer.echo(f"created a new database: {new_file}", err=True)
         yield engine
     finally:
         engine.dispose()
