@@ -50,8 +50,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return JSONResponse({"message": message}, status_code=405, headers=allow)
     if exc.status_code == 404:
         message = f"The route {route} could not be found."
-    elif exc.status_code == 405:
-        message = f"The {request.method} method is not supported for route {route}."
     else:
         message = str(exc.detail)
     return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)

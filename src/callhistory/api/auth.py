@@ -111,10 +111,6 @@ def _login(engine: Engine, email: str, password: str) -> str | None:
         user_id = accounts.authenticate(conn, email, password)
         return None if user_id is None else accounts.create_token(conn, user_id, name="login")
 
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._hits.pop(key, None)
-
 
 def _success(result: Any, message: str) -> JSONResponse:
     return JSONResponse({"status": "success", "code": 200, "result": result, "message": message})
