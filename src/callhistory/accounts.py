@@ -81,13 +81,14 @@ def create_account(
     return account_id
 
 
-def _configured_dirs(conn: Connection) -> dict[int, str | None]:
-    rows = conn.execute(select(accounts.c.id, accounts.c.recordings_dir))
-    return {int(r.id): r.recordings_dir for r in rows}
-
-
 def _root(base: Path, account_id: int, configured: str | None) -> Path:
     return Path(configured) if configured else base.resolve() / str(account_id)
+
+
+def _roots(conn: Connection, base: Path) -> dict[int, Path]:
+    """Every account's recordings root, resolved."""
+    rows = conn.execute(select(accounts.c.id, accounts.c.recordings_dir))
+    return {int(r.id): _root(base, int(r.id), r.recordings_dir).resolve() for r in rows}
 
 
 def recordings_root(conn: Connection, base: Path, account_id: int) -> Path:
@@ -114,11 +115,6 @@ def set_recordings_dir(
     """
     if directory is not None:
         directory = directory.expanduser().resolve()
-    roots = {
-        other: _root(base, other, configured)
-        for other, configured in _configured_dirs(conn).items()
-        if other != account_id
-    }
     base = base.resolve()
     mine = directory or _root(base, account_id, None)
     if directory is not None and mine != base / str(account_id):
@@ -132,8 +128,8 @@ def set_recordings_dir(
                 f"The recordings directory {mine} contains RECORDINGS_DIR ({base}), where "
                 "other accounts' recordings go; choose another."
             )
-    for other, root in sorted(roots.items()):
-        if _nested(mine, root.resolve()):
+    for other, root in sorted(_roots(conn, base).items()):
+        if other != account_id and _nested(mine, root):
             raise AccountError(
                 f"The recordings directory {mine} overlaps account {other}'s ({root}); "
                 "give each account a directory of its own."
@@ -147,13 +143,9 @@ def set_recordings_dir(
 
 def accounts_sharing_root(conn: Connection, base: Path, account_id: int) -> list[int]:
     """Other accounts whose recordings root is the same directory as this account's."""
-    dirs = _configured_dirs(conn)
-    mine = _root(base, account_id, dirs.get(account_id)).resolve()
-    return [
-        other
-        for other, configured in dirs.items()
-        if other != account_id and _root(base, other, configured).resolve() == mine
-    ]
+    roots = _roots(conn, base)
+    mine = roots.get(account_id)
+    return [other for other, root in roots.items() if other != account_id and root == mine]
 
 
 def account_exists(conn: Connection, account_id: int) -> bool:

@@ -93,10 +93,15 @@ class Settings(BaseSettings):
         return self.recordings_dir or self.data_dir / "recordings"
 
     @property
+    def sqlite_file(self) -> Path:
+        """The embedded database, used when DATABASE_URL is unset."""
+        return (self.data_dir / "callhistory.sqlite3").resolve()
+
+    @property
     def sqlalchemy_url(self) -> str:
         url = self.database_url
         if not url:
-            return f"sqlite:///{(self.data_dir / 'callhistory.sqlite3').resolve()}"
+            return f"sqlite:///{self.sqlite_file}"
         # Accept the plain libpq form and use psycopg 3 as the driver.
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):

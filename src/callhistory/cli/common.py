@@ -61,8 +61,7 @@ def database(settings: Settings) -> Iterator[Engine]:
     silently start an empty database."""
     new_file: Path | None = None
     if settings.database_url is None:
-        new_file = (settings.data_dir / "callhistory.sqlite3").resolve()
-        new_file = None if new_file.exists() else new_file
+        new_file = None if settings.sqlite_file.exists() else settings.sqlite_file
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
