@@ -17,6 +17,7 @@ from callhistory import accounts, migrate, recordings, signing, store
 from callhistory.cli import app
 from callhistory.schema import calls, make_engine
 from tests.conftest import TEST_APP_KEY, Tenant, new_call
+from tests.test_ingest_api import call
 from tests.test_recordings import write_wav
 
 REC = "2026/10/06/1791281197.2.wav"
@@ -36,18 +37,18 @@ def rclient(make_client: Callable[..., TestClient], base: Path) -> TestClient:
     return make_client(recordings_dir=base)
 
 
-def ingest_with(client: TestClient, tenant: Tenant, recording: str, n: int = 1) -> dict[str, str]:
-    item = {
-        "pbx_call_id": f"attack-{n}",
-        "date_time": "2020-01-01 10:00:00",
-        "src": "100",
-        "dst": "998901234567",
-        "duration": 30,
-        "conversation": 20,
-        "type": 2,
-        "status": 1,
-        "recording": recording,
+@pytest.fixture
+def cli_env(data_dir: Path, base: Path) -> dict[str, str]:
+    """The environment of a CLI command on the tests' database and recordings."""
+    return {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "RECORDINGS_DIR": str(base),
     }
+
+
+def ingest_with(client: TestClient, tenant: Tenant, recording: str, n: int = 1) -> dict[str, str]:
+    item = call(pbx_call_id=f"attack-{n}", date_time="2020-01-01 10:00:00", recording=recording)
     response = client.post(URL, json=[item], headers=tenant.headers)
     assert response.status_code == 201, response.text
     data: dict[str, str] = response.json()["data"][0]
@@ -59,7 +60,7 @@ def test_a_foreign_path_never_reaches_the_other_accounts_file(
     make_tenant: Callable[..., Tenant],
     add_calls: Callable[..., list[int]],
     base: Path,
-    data_dir: Path,
+    cli_env: dict[str, str],
 ) -> None:
     victim, attacker = make_tenant(), make_tenant()
     audio = write_wav(base / str(victim.account_id) / REC)
@@ -91,18 +92,14 @@ def test_a_foreign_path_never_reaches_the_other_accounts_file(
     assert (base / str(victim.account_id) / REC).read_bytes() == audio
     # 5. B purges with a short retention: A's file stays.
     ingest_with(rclient, attacker, REC, n=2)
-    env = {
-        "DATA_DIR": str(data_dir),
-        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
-        "RECORDINGS_DIR": str(base),
-    }
     runner = CliRunner()
     configure = ["accounts", "configure", str(attacker.account_id)]
     assert (
-        runner.invoke(app, [*configure, "--recording-retention-days", "1"], env=env).exit_code == 0
+        runner.invoke(app, [*configure, "--recording-retention-days", "1"], env=cli_env).exit_code
+        == 0
     )
     purged = runner.invoke(
-        app, ["recordings", "purge", "--account", str(attacker.account_id)], env=env
+        app, ["recordings", "purge", "--account", str(attacker.account_id)], env=cli_env
     )
     assert (
         "deleted 0 files (0.0 MB) of 1 expired calls; 1 files were already missing" in purged.output
@@ -166,24 +163,19 @@ def test_recordings_dirs_never_nest(
 
 
 def test_cli_sets_and_clears_the_recordings_dir(
-    make_tenant: Callable[..., Tenant], data_dir: Path, base: Path, tmp_path: Path
+    make_tenant: Callable[..., Tenant], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {
-        "DATA_DIR": str(data_dir),
-        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
-        "RECORDINGS_DIR": str(base),
-    }
     runner = CliRunner()
     tenant = make_tenant()
     own = tmp_path / "spool" / "monitor"
     configure = ["accounts", "configure", str(tenant.account_id), "--recordings-dir"]
-    result = runner.invoke(app, [*configure, str(own)], env=env)
+    result = runner.invoke(app, [*configure, str(own)], env=cli_env)
     assert result.exit_code == 0 and f'"recordings_dir": "{own}"' in result.output
     created = runner.invoke(
-        app, ["accounts", "create", "Beta", "--recordings-dir", str(own / "x")], env=env
+        app, ["accounts", "create", "Beta", "--recordings-dir", str(own / "x")], env=cli_env
     )
     assert created.exit_code == 1 and "overlaps account 1's" in created.output
-    result = runner.invoke(app, [*configure, ""], env=env)
+    result = runner.invoke(app, [*configure, ""], env=cli_env)
     assert result.exit_code == 0 and '"recordings_dir": null' in result.output
 
 

@@ -30,6 +30,7 @@ from callhistory.api import create_app, server
 from callhistory.config import Settings
 from callhistory.schema import make_engine
 from tests.conftest import PASSWORD, TEST_APP_KEY, Tenant, new_call
+from tests.test_ingest_api import call
 
 LOGIN = "/api/v1/auth/login"
 URL = "/api/v1/call-history"
@@ -149,19 +150,7 @@ def test_concurrent_ingest_of_the_same_calls_in_any_order_never_fails(
     rounds, clients, size = 6, 8, 200
 
     def items(round_: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "pbx_call_id": f"race-{round_}-{n}",
-                "date_time": "2026-01-13 10:00:00",
-                "src": "100",
-                "dst": "998901234567",
-                "duration": 30,
-                "conversation": 20,
-                "type": 2,
-                "status": 1,
-            }
-            for n in range(size)
-        ]
+        return [call(pbx_call_id=f"race-{round_}-{n}") for n in range(size)]
 
     statuses: list[int] = []
     barrier = threading.Barrier(clients)
@@ -322,23 +311,16 @@ def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
     env = {**os.environ, "DATA_DIR": str(data)}
     env.pop("DATABASE_URL", None)
-    first = subprocess.run(
-        [sys.executable, "-m", "callhistory", "accounts", "create", "Acme"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "callhistory", *args]
+        return subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+
+    first = cli("accounts", "create", "Acme")
     # A new database is announced with its absolute path (on stderr; stdout stays the id)...
     assert first.stderr == f"created a new database: {data / 'callhistory.sqlite3'}\n"
     assert first.stdout == "1\n"
-    again = subprocess.run(
-        [sys.executable, "-m", "callhistory", "accounts", "show", "1"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    again = cli("accounts", "show", "1")
     assert again.stderr == ""  # ...once
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     files = sorted(p.name for p in data.iterdir())
