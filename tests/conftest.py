@@ -157,3 +157,14 @@ def add_calls(db: Engine) -> Callable[..., list[int]]:
         return [rows[c.call_id].id for c in calls]
 
     return add
+
+
+@pytest.fixture
+def cli_env(data_dir: Path, settings: Settings) -> dict[str, str]:
+    """The environment of a CLI command on the tests' database and recordings."""
+    return {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "RECORDINGS_DIR": str(settings.recordings_root),
+        "APP_KEY": TEST_APP_KEY,
+    }

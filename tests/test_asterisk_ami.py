@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, make_url, select
 from callhistory import accounts
 from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
 from callhistory.ingest.cdr import AMI_FIELDS, BASE_COLUMNS
+from callhistory.ingest.pbx import Layout
 from callhistory.ingest.spool import Spool
 from callhistory.retry import backoff_delay
 from callhistory.schema import call_legs, calls, make_engine
@@ -102,9 +103,9 @@ def count(engine: Engine, table: Any, account_id: int) -> int:
         )
 
 
-def pbx(engine: Engine, account_id: int) -> Any:
+def pbx(engine: Engine, account_id: int) -> Layout:
     with engine.connect() as conn:
-        return accounts.pbx_settings(conn, account_id)
+        return Layout.load(conn, account_id, None)
 
 
 LOCAL_SCENARIOS = [s for s in SCENARIOS if not s[2] and "FreePBX" not in s[0]]

@@ -107,7 +107,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
             expect(
                 date_time="2026-01-13 10:00:00", src="998901234567", dst="101", duration=65,
                 conversation=60, answered_at="2026-01-13 10:00:05", ended_at="2026-01-13 10:01:05",
-                pbx_call_id="1768280400.1", recording="2026/01/13/1768280400.1.wav",
+                pbx_call_id="1768280400.1", recording=None,
             )
         ],
     ),
@@ -119,7 +119,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
             expect(
                 date_time="2026-01-13 10:00:00", src="998935550001", dst="103", duration=52,
                 conversation=40, answered_at="2026-01-13 10:00:12", ended_at="2026-01-13 10:00:52",
-                pbx_call_id="1768280400.10", legs=3, recording="2026/01/13/1768280400.10.wav",
+                pbx_call_id="1768280400.10", legs=3, recording=None,
             )
         ],
     ),
@@ -159,7 +159,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 10:10:00", src="103", dst="998901112255", duration=127,
                 conversation=120, type={"number": 2, "name": "Outgoing"},
                 answered_at="2026-01-13 10:10:07", ended_at="2026-01-13 10:12:07",
-                pbx_call_id="1768281000.34", recording="2026/01/13/1768281000.34.wav",
+                pbx_call_id="1768281000.34", recording=None,
             ),
         ],
     ),
@@ -172,7 +172,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 10:00:00", src="101", dst="102", external_number=None,
                 duration=33, conversation=30, type={"number": 3, "name": "Internal"},
                 answered_at="2026-01-13 10:00:03", ended_at="2026-01-13 10:00:33",
-                pbx_call_id="1768280400.40", recording="2026/01/13/1768280400.40.wav",
+                pbx_call_id="1768280400.40", recording=None,
             )
         ],
     ),
@@ -182,10 +182,11 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
         False,
         [
             expect(
+                # 10:00:04 to 10:03:00; the consultation (10:00:35-10:01:00) overlaps it
                 date_time="2026-01-13 10:00:00", src="998901234500", dst="101", duration=180,
-                conversation=180, answered_at="2026-01-13 10:00:04",
+                conversation=176, answered_at="2026-01-13 10:00:04",
                 ended_at="2026-01-13 10:03:00", pbx_call_id="1768280400.50", legs=3,
-                recording="2026/01/13/1768280400.50.wav",
+                recording=None,
             )
         ],
     ),
@@ -198,7 +199,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 10:00:00", src="998901234501", dst="101", duration=85,
                 conversation=78, answered_at="2026-01-13 10:00:02",
                 ended_at="2026-01-13 10:01:25", pbx_call_id="1768280400.60", legs=2,
-                recording="2026/01/13/1768280400.60.wav",
+                recording=None,
             )
         ],
     ),
@@ -211,7 +212,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 23:59:50", src="998901234502", dst="101", duration=80,
                 conversation=75, answered_at="2026-01-13 23:59:55",
                 ended_at="2026-01-14 00:01:10", pbx_call_id="1768330790.70",
-                recording="2026/01/13/1768330790.70.wav",
+                recording=None,
             )
         ],
     ),
@@ -224,7 +225,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 10:00:00", src="998935550003", dst="102", duration=37,
                 conversation=30, answered_at="2026-01-13 10:00:07",
                 ended_at="2026-01-13 10:00:37", pbx_call_id="1768280400.80", legs=2,
-                recording="2026/01/13/1768280400.80.wav",
+                recording=None,
             )
         ],
     ),
@@ -237,7 +238,7 @@ SCENARIOS: list[tuple[str, str, bool, list[dict[str, Any]]]] = [
                 date_time="2026-01-13 10:00:00", src="998901234503", dst="104", duration=11,
                 conversation=10, answered_at="2026-01-13 10:00:01",
                 ended_at="2026-01-13 10:00:11", pbx_call_id="pbx1-1768280400.90",
-                recording="2026/01/13/1768280400.90.wav",
+                recording=None,
             )
         ],
     ),

@@ -177,6 +177,17 @@ def set_pbx_config(conn: Connection, account_id: int, config: PbxConfig) -> None
     )
 
 
+def set_timezone(conn: Connection, account_id: int, timezone: str) -> None:
+    """Change the account's timezone: shown times and the day filters follow it; calls already
+    stored keep their instants (CDRs are stored in UTC)."""
+    check_timezone(timezone)
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(timezone=timezone, updated_at=utcnow())
+    )
+
+
 def set_recording_retention(conn: Connection, account_id: int, days: int | None) -> None:
     """Keep the account's recordings `days` days (None: forever)."""
     if days is not None and days < 1:
@@ -214,6 +225,7 @@ def describe_account(conn: Connection, account_id: int) -> dict[str, object]:
         "inbound_contexts": list(config.inbound_contexts),
         "dids": list(config.dids),
         "extensions": config.extensions,
+        "outside_numbers": config.outside_numbers,
         "recording_retention_days": row.recording_retention_days,
         "recordings_dir": row.recordings_dir,
         "created_at": row.created_at.isoformat(),

@@ -245,3 +245,61 @@ def queue_counts(conn: Connection, integration_id: int) -> dict[str, int]:
         .group_by(ci.c.status)
     ).all()
     return {str(status): int(n) for status, n in rows}
+
+
+def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]]) -> int:
+    """Calls (id, internal now?) whose pushed fields changed: queue each outside call again for
+    every connected CRM (as new: a row per CRM, pending, no attempts); drop what is still pending
+    for a call that became internal. Returns how many rows were queued."""
+    if not changed:
+        return 0
+    dropped = [pk for pk, internal in changed if internal]
+    if dropped:
+        conn.execute(delete(ci).where(ci.c.call_history_id.in_(dropped), ci.c.status == "pending"))
+    pushed = [pk for pk, internal in changed if not internal]
+    connected = conn.execute(
+        select(integrations.c.id, integrations.c.integration_type).where(
+            integrations.c.account_id == account_id
+        )
+    ).all()
+    if not pushed or not connected:
+        return 0
+    now = utcnow()
+    existing = {
+        (row.call_history_id, row.integration_id)
+        for row in conn.execute(
+            select(ci.c.call_history_id, ci.c.integration_id).where(
+                ci.c.call_history_id.in_(pushed)
+            )
+        )
+    }
+    conn.execute(
+        update(ci)
+        .where(ci.c.call_history_id.in_(pushed))
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=None,
+            error_message=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    rows = [
+        {
+            "call_history_id": pk,
+            "integration_id": crm.id,
+            "integration_type": crm.integration_type,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for pk in pushed
+        for crm in connected
+        if (pk, crm.id) not in existing
+    ]
+    if rows:
+        conn.execute(ci.insert(), rows)
+    return len(pushed) * len(connected)

@@ -320,6 +320,29 @@ def update_calls(
     _add_to_counts(conn, account_id, deltas)
 
 
+def changed_fields(old: AnyRow, call: NewCall) -> set[str]:
+    """The stored fields a re-merged call would change."""
+    new = _row_values(0, call, datetime.min)
+    return {name for name in STORED_FIELDS if getattr(old, name) != new[name]}
+
+
+#: What a re-merge may change (ids, account and timestamps of the row aside).
+STORED_FIELDS = (
+    "pbx_call_id", "started_at", "answered_at", "ended_at", "src", "dst", "external_number",
+    "duration", "conversation", "type", "status", "disposition", "legs", "recording",
+)  # fmt: skip
+
+
+def calls_page(
+    conn: Connection, account_id: int, after_id: int, since: datetime | None, limit: int
+) -> Sequence[AnyRow]:
+    """The account's calls by id after `after_id` (started at or after `since`), `limit` of them."""
+    stmt = select(*CALL_COLUMNS).where(calls.c.account_id == account_id, calls.c.id > after_id)
+    if since is not None:
+        stmt = stmt.where(calls.c.started_at >= since)
+    return conn.execute(stmt.order_by(calls.c.id).limit(limit)).all()
+
+
 def get_many_by_call_id(
     conn: Connection, account_id: int, call_ids: Iterable[str]
 ) -> dict[str, AnyRow]:

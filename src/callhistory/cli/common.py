@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -83,7 +83,10 @@ def database(settings: Settings) -> Iterator[Engine]:
 
 TrunkOpt = Annotated[
     list[str] | None,
-    typer.Option("--trunk", help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable)"),
+    typer.Option(
+        "--trunk",
+        help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable; --trunk '' clears)",
+    ),
 ]
 ContextOpt = Annotated[
     list[str] | None,
@@ -95,28 +98,40 @@ DidOpt = Annotated[
 ExtensionsOpt = Annotated[
     str | None, typer.Option("--extensions", help="regex of internal extensions")
 ]
+OutsideOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--outside-numbers",
+        help="regex of numbers beyond the PBX, for calls that reach no --trunk; default "
+        "7+ digits or a leading + or 00",
+    ),
+]
 
 
-def configure_pbx(
-    engine: Engine,
-    account: int,
-    trunks: list[str] | None,
-    contexts: list[str] | None,
-    dids: list[str] | None,
-    extensions: str | None,
-) -> PbxConfig:
-    """Apply the given classification options to the account's stored PBX layout."""
+@dataclass(frozen=True)
+class PbxOptions:
+    """The classification options of a command; None leaves a setting as it is."""
+
+    trunks: list[str] | None = None
+    inbound_contexts: list[str] | None = None
+    dids: list[str] | None = None
+    extensions: str | None = None
+    outside_numbers: str | None = None
+
+
+def configure_pbx(engine: Engine, account: int, options: PbxOptions) -> PbxConfig:
+    """Apply the given classification options to the account's stored PBX layout. A list
+    option given only as '' clears the list."""
     with engine.begin() as conn:
         config, _tz = accounts.pbx_settings(conn, account)
         changes: dict[str, object] = {}
-        if trunks is not None:
-            changes["trunks"] = tuple(trunks)
-        if contexts is not None:
-            changes["inbound_contexts"] = tuple(contexts)
-        if dids is not None:
-            changes["dids"] = tuple(dids)
-        if extensions is not None:
-            changes["extensions"] = extensions
+        for name in ("trunks", "inbound_contexts", "dids"):
+            values = getattr(options, name)
+            if values is not None:
+                changes[name] = tuple(value for value in values if value)
+        for name in ("extensions", "outside_numbers"):
+            if getattr(options, name) is not None:
+                changes[name] = getattr(options, name)
         if changes:
             config = replace(config, **changes)  # type: ignore[arg-type]
             accounts.set_pbx_config(conn, account, config)

@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,8 @@ from callhistory.cli.common import (
     ContextOpt,
     DidOpt,
     ExtensionsOpt,
+    OutsideOpt,
+    PbxOptions,
     TrunkOpt,
     app,
     configure_pbx,
@@ -30,10 +33,14 @@ from callhistory.cli.common import (
 from callhistory.config import Settings
 from callhistory.ingest import asterisk_csv
 from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
+from callhistory.ingest.pbx import Layout, Reclassified, reclassify
 from callhistory.ingest.spool import Spool
+from callhistory.query import to_utc
 
 import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+calls_app = typer.Typer(help="Stored calls.", no_args_is_help=True)
+app.add_typer(calls_app, name="calls")
 
 #: Exit status of an import that finished but rejected some lines.
 EXIT_REJECTS = 3
@@ -44,13 +51,13 @@ def import_asterisk_csv(
     files: Annotated[list[str], typer.Argument(help="Master.csv files; - reads standard input")],
     account: Annotated[int, typer.Option(help="account id")],
     gmt: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--gmt/--local-time",
-            help="times in the file are UTC (cdr.conf usegmtime=yes); default: the account's "
-            "timezone",
+            help="times in the file are UTC (a UTC server clock or cdr.conf usegmtime=yes) / "
+            "the account's timezone; default: told from each file's uniqueids",
         ),
-    ] = False,
+    ] = None,
     from_start: Annotated[
         bool, typer.Option(help="read files from their first line, not from the last import")
     ] = False,
@@ -58,6 +65,7 @@ def import_asterisk_csv(
     inbound_context: ContextOpt = None,
     did: DidOpt = None,
     extensions: ExtensionsOpt = None,
+    outside_numbers: OutsideOpt = None,
 ) -> None:
     """Import Asterisk CDRs (Master.csv): one call per phone call, idempotent and resumable.
 
@@ -68,13 +76,15 @@ def import_asterisk_csv(
         if name != "-" and not Path(name).is_file():
             raise fail(f"{name}: no such file")
     console = Console(stderr=True)
+    settings = Settings()
     try:
-        with database(Settings()) as engine:
-            configure_pbx(engine, account, trunk, inbound_context, did, extensions)
+        with database(settings) as engine:
+            options = PbxOptions(trunk, inbound_context, did, extensions, outside_numbers)
+            configure_pbx(engine, account, options)
             with import_progress(console) as progress_for:
                 report = asterisk_csv.import_paths(
                     engine, account, files, gmt=gmt, resume=not from_start,
-                    progress_for=progress_for,
+                    progress_for=progress_for, recordings_base=settings.recordings_root,
                 )  # fmt: skip
     except (accounts.AccountError, ConfigError) as exc:
         raise fail(str(exc)) from None
@@ -117,10 +127,10 @@ def ami_command(
     try:
         with database(settings) as engine:
             with engine.connect() as conn:
-                pbx = accounts.pbx_settings(conn, account)
+                layout = Layout.load(conn, account, settings.recordings_root)
             feed_spool = Spool(spool or settings.data_dir / f"ami-spool-{account}.sqlite3")
             ami_settings = AmiSettings(host, port, username, secret)
-            feed = AmiFeed(engine, account, pbx, ami_settings, feed_spool)
+            feed = AmiFeed(engine, account, layout, ami_settings, feed_spool)
 
             async def run() -> FeedStats:
                 stop = asyncio.Event()
@@ -137,6 +147,46 @@ def ami_command(
     typer.echo(
         f"events: {stats.events}, rejected: {stats.rejected}; calls created: "
         f"{stats.stored.created}, updated: {stats.stored.updated}; still spooled: {left}"
+    )
+
+
+@calls_app.command("reclassify")
+def calls_reclassify(
+    account: Annotated[int, typer.Option(help="account id")],
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--from",
+            formats=["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"],
+            help="only calls that started on or after this day (account time)",
+        ),
+    ] = None,
+) -> None:
+    """Recompute type, status, dst, conversation and recording of stored Asterisk calls from their
+    legs, with the account's current layout (after `accounts configure --trunk ...`).
+
+    Ids stay; the counters follow; calls whose CRM fields changed are queued for sync again.
+    Calls from the JSON ingest have no legs and are left as they are.
+    """
+    settings = Settings()
+    try:
+        with database(settings) as engine:
+            with engine.connect() as conn:
+                _config, tz = accounts.pbx_settings(conn, account)
+            utc_since = to_utc(since, tz) if since is not None else None
+
+            def progress(done: Reclassified) -> None:
+                typer.echo(f"... {done.examined} calls examined, {done.changed} changed", err=True)
+
+            done = reclassify(
+                engine, account, since=utc_since, recordings_base=settings.recordings_root,
+                progress=progress,
+            )  # fmt: skip
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(
+        f"calls examined: {done.examined}, changed: {done.changed}; "
+        f"CRM syncs queued again: {done.requeued}"
     )
 
 

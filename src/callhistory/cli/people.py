@@ -15,6 +15,8 @@ from callhistory.cli.common import (
     ContextOpt,
     DidOpt,
     ExtensionsOpt,
+    OutsideOpt,
+    PbxOptions,
     TrunkOpt,
     app,
     configure_pbx,
@@ -96,6 +98,13 @@ def accounts_configure(
     inbound_context: ContextOpt = None,
     did: DidOpt = None,
     extensions: ExtensionsOpt = None,
+    outside_numbers: OutsideOpt = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            help="IANA timezone of the account: how times are shown and PBX-local CDRs read"
+        ),
+    ] = None,
     recording_retention_days: Annotated[
         int | None,
         typer.Option(help="delete recordings older than N days (`recordings purge`); 0 = keep"),
@@ -108,13 +117,17 @@ def accounts_configure(
         ),
     ] = None,
 ) -> None:
-    """Set how the account's PBX calls are classified (each given option replaces its list), where
-    its recordings live and how long they are kept."""
+    """Set how the account's PBX calls are classified (each given option replaces its list), its
+    timezone, where its recordings live and how long they are kept. Stored calls keep their
+    classification until `calls reclassify`."""
     settings = Settings()
     try:
         with database(settings) as engine:
-            configure_pbx(engine, account, trunk, inbound_context, did, extensions)
+            options = PbxOptions(trunk, inbound_context, did, extensions, outside_numbers)
+            configure_pbx(engine, account, options)
             with engine.begin() as conn:
+                if timezone is not None:
+                    accounts.set_timezone(conn, account, timezone)
                 if recording_retention_days is not None:
                     accounts.set_recording_retention(
                         conn, account, recording_retention_days or None

@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from callhistory.classify import PbxConfig
-from callhistory.ingest.cdr import BadCdr, Cdr, from_ami
-from callhistory.ingest.pbx import Outcome, store_legs
+from callhistory.ingest.cdr import BadCdr, Cdr, Clock, from_ami
+from callhistory.ingest.pbx import Layout, Outcome, store_legs
 from callhistory.ingest.spool import Spool
 from callhistory.retry import backoff_delay
 
@@ -89,18 +87,19 @@ class AmiFeed:
         self,
         engine: Engine,
         account_id: int,
-        pbx: tuple[PbxConfig, ZoneInfo],
+        layout: Layout,
         settings: AmiSettings,
         spool: Spool,
     ):
-        """`pbx` is the account's layout and timezone (`accounts.pbx_settings`)."""
+        """`layout` is the account's (`Layout.load`)."""
         self.engine, self.account_id, self.settings, self.spool = (
             engine,
             account_id,
             settings,
             spool,
         )
-        self.config, self.tz = pbx
+        self.layout = layout
+        self.clock = Clock(layout.tz)
         self.stats = FeedStats()
         self._wake = asyncio.Event()
 
@@ -221,6 +220,13 @@ class AmiFeed:
                 self._wake.clear()
                 await wait_for_event(self._wake, 1.0)
 
+    def _read(self, event: dict[str, str]) -> Cdr:
+        before = self.clock.guess.utc
+        leg = self.clock.read(from_ami(event, None))
+        if self.clock.guess.utc != before:
+            log.info("AMI %s", self.clock.guess.explain(self.layout.tz))
+        return leg
+
     def _drain(self) -> bool:
         """Store one batch from the spool; False when it was empty."""
         events = self.spool.peek(self.settings.batch)
@@ -229,11 +235,11 @@ class AmiFeed:
         legs: list[Cdr] = []
         for event_id, event in events:
             try:
-                legs.append(from_ami(event, self.tz))
+                legs.append(self._read(event))
             except BadCdr as exc:
                 self.stats.rejected += 1
                 log.warning("rejected AMI event %d (%s): %s", event_id, exc, event)
         with self.engine.begin() as conn:
-            self.stats.stored += store_legs(conn, self.account_id, legs, self.config, self.tz)
+            self.stats.stored += store_legs(conn, self.account_id, legs, self.layout)
         self.spool.remove_through(events[-1][0])
         return True

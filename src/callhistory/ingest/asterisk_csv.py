@@ -9,8 +9,9 @@ key. Memory stays flat: lines are read one batch at a time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,11 +19,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from callhistory import accounts, cdrstore
-from callhistory.ingest.cdr import BadCdr, Cdr, decode, parse_csv_line
-from callhistory.ingest.pbx import Outcome, store_legs
+from callhistory import cdrstore
+from callhistory.ingest.cdr import BadCdr, Cdr, decode, guess_clock, parse_csv_line
+from callhistory.ingest.pbx import Layout, Outcome, store_legs
 
 BATCH_LINES = 5000
+#: Lines read ahead to tell a UTC file from a PBX-local one.
+CLOCK_SAMPLE = 200
 STDIN = "-"
 
 
@@ -49,9 +52,11 @@ class Report:
 Progress = Callable[[int, int], None]
 
 
-def _lines(stream: BinaryIO, number: int, offset: int) -> Iterator[tuple[int, int, bytes, bool]]:
+def _lines(
+    raw_lines: Iterable[bytes], number: int, offset: int
+) -> Iterator[tuple[int, int, bytes, bool]]:
     """(line number, byte offset after it, raw line, complete?) from the stream's position."""
-    for raw in stream:
+    for raw in raw_lines:
         number += 1
         offset += len(raw)
         complete = raw.endswith(b"\n")
@@ -65,15 +70,16 @@ def import_stream(
     *,
     label: str,
     resume_key: str | None,
-    gmt: bool,
+    gmt: bool | None,
     report: Report,
     progress: Progress | None = None,
+    recordings_base: Path | None = None,
 ) -> None:
     """Import one Master.csv stream. `resume_key` (the file's absolute path) makes it resumable;
-    `label` is how lines are named in the report."""
+    `label` is how lines are named in the report. `gmt` None: tell UTC from local by the file's
+    first lines (`guess_clock`)."""
     with engine.connect() as conn:
-        config, account_tz = accounts.pbx_settings(conn, account_id)
-    tz: ZoneInfo | None = None if gmt else account_tz
+        layout = Layout.load(conn, account_id, recordings_base)
     head = ""
     start_line = 0
     if resume_key is not None:
@@ -84,8 +90,17 @@ def import_stream(
         stream.seek(offset)
         report.lines_skipped += start_line
 
-    batch: list[Cdr] = []
     last_offset = stream.tell() if resume_key is not None else 0
+    raw_lines = iter(stream)
+    sample = list(itertools.islice(raw_lines, CLOCK_SAMPLE))
+    if gmt is None and sample:
+        guess = guess_clock([decode(raw.rstrip(b"\r\n")) for raw in sample], layout.tz)
+        gmt = bool(guess.utc)
+        report.notes.append(f"{label}: {guess.explain(layout.tz)}")
+    tz: ZoneInfo | None = None if gmt else layout.tz
+    without_linkedid = 0
+
+    batch: list[Cdr] = []
     last_line = start_line
 
     flushes = 0
@@ -93,7 +108,7 @@ def import_stream(
     def flush() -> None:
         nonlocal flushes
         with engine.begin() as conn:
-            report.outcome += store_legs(conn, account_id, batch, config, account_tz)
+            report.outcome += store_legs(conn, account_id, batch, layout)
             if resume_key is not None:
                 cdrstore.save_import_offset(
                     conn, account_id, resume_key, head, last_offset, last_line
@@ -104,7 +119,9 @@ def import_stream(
             with engine.begin() as conn:
                 cdrstore.refresh_statistics(conn)
 
-    for number, offset, raw, complete in _lines(stream, start_line, last_offset):
+    for number, offset, raw, complete in _lines(
+        itertools.chain(sample, raw_lines), start_line, last_offset
+    ):
         if not complete and resume_key is not None:
             # Asterisk may be writing this very line: leave it for the next import.
             report.notes.append(f"{label}:{number}: incomplete last line left for the next import")
@@ -112,7 +129,9 @@ def import_stream(
         report.lines_read += 1
         if raw.strip():
             try:
-                batch.append(parse_csv_line(decode(raw), tz))
+                leg = parse_csv_line(decode(raw), tz)
+                batch.append(leg)
+                without_linkedid += leg.linkedid is None
             except BadCdr as exc:
                 report.bad.append(BadLine(label, number, str(exc)))
         last_offset, last_line = offset, number
@@ -123,6 +142,12 @@ def import_stream(
     flush()
     if progress:
         progress(last_offset, report.lines_read)
+    if without_linkedid:
+        report.notes.append(
+            f"{label}: {without_linkedid} lines have no linkedid, so the legs of one call are "
+            "told apart by uniqueid only: queues, ring groups, transfers and call files may "
+            "count as several calls. Fix: newcdrcolumns=yes in the [csv] section of cdr.conf"
+        )
 
 
 def import_paths(
@@ -130,17 +155,21 @@ def import_paths(
     account_id: int,
     paths: list[str],
     *,
-    gmt: bool,
+    gmt: bool | None = None,
     resume: bool = True,
     progress_for: Callable[[str, int | None], Progress] | None = None,
+    recordings_base: Path | None = None,
 ) -> Report:
-    """Import several files in order; `-` reads standard input (not resumable)."""
+    """Import several files in order; `-` reads standard input (not resumable). `gmt`: True
+    UTC, False the account's timezone, None tell by each file's lines. `recordings_base`
+    (RECORDINGS_DIR) lets calls link a recording the CDR does not name when its file exists."""
     report = Report()
     for name in paths:
         if name == STDIN:
             import_stream(
                 engine, account_id, sys.stdin.buffer, label="<stdin>", resume_key=None, gmt=gmt,
                 report=report, progress=progress_for(name, None) if progress_for else None,
+                recordings_base=recordings_base,
             )  # fmt: skip
             continue
         path = Path(name)
@@ -149,5 +178,6 @@ def import_paths(
                 engine, account_id, stream, label=name,
                 resume_key=str(path.resolve()) if resume else None, gmt=gmt, report=report,
                 progress=progress_for(name, path.stat().st_size) if progress_for else None,
+                recordings_base=recordings_base,
             )  # fmt: skip
     return report

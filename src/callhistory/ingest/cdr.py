@@ -3,7 +3,8 @@
 Master.csv columns (cdr_csv): accountcode, src, dst, dcontext, clid, channel, dstchannel, lastapp,
 lastdata, start, answer, end, duration, billsec, disposition, amaflags (16); then `uniqueid` and
 `userfield` when loguniqueid/loguserfield are on, and `peeraccount, linkedid, sequence` with
-newcdrcolumns. The layout is detected per line: admins change it, files change width.
+newcdrcolumns. The layout is detected per line: admins change it, files change width. The
+cdr_custom sample layout (clid first, accountcode after amaflags, sequence last) is read too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,12 @@ from callhistory.query import to_utc
 BASE_COLUMNS = (
     "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
     "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+)  # fmt: skip
+#: The layout of cdr_custom.conf's sample `Master.csv => ...` mapping (the common custom one).
+CUSTOM_COLUMNS = (
+    "clid", "src", "dst", "dcontext", "channel", "dstchannel", "lastapp", "lastdata", "start",
+    "answer", "end", "duration", "billsec", "disposition", "amaflags", "accountcode", "uniqueid",
+    "userfield", "sequence",
 )  # fmt: skip
 _UNIQUEID = re.compile(r"(?:[^,]+-)?\d+\.\d+")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -92,9 +99,11 @@ def _time(value: str, name: str, tz: ZoneInfo | None) -> datetime:
 
 
 def _int(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    """Whole seconds; cdr_custom's `CDR(duration,f)` writes fractions, cut to whole seconds."""
+    whole, _, fraction = value.partition(".")
+    if not whole.isdigit() or len(whole) > 9 or (fraction and not fraction.isdigit()):
         raise BadCdr(f"{name} {value[:40]!r} is not a whole number of seconds")
-    return int(value)
+    return int(whole)
 
 
 def build(fields: dict[str, str], tz: ZoneInfo | None) -> Cdr:
@@ -155,6 +164,28 @@ def _extra_columns(values: list[str]) -> list[str]:
     raise BadCdr(f"{len(values)} columns; a Master.csv line has 16 to 21")
 
 
+def _is_disposition(value: str) -> bool:
+    return value.strip().upper() in DISPOSITIONS
+
+
+def _column_names(values: list[str]) -> list[str]:
+    """The layout of a line: cdr_csv's, or the cdr_custom sample's (which moves clid first and
+    accountcode after amaflags); any other order is named as such, not as a bad value."""
+    if len(values) > 14 and _is_disposition(values[14]):
+        return [*BASE_COLUMNS, *_extra_columns(values)]
+    if len(values) > 13 and _is_disposition(values[13]):
+        if not len(CUSTOM_COLUMNS) - 3 <= len(values) <= len(CUSTOM_COLUMNS):
+            raise BadCdr(f"{len(values)} columns; a cdr_custom line has 16 to 19")
+        return list(CUSTOM_COLUMNS[: len(values)])
+    found = next((i for i, value in enumerate(values) if _is_disposition(value)), None)
+    if found is None or len(values) < len(BASE_COLUMNS):
+        return [*BASE_COLUMNS, *_extra_columns(values)]  # reports the count or the value
+    raise BadCdr(
+        f"the disposition is in column {found + 1}, not 15: the columns are not in "
+        "Master.csv's order (cdr_csv) nor in the cdr_custom sample's"
+    )
+
+
 def parse_csv_line(line: str, tz: ZoneInfo | None) -> Cdr:
     """One Master.csv line (without its newline) → a Cdr, or BadCdr with the reason."""
     try:
@@ -164,8 +195,7 @@ def parse_csv_line(line: str, tz: ZoneInfo | None) -> Cdr:
     if len(rows) != 1:
         raise BadCdr("not valid CSV")
     values = rows[0]
-    names = [*BASE_COLUMNS, *_extra_columns(values)]
-    return build(dict(zip(names, values, strict=True)), tz)
+    return build(dict(zip(_column_names(values), values, strict=True)), tz)
 
 
 #: AMI `Cdr` event keys → our field names (cdr_manager.c).
@@ -205,3 +235,96 @@ def from_ami(event: dict[str, str], tz: ZoneInfo | None) -> Cdr:
         if name is not None:
             fields[name] = value.strip()
     return build(fields, tz)
+
+
+_EPOCH = re.compile(r"(?:.+-)?(\d{9,11})\.\d+")
+#: A leg starts when its channel is created (uniqueid) or a few seconds later; legs that start
+#: much later (transfers, Local optimisation) do not vote.
+_CLOCK_SLACK = 60
+_EPOCH_START = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class ClockGuess:
+    """Whether a file's times are UTC or PBX-local, from how its uniqueids (the channel's
+    creation, seconds since the epoch) line up with its start times."""
+
+    utc: bool | None  # None: nothing told them apart (no uniqueid, or the zone is UTC)
+    utc_votes: int
+    local_votes: int
+
+    def explain(self, tz: ZoneInfo) -> str:
+        lines = self.utc_votes + self.local_votes
+        if self.utc is None:
+            return (
+                f"times read as {tz.key} time: no line tells UTC from local "
+                "(--gmt if the file is in UTC)"
+            )
+        if self.utc:
+            return (
+                f"times read as UTC: on {self.utc_votes} of {lines} lines the start is the "
+                f"uniqueid's time in UTC, not in {tz.key} (a UTC server clock or cdr.conf "
+                "usegmtime=yes; --local-time forces local)"
+            )
+        return (
+            f"times read as {tz.key} time: on {self.local_votes} of {lines} lines the start "
+            "is the uniqueid's time in that zone (--gmt forces UTC)"
+        )
+
+
+def _clock_vote(leg: Cdr, tz: ZoneInfo) -> bool | None:
+    """For a leg read with naive times: True if its start is its uniqueid's moment in UTC,
+    False if in `tz`, None if it cannot tell (no uniqueid, a late leg, the zone is UTC)."""
+    found = _EPOCH.fullmatch(leg.uniqueid or "")
+    if found is None:
+        return None
+    created = int(found.group(1))
+    as_utc = (leg.start - _EPOCH_START).total_seconds() - created
+    as_local = (to_utc(leg.start, tz) - _EPOCH_START).total_seconds() - created
+    if abs(as_utc - as_local) <= _CLOCK_SLACK:
+        return None  # the zone is UTC at that moment: either reading is right
+    if -2 <= as_utc <= _CLOCK_SLACK:
+        return True
+    if -2 <= as_local <= _CLOCK_SLACK:
+        return False
+    return None
+
+
+def guess_clock(lines: list[str], tz: ZoneInfo) -> ClockGuess:
+    """Vote over Master.csv lines: is `start` the uniqueid's epoch in UTC or in `tz`?"""
+    utc_votes = local_votes = 0
+    for line in lines:
+        try:
+            vote = _clock_vote(parse_csv_line(line, None), tz)
+        except BadCdr:
+            continue
+        utc_votes += vote is True
+        local_votes += vote is False
+    utc = None if utc_votes == local_votes else utc_votes > local_votes
+    return ClockGuess(utc, utc_votes, local_votes)
+
+
+class Clock:
+    """UTC or PBX-local for a stream of legs (the AMI feed: cdr_manager writes the server's local
+    time, which is UTC on many servers): learnt as legs arrive, by the same vote as a file's."""
+
+    def __init__(self, tz: ZoneInfo):
+        self.tz = tz
+        self.guess = ClockGuess(None, 0, 0)
+
+    def read(self, naive: Cdr) -> Cdr:
+        """The leg (read with `tz=None`) with its times in UTC."""
+        vote = _clock_vote(naive, self.tz)
+        if vote is not None:
+            utc_votes = self.guess.utc_votes + (vote is True)
+            local_votes = self.guess.local_votes + (vote is False)
+            utc = None if utc_votes == local_votes else utc_votes > local_votes
+            self.guess = ClockGuess(utc, utc_votes, local_votes)
+        if self.guess.utc:
+            return naive
+        return replace(
+            naive,
+            start=to_utc(naive.start, self.tz),
+            answer=to_utc(naive.answer, self.tz) if naive.answer else None,
+            end=to_utc(naive.end, self.tz),
+        )

@@ -1,51 +1,146 @@
 """The CDR legs of one phone call → the one call record the user sees. Pure.
 
-start = earliest start; end = latest end; duration = end - start; answered if any leg was;
-conversation = the billsec of the answered legs (at most the duration); src = the caller of the
-first leg; dst = who answered (else the number dialled first); legs = how many CDRs were merged.
+- start = earliest start; end = latest end; duration = end - start; src = the caller of the
+  first leg (by Asterisk's sequence, then start; ties broken by the legs' content, so the order
+  the legs arrive in never matters).
+- Answered only if a leg *bridged to a party* was answered: its `dstchannel` is set. An ANSWERED
+  leg without one is the PBX answering the caller itself — an IVR, voicemail, a feature code, or
+  `Hangup()`/`Congestion()`/FreePBX's "terminate call" after a failed Dial — not an answer.
+- conversation = the time covered by those bridged legs' answer..end (overlapping legs, as
+  Local channels and consultations make, count once), at most the duration.
+- dst = the extension that answered (resolving FreePBX's Local helpers, preferring a leg that
+  talked); for calls out, the number dialled; for unanswered calls, the number dialled first.
+- recording: only for answered calls, only a file the CDR names (`userfield`/recordingfile) or
+  one that exists (MixMonitor's default `YYYY/MM/DD/<uniqueid>.wav`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import UTC, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from callhistory.classify import PbxConfig, channel_peer, classify
+from callhistory.classify import PbxConfig, classify, dialled
 from callhistory.ingest.cdr import Cdr
 from callhistory.models import CallType, NewCall, derive_call_id
 
-_AUDIO = re.compile(r"[^/\\\0]+\.(wav|WAV|wav49|gsm|ulaw|alaw|mp3|ogg|opus)")
+_AUDIO = re.compile(r"[^\0]+\.(wav|WAV|wav49|gsm|ulaw|alaw|mp3|ogg|opus)")
 _SYSTEM_PREFIX = re.compile(r"^.+-(?=\d+\.\d+$)")
+#: FreePBX 2.x writes `audio:<file>` in userfield; paths may be absolute under the spool.
+_AUDIO_PREFIX = re.compile(r"^audio:", re.IGNORECASE)
+_MONITOR_DIR = re.compile(r"^.*/monitor/")
+#: When two legs tie on sequence and start, the more telling disposition comes first.
+_DISPOSITION_RANK = {"ANSWERED": 0, "BUSY": 1, "NO ANSWER": 2, "CANCEL": 3, "CONGESTION": 4}
+
+#: Does this path (relative to the account's recordings root) exist?
+RecordingExists = Callable[[str], bool]
 
 
-def leg_order(leg: Cdr) -> tuple[int, object, object]:
-    """Sequence when Asterisk gives it, else start time, then uniqueid."""
-    return (leg.sequence if leg.sequence is not None else 1 << 62, leg.start, leg.uniqueid or "")
+def leg_order(leg: Cdr) -> tuple[object, ...]:
+    """Sequence when Asterisk gives it, else start time, then uniqueid; then the leg's content,
+    so that legs which tie give the same call in any order."""
+    return (
+        leg.sequence if leg.sequence is not None else 1 << 62,
+        leg.start,
+        leg.uniqueid or "",
+        _DISPOSITION_RANK.get(leg.disposition, 9),
+        leg.leg_key,
+    )
 
 
-def recording_path(first: Cdr, legs: Sequence[Cdr], tz: ZoneInfo) -> str | None:
-    """MixMonitor's `YYYY/MM/DD/<uniqueid>.wav` (PBX-local date), or FreePBX's recordingfile."""
-    local_day = first.start.replace(tzinfo=UTC).astimezone(tz).strftime("%Y/%m/%d")
+def bridged(leg: Cdr) -> bool:
+    """Answered by a party the call was bridged to (not by the PBX's own applications)."""
+    return leg.disposition == "ANSWERED" and bool(leg.dstchannel)
+
+
+def _talk_seconds(legs: Sequence[Cdr]) -> int:
+    """Seconds covered by the legs' answer..end intervals, overlaps counted once."""
+    spans: list[tuple[datetime, datetime]] = []
     for leg in legs:
-        if leg.userfield and _AUDIO.fullmatch(leg.userfield):
-            return f"{local_day}/{leg.userfield}"
+        answered = leg.answer or leg.end - timedelta(seconds=leg.billsec)
+        if leg.end > answered:
+            spans.append((answered, leg.end))
+    total = 0.0
+    covered_to: datetime | None = None
+    for begin, finish in sorted(spans):
+        if covered_to is not None and begin < covered_to:
+            begin = covered_to
+        if finish > begin:
+            total += (finish - begin).total_seconds()
+            covered_to = finish
+    return int(total)
+
+
+def _named_recording(legs: Sequence[Cdr]) -> str | None:
+    """The file a leg's userfield names (MixMonitor via CDR(userfield), FreePBX's
+    recordingfile, FreePBX 2.x `audio:<file>`), relative to the recordings root."""
+    for leg in legs:
+        name = _AUDIO_PREFIX.sub("", (leg.userfield or "").strip())
+        if name and _AUDIO.fullmatch(name):
+            return _MONITOR_DIR.sub("", name).lstrip("/")
+    return None
+
+
+def recording_path(
+    first: Cdr, legs: Sequence[Cdr], tz: ZoneInfo, exists: RecordingExists | None
+) -> str | None:
+    """A named file (a bare name lives in MixMonitor's `YYYY/MM/DD/` of the PBX-local day, or
+    flat as FreePBX 2.x kept it — whichever exists), else MixMonitor's default
+    `YYYY/MM/DD/<uniqueid>.wav` if that file exists."""
+    local_day = first.start.replace(tzinfo=UTC).astimezone(tz).strftime("%Y/%m/%d")
+    named = _named_recording(legs)
+    if named is not None:
+        if "/" in named:
+            return named
+        dated = f"{local_day}/{named}"
+        return named if exists and not exists(dated) and exists(named) else dated
     name = first.linkedid or first.uniqueid
-    if not name:
+    if not name or exists is None:
         return None
-    return f"{local_day}/{_SYSTEM_PREFIX.sub('', name)}.wav"
+    default = f"{local_day}/{_SYSTEM_PREFIX.sub('', name)}.wav"
+    return default if exists(default) else None
 
 
-def merge(account_id: int, legs: Sequence[Cdr], config: PbxConfig, tz: ZoneInfo) -> NewCall:
+def _answered_by(config: PbxConfig, call_type: CallType, talked: Cdr, first: Cdr) -> str:
+    if call_type is CallType.OUTGOING:
+        return talked.dst if dialled(talked.dst) else first.dst
+    party = config.party(talked.dstchannel)
+    if party is not None:
+        return party
+    return talked.dst if dialled(talked.dst) else first.dst
+
+
+def _dialled_first(config: PbxConfig, ordered: Sequence[Cdr]) -> str:
+    """Of an unanswered call: the number first dialled, not the `s`/`hangup` of where it
+    failed over to."""
+    first = ordered[0]
+    if dialled(first.dst):
+        return first.dst
+    for leg in ordered:
+        if leg.dstchannel:
+            if dialled(leg.dst):
+                return leg.dst
+            party = config.party(leg.dstchannel)
+            if party is not None:
+                return party
+    return next((leg.dst for leg in ordered if dialled(leg.dst)), first.dst)
+
+
+def merge(
+    account_id: int,
+    legs: Sequence[Cdr],
+    config: PbxConfig,
+    tz: ZoneInfo,
+    recording_exists: RecordingExists | None = None,
+) -> NewCall:
     """One call from all the legs known so far (any order; at least one)."""
     ordered = sorted(legs, key=leg_order)
     first = ordered[0]
     start = min(leg.start for leg in legs)
     end = max(leg.end for leg in legs)
     duration = int((end - start).total_seconds())
-    answered_legs = [leg for leg in ordered if leg.disposition == "ANSWERED"]
-    conversation = min(sum(leg.billsec for leg in answered_legs), duration)
+    answered_legs = [leg for leg in ordered if bridged(leg)]
 
     call_type, external = classify(
         config,
@@ -53,22 +148,25 @@ def merge(account_id: int, legs: Sequence[Cdr], config: PbxConfig, tz: ZoneInfo)
         dst=first.dst,
         channel=first.channel,
         dcontext=first.dcontext,
-        dstchannels=[leg.dstchannel for leg in ordered if leg.dstchannel],
+        reached=[
+            first.dstchannel,
+            *(c for leg in ordered[1:] for c in (leg.channel, leg.dstchannel)),
+        ],
     )
-    dst = first.dst
     if answered_legs:
-        answerer = answered_legs[0]
-        peer = channel_peer(answerer.dstchannel) if answerer.dstchannel else ""
-        # An extension that picked up (ring group, queue) is "who answered"; for calls out through
-        # a trunk, the number dialled is.
-        if call_type is not CallType.OUTGOING and config.is_extension(peer):
-            dst = peer
-        else:
-            dst = answerer.dst
-    answered_at = None
-    if answered_legs:
+        talked = next((leg for leg in answered_legs if leg.billsec > 0), answered_legs[0])
+        dst = _answered_by(config, call_type, talked, first)
+        conversation = min(_talk_seconds(answered_legs), duration)
         answered_at = min((leg.answer for leg in answered_legs if leg.answer), default=None)
         answered_at = answered_at or end - timedelta(seconds=conversation)
+        disposition = "ANSWERED"
+    else:
+        dst = _dialled_first(config, ordered)
+        conversation = 0
+        answered_at = None
+        disposition = next(
+            (leg.disposition for leg in ordered if leg.disposition != "ANSWERED"), "NO ANSWER"
+        )
     pbx_call_id = first.call_key
     return NewCall(
         call_id=derive_call_id(account_id, pbx_call_id),
@@ -82,7 +180,7 @@ def merge(account_id: int, legs: Sequence[Cdr], config: PbxConfig, tz: ZoneInfo)
         duration=duration,
         conversation=conversation,
         type=call_type,
-        disposition="ANSWERED" if answered_legs else first.disposition,
+        disposition=disposition,
         legs=len(legs),
-        recording=recording_path(first, ordered, tz) if answered_legs else None,
+        recording=(recording_path(first, ordered, tz, recording_exists) if answered_legs else None),
     )

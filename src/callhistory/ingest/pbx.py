@@ -7,16 +7,45 @@ updates its call and never creates a second one. Legs already seen are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
-from callhistory import cdrstore, store
+from callhistory import accounts, cdrstore, crmstore, store
 from callhistory.classify import PbxConfig
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import merge
+from callhistory.models import CallType, derive_call_id
+from callhistory.recordings import safe_path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What merging an account's legs needs: its PBX layout, its timezone, and its recordings
+    root (to link a recording the CDR does not name only when the file is there)."""
+
+    config: PbxConfig
+    tz: ZoneInfo
+    recordings: Path | None = None
+
+    @classmethod
+    def load(cls, conn: Connection, account_id: int, recordings_base: Path | None) -> Layout:
+        config, tz = accounts.pbx_settings(conn, account_id)
+        root = None
+        if recordings_base is not None:
+            root = accounts.recordings_root(conn, recordings_base, account_id)
+        return cls(config, tz, root)
+
+    def recording_exists(self, relative: str) -> bool:
+        return (
+            self.recordings is not None
+            and safe_path(relative)
+            and (self.recordings / relative).is_file()
+        )
 
 
 @dataclass
@@ -32,9 +61,7 @@ class Outcome:
         return self
 
 
-def store_legs(
-    conn: Connection, account_id: int, legs: Sequence[Cdr], config: PbxConfig, tz: ZoneInfo
-) -> Outcome:
+def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: Layout) -> Outcome:
     """Store a batch of legs (any order, any calls) in the caller's transaction."""
     unique = {leg.leg_key: leg for leg in legs}
     known = cdrstore.known_leg_keys(conn, account_id, list(unique))
@@ -48,7 +75,13 @@ def store_legs(
         by_call.setdefault(leg.call_key, []).append(leg)
     stored = cdrstore.legs_of(conn, account_id, list(by_call))
     merged = {
-        key: merge(account_id, [*stored.get(key, []), *fresh], config, tz)
+        key: merge(
+            account_id,
+            [*stored.get(key, []), *fresh],
+            layout.config,
+            layout.tz,
+            layout.recording_exists,
+        )
         for key, fresh in by_call.items()
     }
     existing = store.get_many_by_call_id(conn, account_id, [c.call_id for c in merged.values()])
@@ -72,3 +105,65 @@ def store_legs(
     outcome.created = len(created)
     outcome.updated = len(merged) - len(created)
     return outcome
+
+
+#: What a CRM is sent of a call (see crm/amocrm.py); a change re-queues its sync.
+PUSHED_FIELDS = frozenset(
+    {"type", "status", "disposition", "src", "dst", "external_number", "conversation",
+     "recording", "started_at"}
+)  # fmt: skip
+
+
+@dataclass
+class Reclassified:
+    examined: int = 0
+    changed: int = 0
+    requeued: int = 0
+
+
+def reclassify(
+    engine: Engine,
+    account_id: int,
+    *,
+    since: datetime | None = None,
+    recordings_base: Path | None = None,
+    batch: int = 1000,
+    progress: Callable[[Reclassified], None] | None = None,
+) -> Reclassified:
+    """Re-merge the account's Asterisk calls (started at or after `since`, UTC) from their stored
+    legs with its current layout: type, status, dst, conversation... change in place (same ids),
+    the per-account counters follow, and a call whose pushed fields changed is queued for its
+    CRMs again. One transaction per batch: an interrupted run keeps what it did and can be
+    started again."""
+    with engine.connect() as conn:
+        layout = Layout.load(conn, account_id, recordings_base)
+    done = Reclassified()
+    after_id = 0
+    while True:
+        with engine.begin() as conn:
+            rows = store.calls_page(conn, account_id, after_id, since, batch)
+            if not rows:
+                break
+            after_id = rows[-1].id
+            legs = cdrstore.legs_of(
+                conn, account_id, [r.pbx_call_id for r in rows if r.pbx_call_id]
+            )
+            changes = []
+            pushed = []
+            for row in rows:
+                found = legs.get(row.pbx_call_id or "")
+                if not found or row.call_id != derive_call_id(account_id, row.pbx_call_id):
+                    continue  # a call of the JSON ingest: nothing to re-merge
+                done.examined += 1
+                call = merge(account_id, found, layout.config, layout.tz, layout.recording_exists)
+                changed = store.changed_fields(row, call)
+                if changed:
+                    changes.append((row, call))
+                if changed & PUSHED_FIELDS:
+                    pushed.append((row.id, call.type is CallType.INTERNAL))
+            store.update_calls(conn, account_id, changes)
+            done.requeued += crmstore.resync(conn, account_id, pushed)
+            done.changed += len(changes)
+        if progress:
+            progress(done)
+    return done
