@@ -8,7 +8,7 @@ PORT ?= 8000
 DEMO_CALLS ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format fuzz bench clean
+.PHONY: help install run test lint format fuzz bench asterisk clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: $(STAMP) ## Format the code with ruff
 
 fuzz: $(STAMP) ## schemathesis against /openapi.json on a live server (DATABASE_URL honoured)
 	scripts/fuzz.sh $${MAX_EXAMPLES:-100}
+
+asterisk: ## Build the test PBX (Asterisk from ../shared/vendor) for the tests marked pbx
+	scripts/asterisk.sh build
 
 bench: $(STAMP) ## Benchmark the list endpoint at 1M calls (by hand; see bench/README.md)
 	$(BIN)/python -m bench.list_calls

@@ -1,0 +1,196 @@
+"""A real Asterisk (built by scripts/asterisk.sh) with the configuration of tests/pbx/, and SIPp
+playing its phones 101-103 and the operator's trunk. Used by the tests marked `pbx`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "tests" / "pbx" / "etc"
+SCENARIOS = ROOT / "tests" / "pbx" / "sipp"
+SIPP = shutil.which("sipp")
+#: The number the operator's trunk calls from in the tests.
+OUTSIDE_CALLER = "998901234567"
+
+
+def prefix() -> Path:
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "asterisk.sh"), "prefix"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def missing() -> str | None:
+    """Why the real-PBX tests cannot run here, or None."""
+    if not (prefix() / "sbin" / "asterisk").exists():
+        return "Asterisk is not built: run `make asterisk` (scripts/asterisk.sh build)"
+    if SIPP is None:
+        return "SIPp is not installed: apt-get install sip-tester"
+    return None
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tone(path: Path) -> None:
+    """One second of 440 Hz: what the PBX plays to callers it answers itself."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        samples = (int(8000 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(8000))
+        out.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+
+
+@dataclass
+class Pbx:
+    dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    media: Iterator[int] = field(default_factory=lambda: iter(range(0)))
+
+    @property
+    def master_csv(self) -> Path:
+        return self.dir / "log" / "cdr-csv" / "Master.csv"
+
+    @property
+    def monitor(self) -> Path:
+        return self.dir / "monitor"
+
+    def _asterisk(self, *args: str) -> list[str]:
+        return [
+            str(prefix() / "sbin" / "asterisk"),
+            "-C",
+            str(self.dir / "etc" / "asterisk.conf"),
+            *args,
+        ]
+
+    def start(self) -> None:
+        subprocess.run([str(ROOT / "scripts" / "asterisk.sh"), "start", str(self.dir)], check=True)
+
+    def stop(self) -> None:
+        subprocess.run([str(ROOT / "scripts" / "asterisk.sh"), "stop", str(self.dir)], check=True)
+
+    def cli(self, command: str) -> str:
+        done = subprocess.run(self._asterisk("-rx", command), capture_output=True, text=True)
+        return done.stdout
+
+    def cdr_lines(self) -> list[str]:
+        if not self.master_csv.exists():
+            return []
+        return self.master_csv.read_text().splitlines()
+
+    def idle(self, timeout: float = 15.0) -> None:
+        """Wait until no channel is up (every CDR of the last call is written)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "0 active channels" in self.cli("core show channels count"):
+                time.sleep(0.3)  # the CDR engine writes just after the hangup
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"channels still up: {self.cli('core show channels')}")
+
+    def _sipp(self, scenario: str, port: int, *extra: str) -> list[str]:
+        media = next(self.media)
+        return [
+            str(SIPP), "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", "127.0.0.1",
+            "-p", str(port), "-mp", str(media), "-m", "1", "-timeout", "60s", "-nostdin",
+            "-timeout_error", "-trace_err", *extra,
+        ]  # fmt: skip
+
+    @contextlib.contextmanager
+    def phones(self, *behaviours: tuple[str, str, int]) -> Iterator[None]:
+        """Phones (101, 102, 103 or "trunk") waiting for a call: `answer` after N ms and echo
+        audio until hung up, `ring` until cancelled, or `busy`. Each must see its call through."""
+        running = []
+        for who, behaviour, ms in behaviours:
+            args = self._sipp(f"phone_{behaviour}", self.ports[who], "-d", str(ms), "-rtp_echo")
+            running.append((who, subprocess.Popen(args, cwd=self.dir / "sipp", **_quiet())))
+        time.sleep(0.3)
+        try:
+            yield
+        finally:
+            for who, process in running:
+                try:
+                    code = process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    code = process.wait()
+                assert code == 0, (
+                    f"phone {who}: SIPp exited {code} (the call did not go as planned)"
+                )
+
+    def dial(self, caller: str, number: str, how: str, ms: int = 0) -> None:
+        """`caller` (101..103, or "trunk" calling from OUTSIDE_CALLER) dials `number`: `talk` for
+        ms after the answer, `cancel` after ringing ms, `refused` (busy...), `hear_hangup`."""
+        calling = OUTSIDE_CALLER if caller == "trunk" else caller
+        args = self._sipp(
+            f"call_{how}", self.ports[caller], "-s", number, "-set", "caller", calling
+        )
+        args = [*args, "-d", str(ms), f"127.0.0.1:{self.ports['sip']}"]
+        done = subprocess.run(args, cwd=self.dir / "sipp", timeout=90, **_quiet())
+        assert done.returncode == 0, f"{caller} → {number} ({how}): SIPp exited {done.returncode}"
+        self.idle()
+
+    def originate(self, channel: str, context: str, extension: str, callerid: str) -> None:
+        """A call file in the spool, as click-to-call and wake-up calls make."""
+        spool = self.dir / "spool" / "outgoing"
+        temporary = self.dir / "callfile.tmp"
+        temporary.write_text(
+            f"Channel: {channel}\nCallerID: {callerid}\nContext: {context}\n"
+            f"Extension: {extension}\nPriority: 1\nMaxRetries: 0\nWaitTime: 20\n"
+        )
+        temporary.rename(spool / f"call-{time.monotonic_ns()}.call")
+
+
+def _quiet() -> dict[str, object]:
+    return {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+@contextlib.contextmanager
+def running_pbx(base: Path) -> Iterator[Pbx]:
+    """A test PBX in `base`, started with the project's configuration; stopped at the end."""
+    pbx = Pbx(base)
+    pbx.ports = {
+        "sip": _free_port(socket.SOCK_DGRAM),
+        "ami": _free_port(socket.SOCK_STREAM),
+        **{who: _free_port(socket.SOCK_DGRAM) for who in ("101", "102", "103", "trunk")},
+    }
+    start = 30000 + (os.getpid() % 500) * 40
+    pbx.media = iter(range(start, start + 10_000, 4))  # SIPp takes its port and the one 2 above
+    for folder in ("etc", "lib", "agi", "spool/outgoing", "run", "log/cdr-csv", "monitor", "sipp"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    values = {
+        "@DIR@": str(base), "@PREFIX@": str(prefix()), "@AMI_PORT@": str(pbx.ports["ami"]),
+        "@SIP_PORT@": str(pbx.ports["sip"]), "@RTP_START@": str(start + 5000),
+        "@RTP_END@": str(start + 5998), "@PORT_101@": str(pbx.ports["101"]),
+        "@PORT_102@": str(pbx.ports["102"]), "@PORT_103@": str(pbx.ports["103"]),
+        "@PORT_TRUNK@": str(pbx.ports["trunk"]),
+    }  # fmt: skip
+    for source in CONFIG.glob("*.conf"):
+        text = source.read_text()
+        for key, value in values.items():
+            text = text.replace(key, value)
+        (base / "etc" / source.name).write_text(text)
+    _tone(base / "tone.wav")
+    pbx.start()
+    try:
+        yield pbx
+    finally:
+        pbx.stop()
