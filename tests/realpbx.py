@@ -117,7 +117,8 @@ class Pbx:
     @contextlib.contextmanager
     def phones(self, *behaviours: tuple[str, str, int]) -> Iterator[None]:
         """Phones (101, 102, 103 or "trunk") waiting for a call: `answer` after N ms and echo
-        audio until hung up, `ring` until cancelled, or `busy`. Each must see its call through."""
+        audio until hung up (`talk`: and speak), `ring` until cancelled, or `busy`. Each must
+        see its call through."""
         running = []
         for who, behaviour, ms in behaviours:
             args = self._sipp(f"phone_{behaviour}", self.ports[who], "-d", str(ms), "-rtp_echo")
@@ -148,15 +149,15 @@ class Pbx:
         assert done.returncode == 0, f"{caller} → {number} ({how}): SIPp exited {done.returncode}"
         self.idle()
 
-    def originate(self, channel: str, context: str, extension: str, callerid: str) -> None:
-        """A call file in the spool, as click-to-call and wake-up calls make."""
-        spool = self.dir / "spool" / "outgoing"
+    def originate(self, phone: str, number: str) -> None:
+        """A call file in the spool, as click-to-call makes: ring `phone`, then dial `number`
+        (context `callfile`). Returns at once; the phones' SIPp see the call through."""
         temporary = self.dir / "callfile.tmp"
         temporary.write_text(
-            f"Channel: {channel}\nCallerID: {callerid}\nContext: {context}\n"
-            f"Extension: {extension}\nPriority: 1\nMaxRetries: 0\nWaitTime: 20\n"
+            f"Channel: SIP/{phone}\nCallerID: <{phone}>\nContext: callfile\n"
+            f"Extension: {number}\nPriority: 1\nMaxRetries: 0\nWaitTime: 20\n"
         )
-        temporary.rename(spool / f"call-{time.monotonic_ns()}.call")
+        temporary.rename(self.dir / "spool" / "outgoing" / f"call-{time.monotonic_ns()}.call")
 
 
 def _quiet() -> dict[str, object]:

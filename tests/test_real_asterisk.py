@@ -106,6 +106,13 @@ CASES = [
     Case("failover: 101 does not answer, 103 does", (("101", "ring", 0), ("103", "answer", 1000)),
          "trunk", "781130593", "talk", 3000, truth("Incoming", *ANSWERED, OUT, "103", "781130593"),
          talk=3, recorded=True),
+    Case("call file: ring 101, then 102", (("101", "answer", 500), ("102", "talk", 1000)),
+         "101", "102", "originate", 0, truth("Internal", *ANSWERED, "101", "102", None),
+         talk=3, recorded=True),
+    Case("call file: ring 101, then out", (("101", "answer", 500), ("trunk", "talk", 1000)),
+         "101", "998901112266", "originate", 0,
+         truth("Outgoing", *ANSWERED, "101", "998901112266", "781130590"), talk=3,
+         recorded=True),
 ]  # fmt: skip
 
 
@@ -204,7 +211,11 @@ def test_real_calls_through_both_paths(
             for case in CASES:
                 before = len(pbx.cdr_lines())
                 with pbx.phones(*case.phones):
-                    pbx.dial(case.caller, case.number, case.how, case.ms)
+                    if case.how == "originate":
+                        pbx.originate(case.caller, case.number)
+                    else:
+                        pbx.dial(case.caller, case.number, case.how, case.ms)
+                pbx.idle()
                 lines[case.name] = pbx.cdr_lines()[before:]
             total = len(pbx.cdr_lines())
             wait_until(lambda: legs_stored(db, ami_tenant.account_id) == total, "the AMI legs")
