@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
 
 from callhistory import accounts
 from callhistory.classify import PbxConfig
@@ -32,9 +33,10 @@ from callhistory.ingest.asterisk_csv import import_paths
 from callhistory.ingest.cdr import parse_csv_line
 from callhistory.ingest.pbx import Layout
 from callhistory.ingest.spool import Spool
-from callhistory.schema import call_legs
+from callhistory.schema import call_legs, make_engine
 from tests import realpbx
 from tests.conftest import Tenant
+from tests.tcpproxy import TcpProxy
 from tests.test_asterisk_csv import stored_calls
 
 pytestmark = pytest.mark.pbx
@@ -281,3 +283,104 @@ def check(
     elif url is not None:
         problems.append(f"a recording is linked to a call that never bridged: {url}")
     return problems
+
+
+class Outage:
+    """The database going away while calls continue: PostgreSQL's link cut at a TCP proxy the
+    feed connects through; SQLite locked exclusively by another process's transaction."""
+
+    def __init__(self, db: Engine):
+        self.db = db
+        self.proxy: TcpProxy | None = None
+        self.loop = asyncio.new_event_loop()
+        self.lock: sqlite3.Connection | None = None
+        if db.dialect.name == "postgresql":
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+            self.proxy = TcpProxy(db.url.host or "127.0.0.1", db.url.port or 5432)
+            asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
+
+    def engine(self) -> Engine:
+        """The engine the feed writes through."""
+        if self.proxy is None:
+            return self.db
+        url = make_url(os.environ["DATABASE_URL"]).set(
+            drivername="postgresql+psycopg", host="127.0.0.1", port=self.proxy.port
+        )
+        return make_engine(url.render_as_string(hide_password=False))
+
+    def begin(self) -> None:
+        if self.proxy is not None:
+            self.loop.call_soon_threadsafe(self.proxy.cut)
+        else:
+            self.lock = sqlite3.connect(self.db.url.database or "", timeout=5)
+            self.lock.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self.proxy is not None:
+            self.loop.call_soon_threadsafe(self.proxy.restore)
+        elif self.lock is not None:
+            self.lock.rollback()
+            self.lock.close()
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_the_feed_survives_a_pbx_restart_and_a_database_outage(
+    tmp_path: Path,
+    db: Engine,
+    make_tenant: Callable[..., Tenant],
+    client: TestClient,
+    settings: Settings,
+) -> None:
+    """A call; Asterisk restarts (the feed reconnects); two calls while the database is down
+    (their events wait in the spool); the database returns: every call stored once, whole."""
+    tenant = make_tenant()
+    outage = Outage(db)
+    engine = outage.engine()
+    with realpbx.running_pbx(tmp_path / "pbx") as pbx:
+        with db.begin() as conn:
+            accounts.set_pbx_config(conn, tenant.account_id, LAYOUT)
+            layout = Layout.load(conn, tenant.account_id, None)
+        ami = AmiSettings(
+            "127.0.0.1", pbx.ports["ami"], "callhistory", "test-secret", backoff_max=2.0,
+            db_retry=0.5,
+        )  # fmt: skip
+        feed = LiveFeed(AmiFeed(engine, tenant.account_id, layout, ami, Spool(tmp_path / "s")))
+        feed.start()
+        try:
+            with pbx.phones(("102", "answer", 500)):
+                pbx.dial("101", "102", "talk", 2000)
+            wait_until(lambda: legs_stored(db, tenant.account_id) == 1, "the first call")
+            pbx.stop()
+            pbx.start()
+            wait_until(lambda: feed.feed.stats.connections >= 2, "the feed to reconnect")
+            outage.begin()
+            try:
+                with pbx.phones(("trunk", "answer", 500)):
+                    pbx.dial("101", "998901112233", "talk", 2000)
+                with pbx.phones(("103", "busy", 0)):
+                    pbx.dial("102", "103", "refused")
+                lines = len(pbx.cdr_lines())
+                wait_until(lambda: feed.feed.stats.events == lines, "the events to be spooled")
+                assert legs_stored(db, tenant.account_id) == 1  # the outage held them back
+            finally:
+                outage.end()
+            total = len(pbx.cdr_lines())
+            wait_until(lambda: legs_stored(db, tenant.account_id) == total, "the spool to drain")
+        finally:
+            feed.stop()
+            outage.close()
+        if engine is not db:
+            engine.dispose()
+        keys = [parse_csv_line(line, None).call_key for line in pbx.cdr_lines()]
+    calls = stored_calls(client, tenant)
+    assert sorted((c["pbx_call_id"], c["legs"]) for c in calls) == sorted(
+        (key, keys.count(key)) for key in set(keys)
+    )
+    assert sorted((observed(c)["type"], observed(c)["disposition"]) for c in calls) == [
+        ("Internal", "ANSWERED"), ("Internal", "BUSY"), ("Outgoing", "ANSWERED"),
+    ]  # fmt: skip
+    assert len(feed.feed.spool) == 0
