@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
-from callhistory import accounts
+from callhistory import accounts, crmstore
 from callhistory.classify import PbxConfig
 from callhistory.cli import app
 from callhistory.config import Settings
 from callhistory.ingest.asterisk_csv import import_paths
+from callhistory.schema import call_integrations
 from tests.conftest import Tenant
 from tests.test_asterisk_csv import URL, stored_calls, write
 
@@ -462,7 +463,8 @@ def test_reclassify_after_the_layout_changes(
     cli_env: dict[str, str],
 ) -> None:
     """Calls out through a trunk nobody configured, to short numbers (a PBX across town): Internal
-    until `--trunk` names it and `calls reclassify` runs; ids stay, counters move; `--trunk ''`
+    until `--trunk` names it and `calls reclassify` runs; ids stay, counters move, the CRM gets
+    the calls that are now outside ones (and only when something it is sent changed); `--trunk ''`
     clears the list again."""
     legs = [
         cdr("SIP/201-00000050", "SIP/citylink-00000051", src="201", dst=f"5{n}00",
@@ -473,6 +475,10 @@ def test_reclassify_after_the_layout_changes(
         for n in range(3)
     ]  # fmt: skip
     path = write(tmp_path, "\n".join(legs) + "\n")
+    with db.begin() as conn:
+        crmstore.connect(
+            conn, tenant.account_id, "amocrm", "http://127.0.0.1:9", "oauth", "sealed", None
+        )
     runner = CliRunner()
     account = str(tenant.account_id)
     result = runner.invoke(
@@ -487,17 +493,21 @@ def test_reclassify_after_the_layout_changes(
     result = runner.invoke(app, ["calls", "reclassify", "--account", account], env=cli_env)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == (
-        "calls examined: 3, changed: 3; CRM syncs queued again: 0"
+        "calls examined: 3, changed: 3; CRM syncs queued again: 3"
     )
     after = {c["id"]: c["type"]["name"] for c in stored_calls(client, tenant)}
     assert after == dict.fromkeys(before, "Outgoing")
     totals = client.get(URL, params={"filter[type]": "2"}, headers=tenant.headers).json()
     assert totals["meta"]["total"] == 3
+    assert sync_rows(db) == {"pending": 3}
+    with db.begin() as conn:
+        conn.execute(update(call_integrations).values(status="synced"))
 
     again = runner.invoke(app, ["calls", "reclassify", "--account", account], env=cli_env)
     assert again.stdout.splitlines()[-1] == (
         "calls examined: 3, changed: 0; CRM syncs queued again: 0"
     )
+    assert sync_rows(db) == {"synced": 3}  # nothing changed: nothing sent again
     cleared = runner.invoke(app, ["accounts", "configure", account, "--trunk", ""], env=cli_env)
     assert '"trunks": []' in cleared.stdout
     runner.invoke(
@@ -505,3 +515,12 @@ def test_reclassify_after_the_layout_changes(
     )
     internal = client.get(URL, params={"filter[type]": "3"}, headers=tenant.headers).json()
     assert internal["meta"]["total"] == 3
+    assert sync_rows(db) == {"synced": 3}  # what was pushed stays pushed
+
+
+def sync_rows(db: Engine) -> dict[str, int]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(call_integrations.c.status, func.count()).group_by(call_integrations.c.status)
+        ).all()
+    return {str(status): int(n) for status, n in rows}
