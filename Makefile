@@ -8,7 +8,7 @@ PORT ?= 8000
 DEMO_CALLS ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format fuzz bench asterisk clean
+.PHONY: help install run test lint format fuzz bench asterisk pbx-demo pbx-calls clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ fuzz: $(STAMP) ## schemathesis against /openapi.json on a live server (DATABASE_
 
 asterisk: ## Build the test PBX (Asterisk from ../shared/vendor) for the tests marked pbx
 	scripts/asterisk.sh build
+
+pbx-demo: $(STAMP) asterisk ## Run the test PBX, feeding its calls into the demo account (Ctrl-C stops)
+	$(BIN)/python -m tests.realpbx demo data/pbx
+
+pbx-calls: $(STAMP) ## Place a few calls through the test PBX of `make pbx-demo`
+	$(BIN)/python -m tests.realpbx calls data/pbx
 
 bench: $(STAMP) ## Benchmark the list endpoint at 1M calls (by hand; see bench/README.md)
 	$(BIN)/python -m bench.list_calls

@@ -4,17 +4,22 @@ playing its phones 101-103 and the operator's trunk. Used by the tests marked `p
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from callhistory.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tests" / "pbx" / "etc"
@@ -62,16 +67,13 @@ def _tone(path: Path) -> None:
 @dataclass
 class Pbx:
     dir: Path
+    monitor: Path
     ports: dict[str, int] = field(default_factory=dict)
     media: Iterator[int] = field(default_factory=lambda: iter(range(0)))
 
     @property
     def master_csv(self) -> Path:
         return self.dir / "log" / "cdr-csv" / "Master.csv"
-
-    @property
-    def monitor(self) -> Path:
-        return self.dir / "monitor"
 
     def _asterisk(self, *args: str) -> list[str]:
         return [
@@ -165,9 +167,10 @@ def _quiet() -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def running_pbx(base: Path) -> Iterator[Pbx]:
-    """A test PBX in `base`, started with the project's configuration; stopped at the end."""
-    pbx = Pbx(base)
+def running_pbx(base: Path, monitor: Path | None = None) -> Iterator[Pbx]:
+    """A test PBX in `base`, started with the project's configuration; stopped at the end.
+    MixMonitor records into `monitor` (default `base`/monitor)."""
+    pbx = Pbx(base, monitor=monitor or base / "monitor")
     pbx.ports = {
         "sip": _free_port(socket.SOCK_DGRAM),
         "ami": _free_port(socket.SOCK_STREAM),
@@ -175,10 +178,12 @@ def running_pbx(base: Path) -> Iterator[Pbx]:
     }
     start = 30000 + (os.getpid() % 500) * 40
     pbx.media = iter(range(start, start + 10_000, 4))  # SIPp takes its port and the one 2 above
-    for folder in ("etc", "lib", "agi", "spool/outgoing", "run", "log/cdr-csv", "monitor", "sipp"):
+    for folder in ("etc", "lib", "agi", "spool/outgoing", "run", "log/cdr-csv", "sipp"):
         (base / folder).mkdir(parents=True, exist_ok=True)
+    pbx.monitor.mkdir(parents=True, exist_ok=True)
     values = {
-        "@DIR@": str(base), "@PREFIX@": str(prefix()), "@AMI_PORT@": str(pbx.ports["ami"]),
+        "@DIR@": str(base), "@MONITOR@": str(pbx.monitor), "@PREFIX@": str(prefix()),
+        "@AMI_PORT@": str(pbx.ports["ami"]),
         "@SIP_PORT@": str(pbx.ports["sip"]), "@RTP_START@": str(start + 5000),
         "@RTP_END@": str(start + 5998), "@PORT_101@": str(pbx.ports["101"]),
         "@PORT_102@": str(pbx.ports["102"]), "@PORT_103@": str(pbx.ports["103"]),
@@ -195,3 +200,69 @@ def running_pbx(base: Path) -> Iterator[Pbx]:
         yield pbx
     finally:
         pbx.stop()
+
+
+# --- `make pbx-demo` / `make pbx-calls`: the test PBX by hand, feeding the demo database --------
+
+DEMO_CALLS: list[tuple[str, tuple[tuple[str, str, int], ...], str, str, str, int]] = [
+    ("101 calls 102, who answers", (("102", "talk", 1000),), "101", "102", "talk", 4000),
+    ("a customer calls the DID; 101 rings, 102 answers",
+     (("101", "ring", 0), ("102", "talk", 1500)), "trunk", "781130590", "talk", 5000),
+    ("103 calls out; the line is busy", (("trunk", "busy", 0),), "103", "998901112233", "refused",
+     0),
+    ("a customer calls; nobody answers", (("101", "ring", 0), ("102", "ring", 0)), "trunk",
+     "781130590", "hear_hangup", 0),
+    ("101 checks voicemail (*98)", (), "101", "*98", "hear_hangup", 0),
+]  # fmt: skip
+
+
+def _saved(base: Path) -> Pbx:
+    state = json.loads((base / "ports.json").read_text())
+    media = iter(range(state["media"], state["media"] + 10_000, 4))
+    return Pbx(base, Path(state["monitor"]), state["ports"], media)
+
+
+def _demo(base: Path, account: str) -> None:
+    """Start the PBX, point the account at it, and run `callhistory ami` until Ctrl-C."""
+    callhistory = str(Path(sys.executable).parent / "callhistory")
+    configured = subprocess.run(
+        [callhistory, "accounts", "configure", account, "--trunk", "SIP/operator-*",
+         "--did", "781130590"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    root = json.loads(configured.stdout)["recordings_dir"]
+    monitor = Path(root) if root else Settings().recordings_root.resolve() / account
+    with running_pbx(base.resolve(), monitor) as pbx:
+        media = next(pbx.media)
+        state = {"ports": pbx.ports, "media": media + 400, "monitor": str(pbx.monitor)}
+        (pbx.dir / "ports.json").write_text(json.dumps(state))
+        print(f"test PBX up in {pbx.dir} (SIP {pbx.ports['sip']}, AMI {pbx.ports['ami']})")
+        print("feeding its calls into account", account, "- place some with: make pbx-calls")
+        feed = subprocess.Popen(
+            [callhistory, "ami", "--account", account, "--port", str(pbx.ports["ami"]),
+             "--username", "callhistory", "--secret", "test-secret"],
+        )  # fmt: skip
+        signal.signal(signal.SIGTERM, lambda *_: feed.terminate())
+        try:
+            feed.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the feed too: it stores what it has and stops
+            feed.wait()
+
+
+def _calls(base: Path) -> None:
+    pbx = _saved(base.resolve())
+    for title, phones, caller, number, how, ms in DEMO_CALLS:
+        print(f"calling: {title}")
+        with pbx.phones(*phones):
+            pbx.dial(caller, number, how, ms)
+    print("done: see them with  curl -H 'Authorization: Bearer ...' "
+          "'http://127.0.0.1:8000/api/v1/call-history?sort=-datetime'")  # fmt: skip
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("demo", "calls") or missing():
+        sys.exit(missing() or "usage: python -m tests.realpbx demo DIR [ACCOUNT] | calls DIR")
+    if sys.argv[1] == "demo":
+        _demo(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "1")
+    else:
+        _calls(Path(sys.argv[2]))

@@ -292,10 +292,11 @@ class Outage:
     def __init__(self, db: Engine):
         self.db = db
         self.proxy: TcpProxy | None = None
-        self.loop = asyncio.new_event_loop()
         self.lock: sqlite3.Connection | None = None
         if db.dialect.name == "postgresql":
-            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self.thread.start()
             self.proxy = TcpProxy(db.url.host or "127.0.0.1", db.url.port or 5432)
             asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
 
@@ -326,6 +327,8 @@ class Outage:
         if self.proxy is not None:
             asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
 
 
 def test_the_feed_survives_a_pbx_restart_and_a_database_outage(

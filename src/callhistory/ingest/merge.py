@@ -6,7 +6,7 @@
 - Answered only if a leg *bridged to a party* was answered: its `dstchannel` is set. An ANSWERED
   leg without one is the PBX answering the caller itself — an IVR, voicemail, a feature code, or
   `Hangup()`/`Congestion()`/FreePBX's "terminate call" after a failed Dial — not an answer.
-- conversation = the time covered by those bridged legs' answer..end (overlapping legs, as
+- conversation = the time covered by those bridged legs' talk (billsec; overlapping legs, as
   Local channels and consultations make, count once), at most the duration.
 - dst = the extension that answered (resolving FreePBX's Local helpers, preferring a leg that
   talked); for calls out, the number dialled; for unanswered calls, the number dialled first.
@@ -55,12 +55,12 @@ def bridged(leg: Cdr) -> bool:
 
 
 def _talk_seconds(legs: Sequence[Cdr]) -> int:
-    """Seconds covered by the legs' answer..end intervals, overlaps counted once."""
+    """Seconds covered by the legs' talk (the billsec before each end), overlaps counted once.
+    (billsec, not end - answer: Asterisk rounds it from exact times, the times are truncated.)"""
     spans: list[tuple[datetime, datetime]] = []
     for leg in legs:
-        answered = leg.answer or leg.end - timedelta(seconds=leg.billsec)
-        if leg.end > answered:
-            spans.append((answered, leg.end))
+        if leg.billsec > 0:
+            spans.append((leg.end - timedelta(seconds=leg.billsec), leg.end))
     total = 0.0
     covered_to: datetime | None = None
     for begin, finish in sorted(spans):
