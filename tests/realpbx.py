@@ -119,8 +119,8 @@ class Pbx:
     @contextlib.contextmanager
     def phones(self, *behaviours: tuple[str, str, int]) -> Iterator[None]:
         """Phones (101, 102, 103 or "trunk") waiting for a call: `answer` after N ms and echo
-        audio until hung up (`talk`: and speak), `ring` until cancelled, or `busy`. Each must
-        see its call through."""
+        audio until hung up (`talk`: and speak), `ring` until cancelled, `busy`, or
+        `unavailable` (503). Each must see its call through."""
         running = []
         for who, behaviour, ms in behaviours:
             args = self._sipp(f"phone_{behaviour}", self.ports[who], "-d", str(ms), "-rtp_echo")
