@@ -524,3 +524,34 @@ def sync_rows(db: Engine) -> dict[str, int]:
             select(call_integrations.c.status, func.count()).group_by(call_integrations.c.status)
         ).all()
     return {str(status): int(n) for status, n in rows}
+
+
+def test_the_timezone_can_change_and_a_bad_option_changes_nothing(
+    tmp_path: Path, db: Engine, client: TestClient, tenant: Tenant, cli_env: dict[str, str]
+) -> None:
+    """Stored calls keep their instant; they are shown in the new zone. A bad value among good
+    ones is refused whole."""
+    configure(db, tenant, CONFIG)
+    import_paths(db, tenant.account_id, [str(write(tmp_path, VOICEMAIL[0] + "\n"))])
+    account = str(tenant.account_id)
+    runner = CliRunner()
+    moved = runner.invoke(
+        app, ["accounts", "configure", account, "--timezone", "Europe/Berlin"], env=cli_env
+    )
+    assert moved.exit_code == 0, moved.output
+    assert '"timezone": "Europe/Berlin"' in moved.stdout
+    (call,) = stored_calls(client, tenant)
+    assert call["date_time"] == "2026-01-13 06:00:00"  # 10:00 in Tashkent is 06:00 in Berlin
+
+    bad = runner.invoke(
+        app,
+        ["accounts", "configure", account, "--trunk", "SIP/other-*", "--timezone", "Mars/Base"],
+        env=cli_env,
+    )
+    assert (bad.exit_code, bad.stderr) == (
+        1,
+        "error: Unknown timezone 'Mars/Base'; use an IANA name such as Asia/Tashkent.\n",
+    )
+    shown = runner.invoke(app, ["accounts", "show", account], env=cli_env).stdout
+    assert '"timezone": "Europe/Berlin"' in shown
+    assert '"PJSIP/uztelecom-*"' in shown and "SIP/other-*" not in shown

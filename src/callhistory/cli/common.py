@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from callhistory import accounts, migrate
@@ -119,20 +119,19 @@ class PbxOptions:
     outside_numbers: str | None = None
 
 
-def configure_pbx(engine: Engine, account: int, options: PbxOptions) -> PbxConfig:
-    """Apply the given classification options to the account's stored PBX layout. A list
-    option given only as '' clears the list."""
-    with engine.begin() as conn:
-        config, _tz = accounts.pbx_settings(conn, account)
-        changes: dict[str, object] = {}
-        for name in ("trunks", "inbound_contexts", "dids"):
-            values = getattr(options, name)
-            if values is not None:
-                changes[name] = tuple(value for value in values if value)
-        for name in ("extensions", "outside_numbers"):
-            if getattr(options, name) is not None:
-                changes[name] = getattr(options, name)
-        if changes:
-            config = replace(config, **changes)  # type: ignore[arg-type]
-            accounts.set_pbx_config(conn, account, config)
+def configure_pbx(conn: Connection, account: int, options: PbxOptions) -> PbxConfig:
+    """Apply the given classification options to the account's stored PBX layout, in the
+    caller's transaction. A list option given only as '' clears the list."""
+    config, _tz = accounts.pbx_settings(conn, account)
+    changes: dict[str, object] = {}
+    for name in ("trunks", "inbound_contexts", "dids"):
+        values = getattr(options, name)
+        if values is not None:
+            changes[name] = tuple(value for value in values if value)
+    for name in ("extensions", "outside_numbers"):
+        if getattr(options, name) is not None:
+            changes[name] = getattr(options, name)
+    if changes:
+        config = replace(config, **changes)  # type: ignore[arg-type]
+        accounts.set_pbx_config(conn, account, config)
     return config

@@ -80,7 +80,8 @@ def import_asterisk_csv(
     try:
         with database(settings) as engine:
             options = PbxOptions(trunk, inbound_context, did, extensions, outside_numbers)
-            configure_pbx(engine, account, options)
+            with engine.begin() as conn:
+                configure_pbx(conn, account, options)
             with import_progress(console) as progress_for:
                 report = asterisk_csv.import_paths(
                     engine, account, files, gmt=gmt, resume=not from_start,

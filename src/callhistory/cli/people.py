@@ -124,8 +124,8 @@ def accounts_configure(
     try:
         with database(settings) as engine:
             options = PbxOptions(trunk, inbound_context, did, extensions, outside_numbers)
-            configure_pbx(engine, account, options)
-            with engine.begin() as conn:
+            with engine.begin() as conn:  # all or nothing: a bad option changes nothing
+                configure_pbx(conn, account, options)
                 if timezone is not None:
                     accounts.set_timezone(conn, account, timezone)
                 if recording_retention_days is not None:
