@@ -119,11 +119,14 @@ class Pbx:
     @contextlib.contextmanager
     def phones(self, *behaviours: tuple[str, str, int]) -> Iterator[None]:
         """Phones (101, 102, 103 or "trunk") waiting for a call: `answer` after N ms and echo
-        audio until hung up (`talk`: and speak), `ring` until cancelled, `busy`, or
-        `unavailable` (503). Each must see its call through."""
+        audio until hung up (`talk`: and speak), `ring` until cancelled, `busy`,
+        `unavailable` (503), or `transfer` (blind) to the last phone listed. Each must see its
+        call through."""
         running = []
         for who, behaviour, ms in behaviours:
             args = self._sipp(f"phone_{behaviour}", self.ports[who], "-d", str(ms), "-rtp_echo")
+            if behaviour == "transfer":  # to the next phone listed
+                args += ["-set", "target", behaviours[-1][0]]
             running.append((who, subprocess.Popen(args, cwd=self.dir / "sipp", **_quiet())))
         time.sleep(0.3)
         try:

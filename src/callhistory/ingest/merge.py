@@ -8,8 +8,9 @@
   `Hangup()`/`Congestion()`/FreePBX's "terminate call" after a failed Dial — not an answer.
 - conversation = the time covered by those bridged legs' talk (billsec; overlapping legs, as
   Local channels and consultations make, count once), at most the duration.
-- dst = the extension that answered (resolving FreePBX's Local helpers, preferring a leg that
-  talked); for calls out, the number dialled; for unanswered calls, the number dialled first.
+- dst = the extension that answered first (resolving FreePBX's Local helpers; a helper that
+  names no extension is passed over for a leg that talked); for calls out, the number dialled;
+  for unanswered calls, the number dialled first.
 - recording: only for answered calls, only a file the CDR names (`userfield`/recordingfile) or
   one that exists (MixMonitor's default `YYYY/MM/DD/<uniqueid>.wav`).
 """
@@ -102,12 +103,26 @@ def recording_path(
     return default if exists(default) else None
 
 
-def _answered_by(config: PbxConfig, call_type: CallType, talked: Cdr, first: Cdr) -> str:
+def _answered_by(
+    config: PbxConfig, call_type: CallType, answered: Sequence[Cdr], first: Cdr
+) -> str:
+    """Of an answered call: the number dialled out (calls out), else the extension that answered
+    first (through Local helpers; a helper naming no extension gives way to a leg that talked)."""
     if call_type is CallType.OUTGOING:
-        return talked.dst if dialled(talked.dst) else first.dst
-    party = config.party(talked.dstchannel)
-    if party is not None:
-        return party
+        out = next(
+            (
+                leg
+                for leg in answered
+                if config.is_trunk(leg.dstchannel) or config.is_outside(leg.dst)
+            ),
+            None,
+        )
+        return out.dst if out is not None and dialled(out.dst) else first.dst
+    for leg in answered:
+        party = config.party(leg.dstchannel)
+        if party is not None:
+            return party
+    talked = next((leg for leg in answered if leg.billsec > 0), answered[0])
     return talked.dst if dialled(talked.dst) else first.dst
 
 
@@ -154,8 +169,7 @@ def merge(
         ],
     )
     if answered_legs:
-        talked = next((leg for leg in answered_legs if leg.billsec > 0), answered_legs[0])
-        dst = _answered_by(config, call_type, talked, first)
+        dst = _answered_by(config, call_type, answered_legs, first)
         conversation = min(_talk_seconds(answered_legs), duration)
         answered_at = min((leg.answer for leg in answered_legs if leg.answer), default=None)
         answered_at = answered_at or end - timedelta(seconds=conversation)
