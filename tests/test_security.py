@@ -327,3 +327,44 @@ def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
     assert "callhistory.sqlite3" in files
     for name in files:
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+
+
+def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "APP_KEY": TEST_APP_KEY}
+    env["LOGIN_MAX_ATTEMPTS"] = "3"
+    return subprocess.Popen(
+        [sys.executable, "-m", "callhistory", "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _login_status(port: int) -> int:
+    body = json.dumps({"email": "boss@example.com", "password": "guess-guess"})
+    for _ in range(300):
+        try:
+            with closing(http.client.HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
+                status, _, _ = request(
+                    conn, "POST", LOGIN, body=body, headers={"Content-Type": "application/json"}
+                )
+                return status
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_server_processes_share_one_login_throttle(tmp_path: Path) -> None:
+    """`serve --workers N` runs N processes: a guesser must not get N times the attempts. Two
+    separate servers on one database count the same failures; `--workers 2` serves."""
+    first, second = free_port(), free_port()
+    servers = [_serve(tmp_path, first, "--workers", "1")]
+    try:
+        assert [_login_status(first) for _ in range(3)] == [422, 422, 422]
+        servers.append(_serve(tmp_path, second, "--workers", "2"))
+        assert [_login_status(second) for _ in range(4)] == [429] * 4
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)

@@ -9,6 +9,7 @@ import secrets
 import string
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -18,7 +19,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, UserType
-from callhistory.schema import accounts, personal_access_tokens, users
+from callhistory.schema import accounts, login_failures, personal_access_tokens, users
 from callhistory.store import AnyRow, utcnow
 
 DEFAULT_TIMEZONE = "Asia/Tashkent"
@@ -407,3 +408,26 @@ def revoke_other_tokens(conn: Connection, user_id: int, keep_token_id: int) -> N
             personal_access_tokens.c.id != keep_token_id,
         )
     )
+
+
+def login_failures_since(conn: Connection, key: str, since: datetime, limit: int) -> list[datetime]:
+    """The newest `limit` failed logins of a throttle key after `since`, newest first."""
+    stmt = (
+        select(login_failures.c.failed_at)
+        .where(login_failures.c.key == key, login_failures.c.failed_at > since)
+        .order_by(login_failures.c.failed_at.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def record_login_failure(conn: Connection, key: str, at: datetime, forget_before: datetime) -> None:
+    """Count a failed login; now and then forget every failure older than the window (random
+    emails must not grow the table forever)."""
+    conn.execute(login_failures.insert().values(key=key, failed_at=at))
+    if secrets.randbelow(32) == 0:
+        conn.execute(delete(login_failures).where(login_failures.c.failed_at < forget_before))
+
+
+def clear_login_failures(conn: Connection, key: str) -> None:
+    conn.execute(delete(login_failures).where(login_failures.c.key == key))

@@ -70,6 +70,17 @@ personal_access_tokens = Table(
     Index("ix_personal_access_tokens_user_id", "user_id"),
 )
 
+#: Failed logins, one row each, shared by every server process (the login throttle's memory).
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("key", String(64), nullable=False),  # sha256 hex of the throttle's key
+    Column("failed_at", DateTime, nullable=False),
+    Index("ix_login_failures_key_failed_at", "key", "failed_at"),
+    Index("ix_login_failures_failed_at", "failed_at"),
+)
+
 calls = Table(
     "calls",
     metadata,

@@ -106,10 +106,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or make_engine(settings.sqlalchemy_url)
     app.state.recordings = AccountRoots(settings.recordings_root, app.state.engine)
     app.state.login_throttle = LoginThrottle(
-        settings.login_max_attempts, settings.login_decay_seconds
+        app.state.engine, "email+ip", settings.login_max_attempts, settings.login_decay_seconds
     )
     app.state.login_ip_throttle = LoginThrottle(
-        settings.login_max_attempts_per_ip, settings.login_decay_seconds
+        app.state.engine, "ip", settings.login_max_attempts_per_ip, settings.login_decay_seconds
     )
     app.state.hash_gate = HashGate(settings.login_hash_slots, settings.login_hash_wait_seconds)
     app.include_router(auth.router)

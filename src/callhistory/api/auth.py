@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from callhistory import accounts
 from callhistory.api import docs
@@ -20,6 +24,7 @@ from callhistory.api.responses import JSONResponse
 from callhistory.errors import ApiError, ValidationErrors
 from callhistory.models import UserType
 from callhistory.resources import laravel_timestamp
+from callhistory.store import utcnow
 
 router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 
@@ -29,48 +34,38 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class LoginThrottle:
-    """Failed logins per key within a sliding decay window; in this process's memory."""
+    """Failed logins per key within a sliding decay window, kept in the database: every server
+    process (`serve --workers N`) counts the same failures. Keys are stored hashed."""
 
-    def __init__(self, max_attempts: int, decay_seconds: int):
+    def __init__(self, engine: Engine, scope: str, max_attempts: int, decay_seconds: int):
+        self.engine, self.scope = engine, scope
         self.max_attempts, self.decay_seconds = max_attempts, decay_seconds
-        self._hits: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-        self._swept = time.monotonic()
 
-    def _sweep(self, now: float) -> None:
-        """Forget keys whose window has passed, so random emails cannot grow memory forever."""
-        if now - self._swept < self.decay_seconds:
-            return
-        self._swept = now
-        for key in [k for k, hits in self._hits.items() if now - hits[-1] >= self.decay_seconds]:
-            del self._hits[key]
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        hits = [t for t in self._hits.get(key, []) if now - t < self.decay_seconds]
-        if hits:
-            self._hits[key] = hits
-        else:
-            self._hits.pop(key, None)
-        return hits
+    def _key(self, key: str) -> str:
+        return hashlib.sha256(f"{self.scope}\n{key}".encode()).hexdigest()
 
     def retry_after(self, key: str) -> int | None:
         """Seconds to wait when the key is locked out, else None."""
-        now = time.monotonic()
-        with self._lock:
-            hits = self._recent(key, now)
-            if len(hits) < self.max_attempts:
-                return None
-            return max(int(self.decay_seconds - (now - hits[0])) + 1, 1)
+        now = utcnow()
+        window = timedelta(seconds=self.decay_seconds)
+        with self.engine.connect() as conn:
+            hits = accounts.login_failures_since(
+                conn, self._key(key), now - window, self.max_attempts
+            )
+        if len(hits) < self.max_attempts:
+            return None
+        return max(math.ceil((hits[-1] + window - now).total_seconds()), 1)
 
     def hit(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._sweep(now)
-            self._hits[key] = [*self._recent(key, now)[-self.max_attempts :], now]
+        now = utcnow()
+        with self.engine.begin() as conn:
+            accounts.record_login_failure(
+                conn, self._key(key), now, now - timedelta(seconds=self.decay_seconds)
+            )
 
     def clear(self, key: str) -> None:
-        with self._lock:
-            self._hits.pop(key, None)
+        with self.engine.begin() as conn:
+            accounts.clear_login_failures(conn, self._key(key))
 
 
 class HashGate:
@@ -128,6 +123,12 @@ def _string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> 
     return value
 
 
+def _retry_after(
+    throttle: LoginThrottle, key: str, ip_throttle: LoginThrottle, ip: str
+) -> int | None:
+    return throttle.retry_after(key) or ip_throttle.retry_after(ip)
+
+
 @router.post(
     "/login",
     summary="Exchange email and password for a bearer token",
@@ -151,7 +152,7 @@ async def login(request: Request, body: JsonBodyDep, settings: SettingsDep) -> J
     gate: HashGate = request.app.state.hash_gate
     ip = client_ip(request)
     key = f"{email.strip().lower()}|{ip}"
-    wait = throttle.retry_after(key) or ip_throttle.retry_after(ip)
+    wait = await run_in_threadpool(_retry_after, throttle, key, ip_throttle, ip)
     if wait is not None:
         # A tarpit: a locked-out client that retries at once is answered only after a pause
         # that costs a coroutine, not a thread or a core, so a flood cannot keep the CPU busy.
@@ -163,10 +164,10 @@ async def login(request: Request, body: JsonBodyDep, settings: SettingsDep) -> J
     finally:
         gate.release()
     if token is None:
-        throttle.hit(key)
-        ip_throttle.hit(ip)
+        await run_in_threadpool(throttle.hit, key)
+        await run_in_threadpool(ip_throttle.hit, ip)
         raise ApiError(422, BAD_CREDENTIALS, {"email": [BAD_CREDENTIALS]})
-    throttle.clear(key)
+    await run_in_threadpool(throttle.clear, key)
     return _success({"access_token": token}, "User successfully authenticated")
 
 

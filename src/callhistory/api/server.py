@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from typing import Any
@@ -40,8 +41,26 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def run(app: FastAPI, settings: Settings, host: str, port: int) -> None:
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with secrets blanked in the access log of every worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "callhistory.api.server.RedactSecrets"}}
+    config["handlers"]["access"]["filters"] = ["redact"]
+    return config
+
+
+def run(app: FastAPI | None, settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve `app` in this process, or `workers` processes that each build their own app from
+    the environment (shared nothing but the database: the login throttle lives there too)."""
     import uvicorn
 
-    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
-    uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(settings))
+    options = {
+        "host": host, "port": port, "log_level": "info", "log_config": log_config(),
+        **uvicorn_options(settings),
+    }  # fmt: skip
+    if workers > 1 or app is None:
+        uvicorn.run("callhistory.api:create_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(app, **options)

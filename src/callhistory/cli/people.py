@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -47,8 +48,12 @@ def db_upgrade() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="server processes; default: one per CPU core"),
+    ] = os.cpu_count() or 1,
 ) -> None:
-    """Run the API (migrating the database first)."""
+    """Run the API (migrating the database first) and the CRM sync."""
     from callhistory.api import create_app, server
 
     settings = Settings()
@@ -57,9 +62,13 @@ def serve(
         threading.Thread(
             target=sync_once_connected, args=(engine, settings, stop), name="crm-sync", daemon=True
         ).start()
-        typer.echo(f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+        typer.echo(
+            f"callhistory on http://{host}:{port}  (docs: http://{host}:{port}/docs), "
+            f"{workers} worker{'s' if workers > 1 else ''}"
+        )
         try:
-            server.run(create_app(settings, engine), settings, host, port)
+            app = create_app(settings, engine) if workers == 1 else None
+            server.run(app, settings, host, port, workers)
         finally:
             stop.set()
 
