@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from callhistory import accounts, migrate
+from callhistory import accounts, migrate, store
 from callhistory.api import create_app, server
 from callhistory.config import Settings
 from callhistory.schema import make_engine
@@ -327,6 +327,15 @@ def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
     assert "callhistory.sqlite3" in files
     for name in files:
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+
+
+def test_one_batch_of_many_new_calls_fits_the_lock_table(db: Engine, tenant: Tenant) -> None:
+    """PostgreSQL's lock table holds ~6,400 locks (64 per connection): a batch of 20,000 new
+    calls (a demo, a CSV batch) takes a bounded number of them, not one per call."""
+    calls_ = [new_call(tenant.account_id, n) for n in range(20_000)]
+    with db.begin() as conn:
+        created = store.insert_calls(conn, tenant.account_id, calls_)
+    assert len(created) == 20_000
 
 
 def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[str]:

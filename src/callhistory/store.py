@@ -248,22 +248,30 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     return created
 
 
+#: Lock buckets per account: a batch takes at most this many advisory locks, however many calls
+#: it inserts (one lock per call exhausted PostgreSQL's lock table: "out of shared memory").
+LOCK_BUCKETS = 64
+
+
 def _lock_call_ids(conn: Connection, account_id: int, call_ids: list[str]) -> None:
-    """PostgreSQL: take a transaction lock per call_id in one global order before inserting.
-    Two requests inserting the same new calls in different orders would otherwise wait on each
-    other's uncommitted unique-index entries crosswise and deadlock; this way the second waits
-    for the first on the first key they share, and then finds its calls stored. Ids are still
-    given in the request's order. (SQLite has a single writer.)"""
-    if conn.dialect.name != "postgresql":
+    """PostgreSQL: take a transaction lock per bucket of call_ids, in one global order, before
+    inserting. Two requests inserting the same new calls in different orders would otherwise wait
+    on each other's uncommitted unique-index entries crosswise and deadlock; this way the second
+    waits for the first on the first bucket they share, and then finds its calls stored. Ids are
+    still given in the request's order. (SQLite has a single writer.)"""
+    if conn.dialect.name != "postgresql" or not call_ids:
         return
-    keys = sorted({f"{account_id}:{call_id}" for call_id in call_ids})
     conn.execute(
         text(
-            "SELECT pg_advisory_xact_lock(h) FROM ("
-            " SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k"
-            " ORDER BY h) AS ordered"
+            "SELECT pg_advisory_xact_lock(CAST(:base AS bigint) + b) FROM ("
+            " SELECT DISTINCT hashtext(k) & :mask AS b FROM unnest(CAST(:keys AS text[])) AS k"
+            " ORDER BY b) AS ordered"
         ),
-        {"keys": keys},
+        {
+            "base": account_id * LOCK_BUCKETS,
+            "mask": LOCK_BUCKETS - 1,
+            "keys": sorted(set(call_ids)),
+        },
     )
 
 

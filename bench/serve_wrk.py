@@ -1,0 +1,141 @@
+"""Requests per second of a real `callhistory serve`, loaded by wrk on the same machine.
+
+    python -m bench.serve_wrk [--calls 50000] [--workers 1,2] [--connections 16,64] [--seconds 20]
+
+Seeds the demo account (`callhistory demo --calls N`) in a fresh SQLite folder (or the database
+DATABASE_URL names), then for each worker count starts `callhistory serve --workers W` and runs
+`wrk --latency` against the default page of GET /api/v1/call-history with the demo token, once per
+connection count. Prints req/s, p50/p99 (wrk's), errors, the server's CPU per request (all its
+processes, from /proc) and wrk's own CPU share. Needs Debian's `wrk`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and all its descendants (uvicorn's workers)."""
+    total = 0.0
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+        todo += children.get(current, [])
+    return total
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-H", f"Authorization: Bearer {token}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": to_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": to_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "errors": errors,
+        "wrk_cpu": wrk_cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    env = {**os.environ, "DATA_DIR": str(data), "APP_KEY": "bench-" + "k" * 40}
+    seeded = subprocess.run(
+        [sys.executable, "-m", "callhistory", "demo", "--calls", str(args.calls)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = seeded.stdout.strip().splitlines()[-1].removeprefix("token: ")
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
+    print(f"{args.calls} demo calls on {database}, {os.cpu_count()} cores, wrk -t2 for")
+    print(f"{args.seconds} s per line on the default page\n")
+    print(
+        "| workers | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | wrk CPU |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for workers in (int(w) for w in args.workers.split(",")):
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "callhistory", "serve", "--port", str(port),
+             "--workers", str(workers)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/api/v1/call-history"
+        try:
+            for _ in range(600):
+                try:
+                    headers = {"Authorization": f"Bearer {token}"}
+                    if httpx.get(url, headers=headers, timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            run_wrk(url, token, 16, 3)  # warm every worker
+            for connections in (int(c) for c in args.connections.split(",")):
+                cpu_before = tree_cpu_seconds(server.pid)
+                result = run_wrk(url, token, connections, args.seconds)
+                cpu = tree_cpu_seconds(server.pid) - cpu_before
+                print(
+                    f"| {workers} | {connections} | {result['rps']:.0f} | {result['p50']:.1f} "
+                    f"| {result['p99']:.1f} | {result['errors']:.0f} "
+                    f"| {cpu * 1000 / max(result['requests'], 1):.2f} "
+                    f"| {result['wrk_cpu'] / args.seconds:.0%} |",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
