@@ -1,6 +1,7 @@
 """Requests per second of a real `callhistory serve`, loaded by wrk on the same machine.
 
     python -m bench.serve_wrk [--calls 50000] [--workers 1,2] [--connections 16,64] [--seconds 20]
+                              [--src OTHER_CHECKOUT/src]
 
 Seeds the demo account (`callhistory demo --calls N`) in a fresh SQLite folder (or the database
 DATABASE_URL names), then for each worker count starts `callhistory serve --workers W` and runs
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from callhistory.schema import make_engine
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -57,7 +60,10 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:  # wrk prints -nan when nothing came back
+        return float("nan")
+    value, unit = found.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
@@ -89,14 +95,22 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--src", help="serve from another checkout's src (a baseline; 1 worker)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     env = {**os.environ, "DATA_DIR": str(data), "APP_KEY": "bench-" + "k" * 40}
+    if args.src:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
     seeded = subprocess.run(
         [sys.executable, "-m", "callhistory", "demo", "--calls", str(args.calls)],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     token = seeded.stdout.strip().splitlines()[-1].removeprefix("token: ")
+    if os.environ.get("DATABASE_URL"):  # as autovacuum would after the bulk load
+        engine = make_engine(os.environ["DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+        engine.dispose()
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
     print(f"{args.calls} demo calls on {database}, {os.cpu_count()} cores, wrk -t2 for")
     print(f"{args.seconds} s per line on the default page\n")
@@ -108,7 +122,7 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "callhistory", "serve", "--port", str(port),
-             "--workers", str(workers)],
+             *(["--workers", str(workers)] if not args.src else [])],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}/api/v1/call-history"
