@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from callhistory import migrate
 from callhistory.cli import app
 
 
@@ -186,3 +187,14 @@ def test_one_version_and_the_root_route(client: TestClient) -> None:
         404,
         {"message": "The route / could not be found."},
     )
+
+
+def test_head_names_the_newest_migration(db: Engine) -> None:
+    """Commands skip Alembic when the database is at migrate.HEAD: it must be the real head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", "callhistory:migrations")
+    assert ScriptDirectory.from_config(config).get_current_head() == migrate.HEAD
+    assert migrate.current_revision(db) == migrate.HEAD
