@@ -198,3 +198,15 @@ def test_head_names_the_newest_migration(db: Engine) -> None:
     config.set_main_option("script_location", "callhistory:migrations")
     assert ScriptDirectory.from_config(config).get_current_head() == migrate.HEAD
     assert migrate.current_revision(db) == migrate.HEAD
+
+
+def test_the_command_line_loads_no_database_library_until_a_command_runs() -> None:
+    """`--help` and argument mistakes answer without importing SQLAlchemy, pydantic-settings,
+    httpx, Alembic or FastAPI (seconds of start-up on a small machine)."""
+    heavy = ["sqlalchemy", "pydantic_settings", "httpx", "alembic", "fastapi", "argon2"]
+    code = (
+        "import sys; from callhistory.cli import app; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,8 +1,16 @@
 """callhistory: the call-history service of a cloud PBX."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("callhistory")  # one version, from pyproject.toml
-except PackageNotFoundError:  # pragma: no cover - running from a source tree never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> str:
+    """`__version__`, read from the installed metadata when first asked for (one version, from
+    pyproject.toml; reading it costs ~70 ms that `callhistory --help` need not pay)."""
+    if name != "__version__":
+        raise AttributeError(name)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("callhistory")
+    except PackageNotFoundError:  # pragma: no cover - a source tree never installed
+        return "0.0.0"

@@ -18,11 +18,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, select, update
 
 from callhistory.classify import PbxConfig
-from callhistory.models import ABILITIES, UserType
+from callhistory.models import ABILITIES, DEFAULT_TIMEZONE, UserType
 from callhistory.schema import accounts, login_failures, personal_access_tokens, users
 from callhistory.store import AnyRow, utcnow
 
-DEFAULT_TIMEZONE = "Asia/Tashkent"
 # OWASP's argon2id minimum (m=19 MiB, t=2, p=1): sound, and cheap enough that a few hashes at once
 # never threaten the server's memory. Hashes made with other parameters still verify and are
 # re-hashed with these at the next successful login.

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
+#: The timezone of a new account.
+DEFAULT_TIMEZONE = "Asia/Tashkent"
+
 
 class CallType(IntEnum):
     INCOMING = 1

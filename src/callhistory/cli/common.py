@@ -6,17 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from callhistory import accounts, migrate
 from callhistory.classify import PbxConfig
-from callhistory.config import Settings
-from callhistory.schema import make_engine
+
+# SQLAlchemy, pydantic-settings, httpx... take a second to import on a small machine: commands
+# import what they use when they run, so that `--help` and mistakes answer at once.
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from callhistory.config import Settings
 
 app = typer.Typer(
     help="callhistory: the call history of a cloud PBX.",
@@ -28,6 +29,9 @@ app = typer.Typer(
 def user_error(exc: BaseException) -> str | None:
     """What to tell the user when `exc` comes from their settings or machine, else None (a bug
     of ours, which keeps its traceback)."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'_'.join(str(part) for part in error['loc']).upper() or 'settings'}: "
@@ -59,6 +63,11 @@ def database(settings: Settings) -> Iterator[Engine]:
     """An engine on the migrated database, disposed of when the command ends. A new SQLite file
     is announced with its absolute path: a relative DATA_DIR from another folder would otherwise
     silently start an empty database."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from callhistory import migrate
+    from callhistory.schema import make_engine
+
     new_file: Path | None = None
     if settings.database_url is None:
         new_file = None if settings.sqlite_file.exists() else settings.sqlite_file
@@ -122,6 +131,8 @@ class PbxOptions:
 def configure_pbx(conn: Connection, account: int, options: PbxOptions) -> PbxConfig:
     """Apply the given classification options to the account's stored PBX layout, in the
     caller's transaction. A list option given only as '' clears the list."""
+    from callhistory import accounts
+
     config, _tz = accounts.pbx_settings(conn, account)
     changes: dict[str, object] = {}
     for name in ("trunks", "inbound_contexts", "dids"):

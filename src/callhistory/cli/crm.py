@@ -10,15 +10,7 @@ from typing import Annotated
 
 import typer
 
-from callhistory import crmstore, recordings, store
 from callhistory.cli.common import app, database, fail
-from callhistory.config import Settings
-from callhistory.crm.amocrm import AmoCrmClient
-from callhistory.crm.client import CrmAuthError, TransientCrmError
-from callhistory.crm.connect import ConnectError, connect_amocrm
-from callhistory.crm.connect import describe as describe_integration
-from callhistory.crm.sync import SyncWorker
-from callhistory.recordings import AccountRoots
 
 recordings_app = typer.Typer(help="Call recordings.", no_args_is_help=True)
 app.add_typer(recordings_app, name="recordings")
@@ -34,6 +26,10 @@ def recordings_purge(
     dry_run: Annotated[bool, typer.Option(help="report what would go; delete nothing")] = False,
 ) -> None:
     """Delete recordings older than each account's retention, and clear their links."""
+    from callhistory import recordings, store
+    from callhistory.config import Settings
+    from callhistory.recordings import AccountRoots
+
     settings = Settings()
     with database(settings) as engine:
         roots = AccountRoots(settings.recordings_root, engine)
@@ -65,6 +61,11 @@ def amocrm_connect(
     code: Annotated[str | None, typer.Option(help="OAuth: the authorization code")] = None,
 ) -> None:
     """Connect the account's amoCRM; from then on each outside call is queued for it."""
+    from callhistory.config import Settings
+    from callhistory.crm.amocrm import AmoCrmClient
+    from callhistory.crm.client import CrmAuthError, TransientCrmError
+    from callhistory.crm.connect import ConnectError, connect_amocrm
+
     settings = Settings()
     oauth = {
         k: v
@@ -89,6 +90,9 @@ def amocrm_connect(
 @amocrm_app.command("show")
 def amocrm_show(account: Annotated[int, typer.Option(help="account id")]) -> None:
     """The connection and its queue (secrets are never shown)."""
+    from callhistory.config import Settings
+    from callhistory.crm.connect import describe as describe_integration
+
     with database(Settings()) as engine:
         found = describe_integration(engine, account, "amocrm")
     if found is None:
@@ -99,6 +103,9 @@ def amocrm_show(account: Annotated[int, typer.Option(help="account id")]) -> Non
 @amocrm_app.command("disconnect")
 def amocrm_disconnect(account: Annotated[int, typer.Option(help="account id")]) -> None:
     """Forget the credentials; calls not yet pushed are dropped from the queue."""
+    from callhistory import crmstore
+    from callhistory.config import Settings
+
     with database(Settings()) as engine, engine.begin() as conn:
         if not crmstore.disconnect(conn, account, "amocrm"):
             raise fail(f"account {account} has no amoCRM connected")
@@ -110,6 +117,9 @@ def sync_command(
     once: Annotated[bool, typer.Option(help="push what is due, then exit")] = False,
 ) -> None:
     """Push queued calls to the connected CRMs, until SIGTERM/SIGINT (or done, with --once)."""
+    from callhistory.config import Settings
+    from callhistory.crm.sync import SyncWorker
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
     with database(settings) as engine:

@@ -10,13 +10,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from callhistory import accounts
 from callhistory.classify import ConfigError
 from callhistory.cli.common import (
     ContextOpt,
@@ -30,12 +27,13 @@ from callhistory.cli.common import (
     database,
     fail,
 )
-from callhistory.config import Settings
-from callhistory.ingest import asterisk_csv
-from callhistory.ingest.ami import AmiFeed, AmiSettings, FeedStats
-from callhistory.ingest.pbx import Layout, Reclassified, reclassify
-from callhistory.ingest.spool import Spool
-from callhistory.query import to_utc
+
+if TYPE_CHECKING:  # the rest is imported when a command runs (see cli/common.py)
+    from rich.console import Console
+
+    from callhistory.ingest import asterisk_csv
+    from callhistory.ingest.ami import FeedStats
+    from callhistory.ingest.pbx import Reclassified
 
 import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -75,6 +73,12 @@ def import_asterisk_csv(
     for name in files:
         if name != "-" and not Path(name).is_file():
             raise fail(f"{name}: no such file")
+    from rich.console import Console
+
+    from callhistory import accounts
+    from callhistory.config import Settings
+    from callhistory.ingest import asterisk_csv
+
     console = Console(stderr=True)
     settings = Settings()
     try:
@@ -123,6 +127,12 @@ def ami_command(
     Reconnects with backoff when the PBX goes away; keeps events in a local spool while the
     database is down; on stop, stores what it can and leaves the rest spooled for the next start.
     """
+    from callhistory import accounts
+    from callhistory.config import Settings
+    from callhistory.ingest.ami import AmiFeed, AmiSettings
+    from callhistory.ingest.pbx import Layout
+    from callhistory.ingest.spool import Spool
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
     try:
@@ -169,6 +179,11 @@ def calls_reclassify(
     Ids stay; the counters follow; calls whose CRM fields changed are queued for sync again.
     Calls from the JSON ingest have no legs and are left as they are.
     """
+    from callhistory import accounts
+    from callhistory.config import Settings
+    from callhistory.ingest.pbx import reclassify
+    from callhistory.query import to_utc
+
     settings = Settings()
     try:
         with database(settings) as engine:
@@ -196,6 +211,14 @@ def import_progress(
     console: Console,
 ) -> Iterator[Callable[[str, int | None], asterisk_csv.Progress]]:
     """A progress bar per file on a terminal (bytes, lines, lines/s); nothing otherwise."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from callhistory import accounts, demo
 from callhistory.classify import ConfigError
 from callhistory.cli.common import (
     ContextOpt,
@@ -24,8 +23,7 @@ from callhistory.cli.common import (
     database,
     fail,
 )
-from callhistory.config import Settings
-from callhistory.crm.sync import sync_once_connected
+from callhistory.models import DEFAULT_TIMEZONE
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts (companies).", no_args_is_help=True)
@@ -40,6 +38,8 @@ app.add_typer(tokens_app, name="tokens")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations."""
+    from callhistory.config import Settings
+
     with database(Settings()):
         typer.echo("database is up to date")
 
@@ -55,6 +55,8 @@ def serve(
 ) -> None:
     """Run the API (migrating the database first) and the CRM sync."""
     from callhistory.api import create_app, server
+    from callhistory.config import Settings
+    from callhistory.crm.sync import sync_once_connected
 
     settings = Settings()
     with database(settings) as engine:
@@ -77,7 +79,7 @@ def serve(
 def accounts_create(
     name: str,
     timezone: Annotated[str, typer.Option(help="IANA timezone of the account")] = (
-        accounts.DEFAULT_TIMEZONE
+        DEFAULT_TIMEZONE
     ),
     recordings_dir: Annotated[
         Path | None,
@@ -85,6 +87,9 @@ def accounts_create(
     ] = None,
 ) -> None:
     """Create an account; prints its id."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
     settings = Settings()
     try:
         with database(settings) as engine, engine.begin() as conn:
@@ -129,6 +134,9 @@ def accounts_configure(
     """Set how the account's PBX calls are classified (each given option replaces its list), its
     timezone, where its recordings live and how long they are kept. Stored calls keep their
     classification until `calls reclassify`."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
     settings = Settings()
     try:
         with database(settings) as engine:
@@ -157,6 +165,9 @@ def accounts_configure(
 @accounts_app.command("show")
 def accounts_show(account: Annotated[int, typer.Argument(help="account id")]) -> None:
     """Print the account's settings as JSON."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
     try:
         with database(Settings()) as engine, engine.connect() as conn:
             typer.echo(json.dumps(accounts.describe_account(conn, account), indent=2))
@@ -172,6 +183,9 @@ def users_create(
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
 ) -> None:
     """Create a user in an account; prints its id."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
     if len(password) < 6:
         raise fail("the password must be at least 6 characters")
     try:
@@ -194,6 +208,9 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
 ) -> None:
     """Create a token for a user; prints the plaintext token alone on the last line."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
     try:
         parsed = accounts.parse_abilities(abilities)
         with database(Settings()) as engine, engine.begin() as conn:
@@ -212,6 +229,9 @@ def demo_command(
     calls: Annotated[int, typer.Option(min=0, max=5_000_000, help="how many calls")] = 3000,
 ) -> None:
     """Create the demo account, user, token and calls (once); print the token and a curl line."""
+    from callhistory import accounts, demo
+    from callhistory.config import Settings
+
     settings = Settings()
     with database(settings) as engine, engine.begin() as conn:
         account_id, user_id, created = demo.load(conn, calls)
