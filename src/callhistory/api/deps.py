@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import orjson
@@ -16,8 +16,11 @@ from callhistory.errors import UNAUTHENTICATED, UNAUTHORIZED, ApiError
 from callhistory.models import ABILITY_CALLS_READ, ABILITY_CALLS_WRITE
 from callhistory.signing import recording_url
 
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the thread
+# pool, and each such hop costs more than the work. Those that touch the database stay `def`.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -55,8 +58,8 @@ def get_principal(request: Request, conn: ConnDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(ability: str) -> Callable[[Principal], Principal]:
-    def check(principal: PrincipalDep) -> Principal:
+def require(ability: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def check(principal: PrincipalDep) -> Principal:
         if not principal.can(ability):
             raise ApiError(403, UNAUTHORIZED)
         return principal
@@ -73,7 +76,7 @@ def base_url(request: Request, settings: Settings) -> str:
     return settings.public_url or str(request.base_url).rstrip("/")
 
 
-def get_recording_url(
+async def get_recording_url(
     request: Request, settings: SettingsDep, principal: PrincipalDep
 ) -> Callable[[str], str]:
     """Signs the recordings of the principal's account (FastAPI resolves the principal once per
