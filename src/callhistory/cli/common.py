@@ -23,6 +23,8 @@ app = typer.Typer(
     help="callhistory: the call history of a cloud PBX.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: words for types (INTEGER, TEXT), whole sentences, no box-drawing.
+    rich_markup_mode=None,
 )
 
 
@@ -94,23 +96,30 @@ TrunkOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--trunk",
+        metavar="PATTERN",
         help="trunk channel pattern, e.g. 'PJSIP/trunk-*' (repeatable; --trunk '' clears)",
     ),
 ]
 ContextOpt = Annotated[
     list[str] | None,
-    typer.Option("--inbound-context", help="dialplan context of inbound calls (repeatable)"),
+    typer.Option(
+        "--inbound-context",
+        metavar="CONTEXT",
+        help="dialplan context of inbound calls (repeatable)",
+    ),
 ]
 DidOpt = Annotated[
-    list[str] | None, typer.Option("--did", help="the company's external number (repeatable)")
+    list[str] | None,
+    typer.Option("--did", metavar="NUMBER", help="the company's external number (repeatable)"),
 ]
 ExtensionsOpt = Annotated[
-    str | None, typer.Option("--extensions", help="regex of internal extensions")
+    str | None, typer.Option("--extensions", metavar="REGEX", help="regex of internal extensions")
 ]
 OutsideOpt = Annotated[
     str | None,
     typer.Option(
         "--outside-numbers",
+        metavar="REGEX",
         help="regex of numbers beyond the PBX, for calls that reach no --trunk; default "
         "7+ digits or a leading + or 00",
     ),

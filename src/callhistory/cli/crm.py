@@ -22,7 +22,7 @@ app.add_typer(integrations_app, name="integrations")
 
 @recordings_app.command("purge")
 def recordings_purge(
-    account: Annotated[int | None, typer.Option(help="only this account")] = None,
+    account: Annotated[int | None, typer.Option(metavar="ID", help="only this account")] = None,
     dry_run: Annotated[bool, typer.Option(help="report what would go; delete nothing")] = False,
 ) -> None:
     """Delete recordings older than each account's retention, and clear their links."""
@@ -48,7 +48,7 @@ def recordings_purge(
 
 @amocrm_app.command("connect")
 def amocrm_connect(
-    account: Annotated[int, typer.Option(help="account id")],
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
     base_url: Annotated[str, typer.Option(help="https://SUBDOMAIN.amocrm.ru")],
     long_lived_token: Annotated[
         str | None, typer.Option(envvar="AMOCRM_TOKEN", help="a private integration's token")
@@ -88,7 +88,7 @@ def amocrm_connect(
 
 
 @amocrm_app.command("show")
-def amocrm_show(account: Annotated[int, typer.Option(help="account id")]) -> None:
+def amocrm_show(account: Annotated[int, typer.Option(metavar="ID", help="account id")]) -> None:
     """The connection and its queue (secrets are never shown)."""
     from callhistory.config import Settings
     from callhistory.crm.connect import describe as describe_integration
@@ -101,7 +101,9 @@ def amocrm_show(account: Annotated[int, typer.Option(help="account id")]) -> Non
 
 
 @amocrm_app.command("disconnect")
-def amocrm_disconnect(account: Annotated[int, typer.Option(help="account id")]) -> None:
+def amocrm_disconnect(
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
+) -> None:
     """Forget the credentials; calls not yet pushed are dropped from the queue."""
     from callhistory import crmstore
     from callhistory.config import Settings

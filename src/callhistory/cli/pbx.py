@@ -46,8 +46,11 @@ EXIT_REJECTS = 3
 
 @import_app.command("asterisk-csv")
 def import_asterisk_csv(
-    files: Annotated[list[str], typer.Argument(help="Master.csv files; - reads standard input")],
-    account: Annotated[int, typer.Option(help="account id")],
+    files: Annotated[
+        list[str],
+        typer.Argument(help="Master.csv files; - reads standard input"),
+    ],
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
     gmt: Annotated[
         bool | None,
         typer.Option(
@@ -112,7 +115,7 @@ def import_asterisk_csv(
 
 @app.command("ami")
 def ami_command(
-    account: Annotated[int, typer.Option(help="account id")],
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
     username: Annotated[str, typer.Option(help="AMI user (manager.conf) with read=cdr")],
     secret: Annotated[str, typer.Option(envvar="AMI_SECRET", help="its secret (or AMI_SECRET)")],
     host: Annotated[str, typer.Option(help="Asterisk's host")] = "127.0.0.1",
@@ -163,7 +166,7 @@ def ami_command(
 
 @calls_app.command("reclassify")
 def calls_reclassify(
-    account: Annotated[int, typer.Option(help="account id")],
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
     since: Annotated[
         datetime | None,
         typer.Option(

@@ -107,7 +107,7 @@ def accounts_create(
 
 @accounts_app.command("configure")
 def accounts_configure(
-    account: Annotated[int, typer.Argument(help="account id")],
+    account: Annotated[int, typer.Argument(metavar="ID", help="account id")],
     trunk: TrunkOpt = None,
     inbound_context: ContextOpt = None,
     did: DidOpt = None,
@@ -163,7 +163,7 @@ def accounts_configure(
 
 
 @accounts_app.command("show")
-def accounts_show(account: Annotated[int, typer.Argument(help="account id")]) -> None:
+def accounts_show(account: Annotated[int, typer.Argument(metavar="ID", help="account id")]) -> None:
     """Print the account's settings as JSON."""
     from callhistory import accounts
     from callhistory.config import Settings
@@ -177,7 +177,7 @@ def accounts_show(account: Annotated[int, typer.Argument(help="account id")]) ->
 
 @users_app.command("create")
 def users_create(
-    account: Annotated[int, typer.Option(help="account id")],
+    account: Annotated[int, typer.Option(metavar="ID", help="account id")],
     email: Annotated[str, typer.Option()],
     name: Annotated[str, typer.Option()],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
