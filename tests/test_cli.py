@@ -210,3 +210,31 @@ def test_the_command_line_loads_no_database_library_until_a_command_runs() -> No
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_info_says_where_everything_is_and_creates_nothing(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    unset = dict.fromkeys(["DATABASE_URL", "APP_KEY", "RECORDINGS_DIR", "PUBLIC_URL"])
+    env: dict[str, str | None] = {"DATA_DIR": str(fresh), **unset}
+    result = CliRunner().invoke(app, ["info"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1:] == [
+        f"data dir:   {fresh} (DATA_DIR)",
+        f"database:   {fresh / 'callhistory.sqlite3'} (SQLite, not created yet)",
+        f"recordings: {fresh / 'recordings'} (RECORDINGS_DIR; account N's files in N/, unless "
+        "`accounts configure --recordings-dir`)",
+        f"app key:    {fresh / 'app.key'}, created at the first signed link",
+        "public url: the URL each request came in on",
+    ]
+    assert not fresh.exists()
+
+
+def test_info_reads_an_existing_database(db: Engine, cli_env: dict[str, str]) -> None:
+    result = CliRunner().invoke(app, ["info"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert f"schema:     {migrate.HEAD} (up to date; every command brings it up to date)" in (
+        result.stdout.splitlines()
+    )
+    assert "accounts:   0" in result.stdout.splitlines()
+    assert "app key:    from APP_KEY" in result.stdout.splitlines()

@@ -35,6 +35,60 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 
 
+@app.command()
+def info() -> None:
+    """Where this installation keeps its data: database, schema, recordings, key. Creates and
+    changes nothing."""
+    from sqlalchemy import func, make_url, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from callhistory import __version__, migrate
+    from callhistory.config import Settings
+    from callhistory.schema import accounts, make_engine
+
+    settings = Settings()
+    rows: list[tuple[str, str]] = [("version", __version__)]
+    rows.append(("data dir", f"{settings.data_dir.resolve()} (DATA_DIR)"))
+    url = make_url(settings.sqlalchemy_url)
+    if settings.database_url is None:
+        exists = settings.sqlite_file.exists()
+        shown = f"{settings.sqlite_file} (SQLite{'' if exists else ', not created yet'})"
+    else:
+        exists = True
+        shown = url.render_as_string(hide_password=True) + " (DATABASE_URL)"
+    rows.append(("database", shown))
+    if exists:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            revision = migrate.current_revision(engine)
+            with engine.connect() as conn:
+                count = conn.execute(select(func.count()).select_from(accounts)).scalar_one()
+            state = "up to date" if revision == migrate.HEAD else f"behind {migrate.HEAD}"
+            rows.append(("schema", f"{revision} ({state}; every command brings it up to date)"))
+            rows.append(("accounts", str(count)))
+        except SQLAlchemyError as exc:
+            rows.append(("schema", f"unreadable: {exc.__class__.__name__}: {str(exc)[:200]}"))
+        finally:
+            engine.dispose()
+    rows.append(
+        (
+            "recordings",
+            f"{settings.recordings_root.resolve()} (RECORDINGS_DIR; account N's files in N/, "
+            "unless `accounts configure --recordings-dir`)",
+        )
+    )
+    key_file = settings.data_dir.resolve() / "app.key"
+    if settings.app_key:
+        rows.append(("app key", "from APP_KEY"))
+    else:
+        created = "" if key_file.exists() else ", created at the first signed link"
+        rows.append(("app key", f"{key_file}{created}"))
+    rows.append(("public url", settings.public_url or "the URL each request came in on"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name + ':':<{width + 2}}{value}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations."""
