@@ -49,16 +49,24 @@ def recordings_purge(
 @amocrm_app.command("connect")
 def amocrm_connect(
     account: Annotated[int, typer.Option(metavar="ID", help="account id")],
-    base_url: Annotated[str, typer.Option(help="https://SUBDOMAIN.amocrm.ru")],
+    base_url: Annotated[str, typer.Option(metavar="URL", help="https://SUBDOMAIN.amocrm.ru")],
     long_lived_token: Annotated[
-        str | None, typer.Option(envvar="AMOCRM_TOKEN", help="a private integration's token")
+        str | None,
+        typer.Option(metavar="TOKEN", envvar="AMOCRM_TOKEN", help="a private integration's token"),
     ] = None,
-    client_id: Annotated[str | None, typer.Option(help="OAuth: the integration's id")] = None,
+    client_id: Annotated[
+        str | None, typer.Option(metavar="ID", help="OAuth: the integration's id")
+    ] = None,
     client_secret: Annotated[
-        str | None, typer.Option(envvar="AMOCRM_CLIENT_SECRET", help="OAuth: its secret")
+        str | None,
+        typer.Option(metavar="SECRET", envvar="AMOCRM_CLIENT_SECRET", help="OAuth: its secret"),
     ] = None,
-    redirect_uri: Annotated[str | None, typer.Option(help="OAuth: its redirect URI")] = None,
-    code: Annotated[str | None, typer.Option(help="OAuth: the authorization code")] = None,
+    redirect_uri: Annotated[
+        str | None, typer.Option(metavar="URL", help="OAuth: its redirect URI")
+    ] = None,
+    code: Annotated[
+        str | None, typer.Option(metavar="CODE", help="OAuth: the authorization code")
+    ] = None,
 ) -> None:
     """Connect the account's amoCRM; from then on each outside call is queued for it."""
     from callhistory.config import Settings

@@ -116,13 +116,19 @@ def import_asterisk_csv(
 @app.command("ami")
 def ami_command(
     account: Annotated[int, typer.Option(metavar="ID", help="account id")],
-    username: Annotated[str, typer.Option(help="AMI user (manager.conf) with read=cdr")],
-    secret: Annotated[str, typer.Option(envvar="AMI_SECRET", help="its secret (or AMI_SECRET)")],
-    host: Annotated[str, typer.Option(help="Asterisk's host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="AMI port")] = 5038,
+    username: Annotated[
+        str, typer.Option(metavar="USER", help="AMI user (manager.conf) with read=cdr")
+    ],
+    secret: Annotated[
+        str, typer.Option(metavar="SECRET", envvar="AMI_SECRET", help="its secret (or AMI_SECRET)")
+    ],
+    host: Annotated[str, typer.Option(metavar="HOST", help="Asterisk's host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="AMI port")] = 5038,
     spool: Annotated[
         Path | None,
-        typer.Option(help="durable event spool; default DATA_DIR/ami-spool-<account>.sqlite3"),
+        typer.Option(
+            metavar="FILE", help="durable event spool; default DATA_DIR/ami-spool-<account>.sqlite3"
+        ),
     ] = None,
 ) -> None:
     """Store calls live from Asterisk's `Cdr` manager events, until SIGTERM/SIGINT.
@@ -171,6 +177,7 @@ def calls_reclassify(
         datetime | None,
         typer.Option(
             "--from",
+            metavar="DAY",
             formats=["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"],
             help="only calls that started on or after this day (account time)",
         ),

@@ -100,11 +100,13 @@ def db_upgrade() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="TCP port")] = 8000,
     workers: Annotated[
         int,
-        typer.Option(min=1, max=64, help="server processes; default: one per CPU core"),
+        typer.Option(
+            metavar="N", min=1, max=64, help="server processes; default: one per CPU core"
+        ),
     ] = os.cpu_count() or 1,
 ) -> None:
     """Run the API (migrating the database first) and the CRM sync."""
@@ -132,12 +134,14 @@ def serve(
 @accounts_app.command("create")
 def accounts_create(
     name: str,
-    timezone: Annotated[str, typer.Option(help="IANA timezone of the account")] = (
+    timezone: Annotated[str, typer.Option(metavar="TZ", help="IANA timezone of the account")] = (
         DEFAULT_TIMEZONE
     ),
     recordings_dir: Annotated[
         Path | None,
-        typer.Option(help="the account's own recordings root; default RECORDINGS_DIR/<id>"),
+        typer.Option(
+            metavar="DIR", help="the account's own recordings root; default RECORDINGS_DIR/<id>"
+        ),
     ] = None,
 ) -> None:
     """Create an account; prints its id."""
@@ -170,18 +174,23 @@ def accounts_configure(
     timezone: Annotated[
         str | None,
         typer.Option(
-            help="IANA timezone of the account: how times are shown and PBX-local CDRs read"
+            metavar="TZ",
+            help="IANA timezone of the account: how times are shown and PBX-local CDRs read",
         ),
     ] = None,
     recording_retention_days: Annotated[
         int | None,
-        typer.Option(help="delete recordings older than N days (`recordings purge`); 0 = keep"),
+        typer.Option(
+            metavar="DAYS",
+            help="delete recordings older than N days (`recordings purge`); 0 = keep",
+        ),
     ] = None,
     recordings_dir: Annotated[
         str | None,
         typer.Option(
+            metavar="DIR",
             help="the account's own recordings root, e.g. /var/spool/asterisk/monitor; "
-            "'' = the default, RECORDINGS_DIR/<account id>"
+            "'' = the default, RECORDINGS_DIR/<account id>",
         ),
     ] = None,
 ) -> None:
@@ -232,9 +241,9 @@ def accounts_show(account: Annotated[int, typer.Argument(metavar="ID", help="acc
 @users_app.command("create")
 def users_create(
     account: Annotated[int, typer.Option(metavar="ID", help="account id")],
-    email: Annotated[str, typer.Option()],
-    name: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    email: Annotated[str, typer.Option(metavar="EMAIL")],
+    name: Annotated[str, typer.Option(metavar="NAME")],
+    password: Annotated[str, typer.Option(metavar="PASSWORD", prompt=True, hide_input=True)],
 ) -> None:
     """Create a user in an account; prints its id."""
     from callhistory import accounts
@@ -252,14 +261,15 @@ def users_create(
 
 @tokens_app.command("create")
 def tokens_create(
-    email: Annotated[str, typer.Option(help="the user's email")],
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
     abilities: Annotated[
         str,
         typer.Option(
-            help="comma-separated: *, calls:read, calls:write, recordings:read, recordings:delete"
+            metavar="LIST",
+            help="comma-separated: *, calls:read, calls:write, recordings:read, recordings:delete",
         ),
     ] = "*",
-    name: Annotated[str, typer.Option(help="a label for the token")] = "cli",
+    name: Annotated[str, typer.Option(metavar="NAME", help="a label for the token")] = "cli",
 ) -> None:
     """Create a token for a user; prints the plaintext token alone on the last line."""
     from callhistory import accounts
@@ -280,7 +290,9 @@ def tokens_create(
 
 @app.command("demo")
 def demo_command(
-    calls: Annotated[int, typer.Option(min=0, max=5_000_000, help="how many calls")] = 3000,
+    calls: Annotated[
+        int, typer.Option(metavar="N", min=0, max=5_000_000, help="how many calls")
+    ] = 3000,
 ) -> None:
     """Create the demo account, user, token and calls (once); print the token and a curl line."""
     from callhistory import accounts, demo
