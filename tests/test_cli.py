@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,41 @@ def test_info_reads_an_existing_database(db: Engine, cli_env: dict[str, str]) ->
     )
     assert "accounts:   0" in result.stdout.splitlines()
     assert "app key:    from APP_KEY" in result.stdout.splitlines()
+
+
+def test_list_accounts_users_tokens_and_revoke_one(
+    db: Engine, client: TestClient, cli_env: dict[str, str]
+) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> list[str]:
+        result = runner.invoke(app, list(args), env=cli_env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    assert run("accounts", "create", "Acme LLC") == ["1"]
+    run("users", "create", "--account", "1", "--email", "boss@acme.uz", "--name", "Boss",
+        "--password", "long-enough-password")  # fmt: skip
+    token = run("tokens", "create", "--email", "boss@acme.uz", "--name", "crm")[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/call-history", headers=headers).status_code == 200
+
+    assert run("accounts", "list") == [
+        "ID  NAME      TIMEZONE       USERS",
+        "1   Acme LLC  Asia/Tashkent  1",
+    ]
+    users = run("users", "list", "--account", "1")
+    assert users[0].split() == ["ID", "EMAIL", "NAME", "TYPE", "CREATED"]
+    assert users[1].split()[:4] == ["1", "boss@acme.uz", "Boss", "USER"]
+    tokens = run("tokens", "list", "--email", "boss@acme.uz")
+    assert tokens[0].split() == ["ID", "NAME", "ABILITIES", "LAST", "USED", "CREATED"]
+    assert tokens[1].split()[:3] == ["1", "crm", "*"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", tokens[1].split()[3])  # used once, above
+    assert token.split("|")[1] not in "\n".join(tokens)  # never the secret
+
+    assert run("tokens", "revoke", "1") == ["token 1 revoked"]
+    assert client.get("/api/v1/call-history", headers=headers).status_code == 401
+    again = runner.invoke(app, ["tokens", "revoke", "1"], env=cli_env)
+    assert (again.exit_code, again.stderr) == (1, "error: No token with id 1.\n")
+    missing = runner.invoke(app, ["users", "list", "--account", "9"], env=cli_env)
+    assert (missing.exit_code, missing.stderr) == (1, "error: No account with id 9.\n")

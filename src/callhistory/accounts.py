@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, DEFAULT_TIMEZONE, UserType
@@ -388,8 +388,37 @@ def touch_token(conn: Connection, token_id: int) -> None:
     )
 
 
-def revoke_token(conn: Connection, token_id: int) -> None:
-    conn.execute(delete(personal_access_tokens).where(personal_access_tokens.c.id == token_id))
+def revoke_token(conn: Connection, token_id: int) -> bool:
+    """Delete a token; False when there was none with that id."""
+    stmt = delete(personal_access_tokens).where(personal_access_tokens.c.id == token_id)
+    return bool(conn.execute(stmt).rowcount)
+
+
+def list_accounts(conn: Connection) -> list[AnyRow]:
+    """Every account with how many users it has, by id."""
+    users_count = (
+        select(func.count())
+        .where(users.c.account_id == accounts.c.id)
+        .correlate(accounts)
+        .scalar_subquery()
+    )
+    stmt = select(accounts.c.id, accounts.c.name, accounts.c.timezone, users_count.label("users"))
+    return list(conn.execute(stmt.order_by(accounts.c.id)))
+
+
+def list_users(conn: Connection, account_id: int) -> list[AnyRow]:
+    """The account's users by id (never their password hash)."""
+    if not account_exists(conn, account_id):
+        raise AccountError(f"No account with id {account_id}.")
+    stmt = select(users.c.id, users.c.email, users.c.name, users.c.type, users.c.created_at)
+    return list(conn.execute(stmt.where(users.c.account_id == account_id).order_by(users.c.id)))
+
+
+def list_tokens(conn: Connection, user_id: int) -> list[AnyRow]:
+    """The user's tokens by id: name, abilities, last use; never the secret or its hash."""
+    t = personal_access_tokens
+    stmt = select(t.c.id, t.c.name, t.c.abilities, t.c.last_used_at, t.c.created_at)
+    return list(conn.execute(stmt.where(t.c.user_id == user_id).order_by(t.c.id)))
 
 
 def revoke_tokens_named(conn: Connection, user_id: int, name: str) -> None:

@@ -312,3 +312,83 @@ def demo_command(
         f"'{base}/api/v1/call-history?sort=-id&per_page=5'"
     )
     typer.echo(f"token: {token}")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    """Columns aligned for a terminal; `-` for nothing."""
+    text = [header, *(tuple("-" if v is None else str(v) for v in row) for row in rows)]
+    widths = [max(len(line[i]) for line in text) for i in range(len(header))]
+    for line in text:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """Every account: id, name, timezone, users."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    with database(Settings()) as engine, engine.connect() as conn:
+        rows = accounts.list_accounts(conn)
+    _table(("ID", "NAME", "TIMEZONE", "USERS"), [(r.id, r.name, r.timezone, r.users) for r in rows])
+
+
+@users_app.command("list")
+def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account id")]) -> None:
+    """The account's users: id, email, name, type, created."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+    from callhistory.models import UserType
+
+    try:
+        with database(Settings()) as engine, engine.connect() as conn:
+            rows = accounts.list_users(conn, account)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    _table(
+        ("ID", "EMAIL", "NAME", "TYPE", "CREATED"),
+        [
+            (r.id, r.email, r.name, UserType(r.type).name, f"{r.created_at:%Y-%m-%d %H:%M}")
+            for r in rows
+        ],
+    )
+
+
+@tokens_app.command("list")
+def tokens_list(
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
+) -> None:
+    """The user's tokens: id, name, abilities, last used (UTC), created. Never the secret."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    with database(Settings()) as engine, engine.connect() as conn:
+        user = accounts.find_user(conn, email)
+        if user is None:
+            raise fail(f"No user with email {email}.")
+        rows = accounts.list_tokens(conn, int(user.id))
+    _table(
+        ("ID", "NAME", "ABILITIES", "LAST USED", "CREATED"),
+        [
+            (
+                r.id, r.name, ",".join(json.loads(r.abilities)),
+                f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never",
+                f"{r.created_at:%Y-%m-%d %H:%M}",
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token: Annotated[int, typer.Argument(metavar="ID", help="the token's id")],
+) -> None:
+    """Revoke a token at once: requests that present it get 401 from then on."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    with database(Settings()) as engine, engine.begin() as conn:
+        if not accounts.revoke_token(conn, token):
+            raise fail(f"No token with id {token}.")
+    typer.echo(f"token {token} revoked")
