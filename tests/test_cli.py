@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from callhistory import migrate
 from callhistory.cli import app
+from tests.conftest import Tenant
 
 
 @pytest.fixture
@@ -277,3 +278,36 @@ def test_list_accounts_users_tokens_and_revoke_one(
     assert (again.exit_code, again.stderr) == (1, "error: No token with id 1.\n")
     missing = runner.invoke(app, ["users", "list", "--account", "9"], env=cli_env)
     assert (missing.exit_code, missing.stderr) == (1, "error: No account with id 9.\n")
+
+
+def test_reset_a_password_and_optionally_revoke_the_tokens(
+    db: Engine, client: TestClient, tenant: Tenant, cli_env: dict[str, str]
+) -> None:
+    runner = CliRunner()
+    login = "/api/v1/auth/login"
+    base = ["users", "reset-password", "--email", tenant.email]
+    kept = runner.invoke(app, [*base, "--password", "first-new-password"], env=cli_env)
+    assert (kept.exit_code, kept.stdout) == (0, "password changed; tokens revoked: 0\n")
+    assert client.get("/api/v1/call-history", headers=tenant.headers).status_code == 200
+    body = {"email": tenant.email, "password": "first-new-password"}
+    assert client.post(login, json=body).status_code == 200
+
+    prompted = runner.invoke(
+        app, [*base, "--revoke-tokens"], input="second-new-password\nsecond-new-password\n",
+        env=cli_env,
+    )  # fmt: skip
+    assert prompted.exit_code == 0, prompted.output
+    assert prompted.stdout.endswith("password changed; tokens revoked: 2\n")  # its own + login's
+    assert client.get("/api/v1/call-history", headers=tenant.headers).status_code == 401
+    assert client.post(login, json=body).status_code == 422
+    body["password"] = "second-new-password"
+    assert client.post(login, json=body).status_code == 200
+
+    unknown = runner.invoke(
+        app, ["users", "reset-password", "--email", "nobody@example.com", "--password", "x"],
+        env=cli_env,
+    )  # fmt: skip
+    assert (unknown.exit_code, unknown.stderr) == (
+        1,
+        "error: No user with email nobody@example.com.\n",
+    )

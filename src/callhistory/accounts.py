@@ -298,6 +298,21 @@ def authenticate(conn: Connection, email: str, password: str) -> int | None:
     return int(user.id)
 
 
+def reset_password(conn: Connection, email: str, password: str, revoke_tokens: bool) -> int:
+    """Give the user a new password (and, if asked, revoke every token they hold); returns how
+    many tokens were revoked. AccountError for an unknown email or an empty password."""
+    user = find_user(conn, email.strip().lower())
+    if user is None:
+        raise AccountError(f"No user with email {email}.")
+    if not password:
+        raise AccountError("The password must not be empty.")
+    set_password(conn, int(user.id), password)
+    if not revoke_tokens:
+        return 0
+    stmt = delete(personal_access_tokens).where(personal_access_tokens.c.user_id == user.id)
+    return int(conn.execute(stmt).rowcount)
+
+
 def set_password(conn: Connection, user_id: int, password: str) -> None:
     conn.execute(
         update(users)

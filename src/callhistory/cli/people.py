@@ -354,6 +354,35 @@ def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account 
     )
 
 
+@users_app.command("reset-password")
+def users_reset_password(
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
+    password: Annotated[
+        str,
+        typer.Option(
+            metavar="PASSWORD",
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="the new password (asked for when not given)",
+        ),
+    ],
+    revoke_tokens: Annotated[
+        bool, typer.Option(help="also revoke every token of the user (a leaked password)")
+    ] = False,
+) -> None:
+    """Set a user's password; with --revoke-tokens, sign them out of every client too."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    try:
+        with database(Settings()) as engine, engine.begin() as conn:
+            revoked = accounts.reset_password(conn, email, password, revoke_tokens)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"password changed; tokens revoked: {revoked}")
+
+
 @tokens_app.command("list")
 def tokens_list(
     email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
