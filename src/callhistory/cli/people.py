@@ -309,7 +309,7 @@ def demo_command(
     typer.echo(f"login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
     typer.echo(
         f"try:   curl -H 'Authorization: Bearer {token}' "
-        f"'{base}/api/v1/call-history?sort=-id&per_page=5'"
+        f"'{base}/api/v1/call-history?sort=-datetime&per_page=5'"
     )
     typer.echo(f"token: {token}")
 
