@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -21,7 +25,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.serving import environment, free_port, seed_demo, start_server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -96,11 +104,19 @@ def main() -> None:
     parser.add_argument("--src", help="run the server from this source folder (a baseline)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = environment(tmp, args.src)
-        token = seed_demo(env, 3000)
+        env = {**os.environ, "DATA_DIR": tmp, "APP_KEY": "bench-key-" + "k" * 40}
+        if args.src:
+            env["PYTHONPATH"] = str(Path(args.src).resolve())
+        demo = subprocess.run(
+            [sys.executable, "-m", "callhistory", "demo", "--calls", "3000"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        token = demo.stdout.strip().splitlines()[-1].removeprefix("token: ")
         port = free_port()
-        # One process, so its RSS is the server's (serve defaults to a worker per core).
-        server = start_server(env, port, *([] if args.src else ["--workers", "1"]))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "callhistory", "serve", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(300):

@@ -16,17 +16,24 @@ import argparse
 import os
 import re
 import resource
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.serving import environment, free_port, seed_demo, start_server
 from callhistory.schema import make_engine
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -91,8 +98,14 @@ def main() -> None:
     parser.add_argument("--src", help="serve from another checkout's src (a baseline; 1 worker)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    env = environment(data, args.src)
-    token = seed_demo(env, args.calls)
+    env = {**os.environ, "DATA_DIR": str(data), "APP_KEY": "bench-" + "k" * 40}
+    if args.src:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    seeded = subprocess.run(
+        [sys.executable, "-m", "callhistory", "demo", "--calls", str(args.calls)],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = seeded.stdout.strip().splitlines()[-1].removeprefix("token: ")
     if os.environ.get("DATABASE_URL"):  # as autovacuum would after the bulk load
         engine = make_engine(os.environ["DATABASE_URL"])
         with engine.begin() as conn:
@@ -107,7 +120,11 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers in (int(w) for w in args.workers.split(",")):
         port = free_port()
-        server = start_server(env, port, *(["--workers", str(workers)] if not args.src else []))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "callhistory", "serve", "--port", str(port),
+             *(["--workers", str(workers)] if not args.src else [])],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         url = f"http://127.0.0.1:{port}/api/v1/call-history"
         try:
             for _ in range(600):
