@@ -160,17 +160,11 @@ def add_calls(db: Engine) -> Callable[..., list[int]]:
 
 
 @pytest.fixture
-def recordings_base(settings: Settings) -> Path:
-    """RECORDINGS_DIR of the CLI commands tests run (a module may point it elsewhere)."""
-    return settings.recordings_root
-
-
-@pytest.fixture
-def cli_env(data_dir: Path, recordings_base: Path) -> dict[str, str]:
+def cli_env(data_dir: Path, settings: Settings) -> dict[str, str]:
     """The environment of a CLI command on the tests' database and recordings."""
     return {
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
-        "RECORDINGS_DIR": str(recordings_base),
+        "RECORDINGS_DIR": str(settings.recordings_root),
         "APP_KEY": TEST_APP_KEY,
     }

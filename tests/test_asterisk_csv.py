@@ -280,16 +280,11 @@ def stored_calls(client: TestClient, tenant: Tenant) -> list[dict[str, Any]]:
     return shown
 
 
-def recording_of(call: dict[str, Any]) -> str | None:
-    """The recording path inside a call's signed URL (the URL itself differs by account)."""
-    url = call["recorded_file_url"]
-    return url.split("/storage/monitor/", 1)[1].split("?", 1)[0] if url else None
-
-
 def comparable(call: dict[str, Any]) -> dict[str, Any]:
     """The show resource with the recording URL reduced to its path, id and call_id dropped."""
     out = {k: v for k, v in call.items() if k not in ("id", "call_id", "recorded_file_url")}
-    out["recording"] = recording_of(call)
+    url = call["recorded_file_url"]
+    out["recording"] = url.split("/storage/monitor/", 1)[1].split("?", 1)[0] if url else None
     return out
 
 

@@ -3,6 +3,7 @@ own root, signatures cover the account, delete and purge touch only the account'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,9 +38,13 @@ def rclient(make_client: Callable[..., TestClient], base: Path) -> TestClient:
 
 
 @pytest.fixture
-def recordings_base(base: Path) -> Path:
-    """The CLI commands (conftest's cli_env) use this module's recordings base."""
-    return base
+def cli_env(data_dir: Path, base: Path) -> dict[str, str]:
+    """The environment of a CLI command on the tests' database and recordings."""
+    return {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "RECORDINGS_DIR": str(base),
+    }
 
 
 def ingest_with(client: TestClient, tenant: Tenant, recording: str, n: int = 1) -> dict[str, str]:
