@@ -249,19 +249,9 @@ class ClockGuess:
     """Whether a file's times are UTC or PBX-local, from how its uniqueids (the channel's
     creation, seconds since the epoch) line up with its start times."""
 
-    utc_votes: int = 0
-    local_votes: int = 0
-
-    @property
-    def utc(self) -> bool | None:
-        """The majority; None when nothing told them apart (no uniqueid, the zone is UTC)."""
-        return None if self.utc_votes == self.local_votes else self.utc_votes > self.local_votes
-
-    def counting(self, vote: bool | None) -> ClockGuess:
-        """This guess with one more leg's vote (see `_clock_vote`)."""
-        if vote is None:
-            return self
-        return ClockGuess(self.utc_votes + vote, self.local_votes + (not vote))
+    utc: bool | None  # None: nothing told them apart (no uniqueid, or the zone is UTC)
+    utc_votes: int
+    local_votes: int
 
     def explain(self, tz: ZoneInfo) -> str:
         lines = self.utc_votes + self.local_votes
@@ -302,13 +292,16 @@ def _clock_vote(leg: Cdr, tz: ZoneInfo) -> bool | None:
 
 def guess_clock(lines: list[str], tz: ZoneInfo) -> ClockGuess:
     """Vote over Master.csv lines: is `start` the uniqueid's epoch in UTC or in `tz`?"""
-    guess = ClockGuess()
+    utc_votes = local_votes = 0
     for line in lines:
         try:
-            guess = guess.counting(_clock_vote(parse_csv_line(line, None), tz))
+            vote = _clock_vote(parse_csv_line(line, None), tz)
         except BadCdr:
             continue
-    return guess
+        utc_votes += vote is True
+        local_votes += vote is False
+    utc = None if utc_votes == local_votes else utc_votes > local_votes
+    return ClockGuess(utc, utc_votes, local_votes)
 
 
 class Clock:
@@ -317,11 +310,16 @@ class Clock:
 
     def __init__(self, tz: ZoneInfo):
         self.tz = tz
-        self.guess = ClockGuess()
+        self.guess = ClockGuess(None, 0, 0)
 
     def read(self, naive: Cdr) -> Cdr:
         """The leg (read with `tz=None`) with its times in UTC."""
-        self.guess = self.guess.counting(_clock_vote(naive, self.tz))
+        vote = _clock_vote(naive, self.tz)
+        if vote is not None:
+            utc_votes = self.guess.utc_votes + (vote is True)
+            local_votes = self.guess.local_votes + (vote is False)
+            utc = None if utc_votes == local_votes else utc_votes > local_votes
+            self.guess = ClockGuess(utc, utc_votes, local_votes)
         if self.guess.utc:
             return naive
         return replace(

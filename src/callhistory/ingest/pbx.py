@@ -19,7 +19,7 @@ from callhistory import accounts, cdrstore, crmstore, store
 from callhistory.classify import PbxConfig
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import merge
-from callhistory.models import CallType, NewCall, derive_call_id
+from callhistory.models import CallType, derive_call_id
 from callhistory.recordings import safe_path
 
 
@@ -39,10 +39,6 @@ class Layout:
         if recordings_base is not None:
             root = accounts.recordings_root(conn, recordings_base, account_id)
         return cls(config, tz, root)
-
-    def merge(self, account_id: int, legs: Sequence[Cdr]) -> NewCall:
-        """One call from its legs, with this layout (`ingest.merge`)."""
-        return merge(account_id, legs, self.config, self.tz, self.recording_exists)
 
     def recording_exists(self, relative: str) -> bool:
         return (
@@ -79,7 +75,13 @@ def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: L
         by_call.setdefault(leg.call_key, []).append(leg)
     stored = cdrstore.legs_of(conn, account_id, list(by_call))
     merged = {
-        key: layout.merge(account_id, [*stored.get(key, []), *fresh])
+        key: merge(
+            account_id,
+            [*stored.get(key, []), *fresh],
+            layout.config,
+            layout.tz,
+            layout.recording_exists,
+        )
         for key, fresh in by_call.items()
     }
     existing = store.get_many_by_call_id(conn, account_id, [c.call_id for c in merged.values()])
@@ -153,7 +155,7 @@ def reclassify(
                 if not found or row.call_id != derive_call_id(account_id, row.pbx_call_id):
                     continue  # a call of the JSON ingest: nothing to re-merge
                 done.examined += 1
-                call = layout.merge(account_id, found)
+                call = merge(account_id, found, layout.config, layout.tz, layout.recording_exists)
                 changed = store.changed_fields(row, call)
                 if changed:
                     changes.append((row, call))
