@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from callhistory.schema import call_integrations, calls, integrations
-from callhistory.store import CALL_COLUMNS, AnyRow, enqueue_for_crms, utcnow
+from callhistory.store import CALL_COLUMNS, AnyRow, utcnow
 
 ci = call_integrations
 
@@ -221,23 +221,20 @@ def find_row(conn: Connection, account_id: int, call_pk: int, row_id: int) -> An
     ).first()
 
 
-#: A sync row put back in the queue as if new.
-_AS_NEW = {
-    "status": "pending",
-    "attempts": 0,
-    "next_attempt_at": None,
-    "error_message": None,
-    "lease_owner": None,
-    "lease_until": None,
-}
-
-
 def requeue(conn: Connection, row_id: int) -> None:
     """Put a failed row back in the queue, as if new."""
     conn.execute(
         update(ci)
         .where(ci.c.id == row_id, ci.c.status == "failed")
-        .values(**_AS_NEW, updated_at=utcnow())
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=None,
+            error_message=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=utcnow(),
+        )
     )
 
 
@@ -260,7 +257,12 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
     if dropped:
         conn.execute(delete(ci).where(ci.c.call_history_id.in_(dropped), ci.c.status == "pending"))
     pushed = [pk for pk, internal in changed if not internal]
-    if not pushed:
+    connected = conn.execute(
+        select(integrations.c.id, integrations.c.integration_type).where(
+            integrations.c.account_id == account_id
+        )
+    ).all()
+    if not pushed or not connected:
         return 0
     now = utcnow()
     existing = {
@@ -271,7 +273,33 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
             )
         )
     }
-    # Rows of a disconnected CRM (integration_id NULL) stay as history.
-    again = ci.c.call_history_id.in_(pushed) & ci.c.integration_id.is_not(None)
-    conn.execute(update(ci).where(again).values(**_AS_NEW, updated_at=now))
-    return len(pushed) * enqueue_for_crms(conn, account_id, pushed, now, skip=existing)
+    conn.execute(
+        update(ci)
+        .where(ci.c.call_history_id.in_(pushed))
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=None,
+            error_message=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    rows = [
+        {
+            "call_history_id": pk,
+            "integration_id": crm.id,
+            "integration_type": crm.integration_type,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for pk in pushed
+        for crm in connected
+        if (pk, crm.id) not in existing
+    ]
+    if rows:
+        conn.execute(ci.insert(), rows)
+    return len(pushed) * len(connected)

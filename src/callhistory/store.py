@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -244,7 +244,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         if row.type != CallType.INTERNAL:
             external.append(row.id)
     _add_to_counts(conn, account_id, deltas)
-    enqueue_for_crms(conn, account_id, external, now)
+    _enqueue_for_crms(conn, account_id, external, now)
     return created
 
 
@@ -275,18 +275,13 @@ def _lock_call_ids(conn: Connection, account_id: int, call_ids: list[str]) -> No
     )
 
 
-def enqueue_for_crms(
-    conn: Connection,
-    account_id: int,
-    call_pks: list[int],
-    now: datetime,
-    skip: Collection[tuple[int, int]] = (),
-) -> int:
-    """A `pending` sync row per connected CRM for each outside call, in the caller's transaction:
-    a call is never stored without being queued (internal calls are not pushed). `skip` holds
-    (call, integration) pairs that have a row already. Returns how many CRMs are connected."""
+def _enqueue_for_crms(
+    conn: Connection, account_id: int, call_pks: list[int], now: datetime
+) -> None:
+    """A `pending` sync row per connected CRM for each new outside call, in the caller's
+    transaction: a call is never stored without being queued (internal calls are not pushed)."""
     if not call_pks:
-        return 0
+        return
     connected = conn.execute(
         select(integrations.c.id, integrations.c.integration_type).where(
             integrations.c.account_id == account_id
@@ -304,11 +299,9 @@ def enqueue_for_crms(
         }
         for crm in connected
         for pk in call_pks
-        if (pk, crm.id) not in skip
     ]
     if rows:
         conn.execute(call_integrations.insert(), rows)
-    return len(connected)
 
 
 def update_calls(
