@@ -320,6 +320,7 @@ def test_any_order_of_the_legs_gives_the_same_calls(
             conn.exec_driver_sql("DELETE FROM call_legs")
             conn.exec_driver_sql("DELETE FROM calls")
             conn.exec_driver_sql("DELETE FROM call_counts")
+            conn.exec_driver_sql("DELETE FROM call_rollups")
         path = write(tmp_path, "\n".join(shuffled) + "\n", f"shuffled{attempt}.csv")
         import_paths(db, tenant.account_id, [str(path)])
         calls = sorted(

@@ -179,7 +179,8 @@ def test_concurrent_ingest_of_the_same_calls_in_any_order_never_fails(
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM calls")).scalar_one() == rounds * size
         counted = conn.execute(text("SELECT sum(calls) FROM call_counts")).scalar_one()
-        assert counted == rounds * size
+        rolled = conn.execute(text("SELECT sum(calls) FROM call_rollups")).scalar_one()
+        assert counted == rolled == rounds * size
 
 
 # -- the protocol ----------------------------------------------------------------------------------

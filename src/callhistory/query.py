@@ -77,15 +77,14 @@ class CallQuery:
         return (self.page - 1) * self.per_page
 
     @property
+    def counted_by_period(self) -> bool:
+        """True when only type/status filters and the period apply: the rollups give the total."""
+        return not (self.text or self.numbers or self.integration_statuses)
+
+    @property
     def counted_by_type_and_status(self) -> bool:
         """True when only type/status filters apply, so the per-account counters give the total."""
-        return not (
-            self.text
-            or self.numbers
-            or self.integration_statuses
-            or self.started_from is not None
-            or self.started_to is not None
-        )
+        return self.counted_by_period and self.started_from is None and self.started_to is None
 
 
 def php_int(value: Any) -> int | None:

@@ -128,6 +128,26 @@ call_counts = Table(
     Column("calls", BigInteger, nullable=False),
 )
 
+#: Seconds per rollup bucket: a quarter of an hour, so that every timezone's hours and days (UTC
+#: offsets are whole quarter-hours, daylight saving included) are whole buckets.
+BUCKET_SECONDS = 900
+
+# The account's calls per quarter-hour of their start (`bucket` = Unix time // BUCKET_SECONDS) by
+# type and status, with their summed durations; kept in step with `calls` by the store in the same
+# transaction as `call_counts`. A total over a period (and a statistic per hour or day) sums a few
+# hundred of these rows instead of counting millions of calls.
+call_rollups = Table(
+    "call_rollups",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("duration", BigInteger, nullable=False),
+    Column("conversation", BigInteger, nullable=False),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key).
 call_legs = Table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -24,8 +24,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from callhistory.models import CallType, NewCall
-from callhistory.query import CallQuery
-from callhistory.schema import call_counts, call_integrations, calls, integrations
+from callhistory.query import CallQuery, Sort
+from callhistory.schema import (
+    BUCKET_SECONDS,
+    call_counts,
+    call_integrations,
+    call_rollups,
+    calls,
+    integrations,
+)
 
 #: A row of any width (SQLAlchemy 2.1 types rows by their columns).
 AnyRow = Row[*tuple[Any, ...]]
@@ -121,51 +128,160 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
     return conditions
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _unix(moment: datetime) -> int:
+    """Whole seconds since the epoch of a naive UTC time (exact: a float would round
+    9999-12-31 23:59:59.999999 up into the year 10000)."""
+    return (moment.replace(tzinfo=None) - _EPOCH) // timedelta(seconds=1)
+
+
+def bucket_of(started_at: datetime) -> int:
+    """The rollup bucket of a stored (naive UTC) start time."""
+    return _unix(started_at) // BUCKET_SECONDS
+
+
+def _start_of(bucket: int) -> datetime:
+    return _EPOCH + timedelta(seconds=bucket * BUCKET_SECONDS)
+
+
 def count(conn: Connection, account_id: int, query: CallQuery) -> int:
-    """The exact number of calls the query matches."""
+    """The exact number of calls the query matches: from the counters when only type and status
+    filter, from the rollups (and the index for the partial quarter-hours at the ends) when a
+    period does too, and by counting the matching calls otherwise."""
     if query.counted_by_type_and_status:
         stmt = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
-            call_counts.c.account_id == account_id
+            call_counts.c.account_id == account_id, *_type_and_status(call_counts, query)
         )
-        if query.types:
-            stmt = stmt.where(call_counts.c.type.in_([int(t) for t in query.types]))
-        if query.statuses:
-            stmt = stmt.where(call_counts.c.status.in_([int(s) for s in query.statuses]))
-    else:
-        stmt = select(func.count()).select_from(calls).where(*_conditions(account_id, query))
-    return int(conn.execute(stmt).scalar_one())
+        return int(conn.execute(stmt).scalar_one())
+    if not query.counted_by_period:
+        return _count_calls(conn, _conditions(account_id, query))
+    # Whole buckets inside [from, to] come from the rollups; the seconds before the first and
+    # after the last whole bucket are counted from the calls (at most two quarter-hours).
+    lo, hi = query.started_from, query.started_to
+    first = -(-_unix(lo) // BUCKET_SECONDS) if lo is not None else None  # first bucket inside
+    last = (_unix(hi) + 1) // BUCKET_SECONDS - 1 if hi is not None else None  # last inside
+    if first is not None and last is not None and first > last:
+        return _count_calls(conn, _conditions(account_id, query))
+    rolled = select(func.coalesce(func.sum(call_rollups.c.calls), 0)).where(
+        call_rollups.c.account_id == account_id, *_type_and_status(call_rollups, query)
+    )
+    if first is not None:
+        rolled = rolled.where(call_rollups.c.bucket >= first)
+    if last is not None:
+        rolled = rolled.where(call_rollups.c.bucket <= last)
+    parts = [rolled.scalar_subquery()]
+    same = [calls.c.account_id == account_id, *_type_and_status(calls, query)]
+    if lo is not None and first is not None and _unix(lo) % BUCKET_SECONDS:
+        parts.append(
+            _counted(*same, calls.c.started_at >= lo, calls.c.started_at < _start_of(first))
+        )
+    if hi is not None and last is not None and (_unix(hi) + 1) % BUCKET_SECONDS:
+        parts.append(
+            _counted(*same, calls.c.started_at >= _start_of(last + 1), calls.c.started_at <= hi)
+        )
+    return int(conn.execute(select(sum(parts[1:], parts[0]))).scalar_one())
 
 
-def _add_to_counts(conn: Connection, account_id: int, deltas: Counter[tuple[int, int]]) -> None:
-    """Move the account's counters by `deltas` ((type, status) → calls); concurrency-safe."""
+def _type_and_status(table: Table, query: CallQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.types:
+        conditions.append(table.c.type.in_([int(t) for t in query.types]))
+    if query.statuses:
+        conditions.append(table.c.status.in_([int(s) for s in query.statuses]))
+    return conditions
+
+
+def _counted(*conditions: ColumnElement[bool]) -> Any:
+    return select(func.count()).select_from(calls).where(*conditions).scalar_subquery()
+
+
+def _count_calls(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:
+    return int(conn.execute(select(_counted(*conditions))).scalar_one())
+
+
+#: (bucket, type, status) → [calls, duration, conversation] to add to the account's tallies.
+Tally = dict[tuple[int, int, int], list[int]]
+
+
+def _tally(
+    tally: Tally, started_at: datetime, type_: int, status: int, row: Any, sign: int
+) -> None:
+    moved = tally.setdefault((bucket_of(started_at), type_, status), [0, 0, 0])
+    moved[0] += sign
+    moved[1] += sign * row["duration"]
+    moved[2] += sign * row["conversation"]
+
+
+def _add_to_tallies(conn: Connection, account_id: int, tally: Tally) -> None:
+    """Move the account's counters and rollups by `tally`; concurrency-safe."""
+    counts: Counter[tuple[int, int]] = Counter()
+    rollups = []
+    for (bucket, type_, status), (n, duration, conversation) in sorted(tally.items()):
+        counts[type_, status] += n
+        if n or duration or conversation:
+            rollups.append(
+                {
+                    "account_id": account_id,
+                    "bucket": bucket,
+                    "type": type_,
+                    "status": status,
+                    "calls": n,
+                    "duration": duration,
+                    "conversation": conversation,
+                }
+            )
+    if rollups:
+        insert = dialect_insert(conn, call_rollups)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["account_id", "bucket", "type", "status"],
+                set_={
+                    name: call_rollups.c[name] + insert.excluded[name]
+                    for name in ("calls", "duration", "conversation")
+                },
+            ),
+            rollups,
+        )
     rows = [
         {"account_id": account_id, "type": t, "status": s, "calls": n}
-        for (t, s), n in sorted(deltas.items())
+        for (t, s), n in sorted(counts.items())
         if n
     ]
-    if not rows:
-        return
-    insert = dialect_insert(conn, call_counts)
-    stmt = insert.on_conflict_do_update(
-        index_elements=["account_id", "type", "status"],
-        set_={"calls": call_counts.c.calls + insert.excluded.calls},
-    )
-    conn.execute(stmt, rows)
+    if rows:
+        insert = dialect_insert(conn, call_counts)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["account_id", "type", "status"],
+            set_={"calls": call_counts.c.calls + insert.excluded.calls},
+        )
+        conn.execute(stmt, rows)
 
 
-def search(conn: Connection, account_id: int, query: CallQuery) -> Sequence[AnyRow]:
-    """One page of calls; never loads more rows than the page."""
+def search(
+    conn: Connection, account_id: int, query: CallQuery, total: int | None = None
+) -> Sequence[AnyRow]:
+    """One page of calls; never loads more rows than the page. Given the total, a page in the
+    second half is read from the other end (the reversed order, a small offset) and turned round:
+    the same rows, without walking past every row before them."""
+    offset, limit, backwards = query.offset, query.per_page, False
+    if total is not None and total - offset < offset:
+        offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
+    # The account leads the order like it leads every index, so the planner reads the account's
+    # index in order rather than the primary key past every other account's calls.
+    keys = (Sort("account_id", query.sort[0].descending), *query.sort)
     order = [
-        calls.c[s.column].desc() if s.descending else calls.c[s.column].asc() for s in query.sort
+        calls.c[k.column].desc() if k.descending != backwards else calls.c[k.column] for k in keys
     ]
     stmt = (
         select(*CALL_COLUMNS)
         .where(*_conditions(account_id, query))
         .order_by(*order)
-        .limit(query.per_page)
-        .offset(query.offset)
+        .limit(limit)
+        .offset(offset)
     )
-    return conn.execute(stmt).all()
+    rows = conn.execute(stmt).all()
+    return rows[::-1] if backwards else rows
 
 
 def get(conn: Connection, account_id: int, call_pk: int) -> AnyRow | None:
@@ -234,16 +350,18 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
     )
     created: dict[str, int] = {}
-    deltas: Counter[tuple[int, int]] = Counter()
+    tally: Tally = {}
     external: list[int] = []
+    by_call_id = {row["call_id"]: row for row in rows}
     # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the driver's
     # limits and compiles the statement once.
     for row in conn.execute(stmt, rows):
         created[row.call_id] = row.id
-        deltas[row.type, row.status] += 1
+        values = by_call_id[row.call_id]
+        _tally(tally, values["started_at"], row.type, row.status, values, +1)
         if row.type != CallType.INTERNAL:
             external.append(row.id)
-    _add_to_counts(conn, account_id, deltas)
+    _add_to_tallies(conn, account_id, tally)
     _enqueue_for_crms(conn, account_id, external, now)
     return created
 
@@ -312,20 +430,20 @@ def update_calls(
         return
     now = utcnow()
     params = []
-    deltas: Counter[tuple[int, int]] = Counter()
+    tally: Tally = {}
     for old, call in changes:
         values = _row_values(account_id, call, now)
         del values["account_id"], values["call_id"], values["created_at"]
         params.append({"pk": old.id, **values})
-        deltas[old.type, old.status] -= 1
-        deltas[values["type"], values["status"]] += 1
+        _tally(tally, old.started_at, old.type, old.status, old._mapping, -1)
+        _tally(tally, values["started_at"], values["type"], values["status"], values, +1)
     stmt = (
         update(calls)
         .where(calls.c.id == bindparam("pk"), calls.c.account_id == account_id)
         .values({name: bindparam(name) for name in params[0] if name != "pk"})
     )
     conn.execute(stmt, params)
-    _add_to_counts(conn, account_id, deltas)
+    _add_to_tallies(conn, account_id, tally)
 
 
 def changed_fields(old: AnyRow, call: NewCall) -> set[str]:

@@ -78,7 +78,11 @@ def list_calls(
     call_query = query.parse(params, principal.timezone)
     total = store.count(conn, principal.account_id, call_query)
     # A page past the end needs no rows (and never an absurd OFFSET).
-    rows = store.search(conn, principal.account_id, call_query) if call_query.offset < total else []
+    rows = (
+        store.search(conn, principal.account_id, call_query, total)
+        if call_query.offset < total
+        else []
+    )
     integrations = store.integrations_for(conn, (row.id for row in rows))
     data = [
         resources.call_index(row, integrations[row.id], principal.timezone, recording_url)

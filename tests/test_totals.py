@@ -1,0 +1,224 @@
+"""Every way of counting and paging gives what a plain `count(*)` and `ORDER BY … LIMIT/OFFSET`
+give on the same random data: the counters, the quarter-hour rollups with their partial edges, the
+plain count, and deep pages read backwards. Both databases; calls re-merged in between."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import DateTime, Engine, bindparam, text
+
+from callhistory import accounts, migrate, store
+from callhistory.models import CallType, NewCall
+from callhistory.schema import calls, make_engine
+from tests.conftest import Tenant, new_call
+
+URL = "/api/v1/call-history"
+DAY0 = datetime(2026, 3, 1)  # naive UTC
+
+#: The contract's sorts and the plain SQL order each stands for.
+SORTS = {
+    "": "id",
+    "-id": "id DESC",
+    "datetime": "started_at, id",
+    "-datetime": "started_at DESC, id DESC",
+    "duration,-conversation": "duration, conversation DESC, id DESC",
+    "-duration": "duration DESC, id DESC",
+}
+TYPES = {"1": CallType.INCOMING, "2": CallType.OUTGOING, "3": CallType.INTERNAL}
+
+
+def random_call(rng: random.Random, account_id: int, n: int) -> NewCall:
+    # Seconds around quarter-hour boundaries are the interesting ones: half the calls sit there.
+    if rng.random() < 0.5:
+        offset = rng.randrange(0, 4 * 24 * 4) * 900 + rng.choice([-2, -1, 0, 1, 2])
+    else:
+        offset = rng.randrange(0, 4 * 86400)
+    conversation = rng.choice([0, 0, 5, 30, 200])
+    return new_call(
+        account_id,
+        n,
+        started_at=DAY0 + timedelta(seconds=max(offset, 0)),
+        duration=conversation + rng.randrange(0, 40),
+        conversation=conversation,
+        type=rng.choice(list(TYPES.values())),
+    )
+
+
+def expected_ids(
+    db: Engine, account_id: int, where: list[str], args: dict[str, Any], order: str
+) -> list[int]:
+    conditions = " AND ".join(["account_id = :account", *where])
+    sql = f"SELECT id FROM calls WHERE {conditions} ORDER BY {order}"
+    # Typed binds: SQLite stores times as text, and compares them as text.
+    stmt = text(sql).bindparams(*(bindparam(name, type_=DateTime) for name in args))
+    with db.connect() as conn:
+        return [row.id for row in conn.execute(stmt, {"account": account_id, **args})]
+
+
+def local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.fixture
+def randomized(
+    db: Engine,
+    make_tenant: Callable[..., Tenant],
+    add_calls: Callable[..., list[int]],
+) -> tuple[Tenant, ZoneInfo]:
+    rng = random.Random(20261127)
+    tenant = make_tenant(timezone="Asia/Kolkata")  # UTC+5:30: local hours straddle UTC ones
+    other = make_tenant()
+    add_calls(other.account_id, [random_call(rng, other.account_id, n) for n in range(150)])
+    mine = [random_call(rng, tenant.account_id, n) for n in range(600)]
+    add_calls(tenant.account_id, mine)
+    # Re-merged calls move between quarter-hours, types and statuses, as a late leg makes them.
+    with db.begin() as conn:
+        stored = store.get_many_by_call_id(conn, tenant.account_id, [c.call_id for c in mine[:120]])
+        moved = [random_call(rng, tenant.account_id, n) for n in range(120)]
+        store.update_calls(conn, tenant.account_id, [(stored[c.call_id], c) for c in moved])
+    return tenant, ZoneInfo("Asia/Kolkata")
+
+
+def test_rollups_are_the_calls_grouped(db: Engine, randomized: tuple[Tenant, ZoneInfo]) -> None:
+    grouped = (
+        "SELECT account_id, {bucket} AS bucket, type, status, count(*) AS calls,"
+        " sum(duration) AS duration, sum(conversation) AS conversation FROM calls"
+        " GROUP BY account_id, {bucket}, type, status"
+    )
+    bucket = {
+        "postgresql": "CAST(floor(extract(epoch FROM started_at) / 900) AS integer)",
+        "sqlite": "CAST(strftime('%s', started_at) AS integer) / 900",
+    }[db.dialect.name]
+    rolled = (
+        "SELECT account_id, bucket, type, status, calls, duration, conversation FROM call_rollups"
+    )
+    with db.connect() as conn:
+        truth = sorted(map(tuple, conn.execute(text(grouped.format(bucket=bucket)))))
+        kept = sorted(map(tuple, conn.execute(text(rolled + " WHERE calls <> 0"))))
+        assert (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM call_rollups"
+                    " WHERE calls = 0 AND (duration <> 0 OR conversation <> 0)"
+                )
+            ).scalar_one()
+            == 0
+        )
+        counts = sorted(
+            map(
+                tuple,
+                conn.execute(
+                    text("SELECT account_id, type, status, calls FROM call_counts WHERE calls <> 0")
+                ),
+            )
+        )
+        truth_counts = sorted(
+            map(
+                tuple,
+                conn.execute(
+                    text(
+                        "SELECT account_id, type, status, count(*) FROM calls"
+                        " GROUP BY account_id, type, status"
+                    )
+                ),
+            )
+        )
+    assert kept == truth and counts == truth_counts
+
+
+def test_totals_and_pages_match_plain_sql(
+    client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo]
+) -> None:
+    tenant, zone = randomized
+    rng = random.Random(7)
+    span = 4 * 86400
+    for _ in range(120):
+        params: dict[str, str] = {}
+        where: list[str] = []
+        args: dict[str, Any] = {}
+
+        # A bound lands on a quarter-hour, a second either side of one, or anywhere.
+        def moment() -> datetime:
+            if rng.random() < 0.5:
+                return DAY0 + timedelta(
+                    seconds=rng.randrange(0, span // 900) * 900 + rng.choice([-1, 0, 1])
+                )
+            return DAY0 + timedelta(seconds=rng.randrange(-3600, span + 3600))
+
+        bounds = sorted([moment(), moment()])
+        if rng.random() < 0.8:
+            params["filter[from]"] = local(bounds[0], zone)
+            where.append("started_at >= :lo")
+            args["lo"] = bounds[0]
+        if rng.random() < 0.8:
+            params["filter[to]"] = local(bounds[1], zone)
+            where.append("started_at <= :hi")
+            args["hi"] = bounds[1]
+        if rng.random() < 0.4:
+            chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
+            params["filter[type]"] = ",".join(chosen)
+            where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
+        if rng.random() < 0.3:
+            status = rng.choice(["1", "2"])
+            params["filter[status]"] = status
+            where.append(f"status = {status}")
+        if rng.random() < 0.15:  # a filter no rollup can count
+            params["filter[duration]"] = ">30"
+            where.append("duration > 30")
+        sort = rng.choice(list(SORTS))
+        if sort:
+            params["sort"] = sort
+        truth = expected_ids(db, tenant.account_id, where, args, SORTS[sort])
+        per_page = rng.choice([1, 7, 20, 50])
+        pages = max(1, -(-len(truth) // per_page))
+        page = rng.choice([1, pages, max(1, pages - 1), rng.randint(1, pages), pages + 1])
+        params.update(per_page=str(per_page), page=str(page))
+        response = client.get(URL, params=params, headers=tenant.headers)
+        assert response.status_code == 200, (params, response.text)
+        body = response.json()
+        start = (page - 1) * per_page
+        assert (body["meta"]["total"], [c["id"] for c in body["data"]]) == (
+            len(truth),
+            truth[start : start + per_page],
+        ), params
+
+
+def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate.upgrade(engine, revision="0007")
+    rng = random.Random(3)
+    with engine.begin() as conn:
+        accounts.create_account(conn, "Old")
+        rows = [random_call(rng, 1, n) for n in range(200)]
+        conn.execute(
+            calls.insert(),
+            [
+                {
+                    "account_id": 1, "call_id": c.call_id, "started_at": c.started_at,
+                    "ended_at": c.ended_at, "src": c.src, "dst": c.dst, "duration": c.duration,
+                    "conversation": c.conversation, "type": int(c.type), "status": int(c.status),
+                    "disposition": c.disposition, "created_at": DAY0, "updated_at": DAY0,
+                }
+                for c in rows
+            ],
+        )  # fmt: skip
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        rolled = conn.execute(
+            text("SELECT bucket, sum(calls), sum(duration) FROM call_rollups GROUP BY bucket")
+        ).all()
+    truth: dict[int, list[int]] = {}
+    for c in rows:
+        tally = truth.setdefault(store.bucket_of(c.started_at), [0, 0])
+        tally[0] += 1
+        tally[1] += c.duration
+    assert sorted(map(tuple, rolled)) == sorted((b, n, d) for b, (n, d) in truth.items())
+    engine.dispose()
