@@ -1,38 +1,88 @@
 """Latency of GET /api/v1/call-history at scale, per query shape. Run by hand, not in CI.
 
     python -m bench.list_calls --calls 1000000                      # SQLite file in bench/data
-    DATABASE_URL=postgresql://postgres@127.0.0.1/bench python -m bench.list_calls --calls 1000000
+    DATABASE_URL=postgresql://postgres@127.0.0.1/bench python -m bench.list_calls --calls 10000000
+    ... --baseline ../old/src     # the same shapes, same database, served by another checkout
 
-Seeds one big account (N calls over 60 days, the demo's realistic mix) plus 10 smaller accounts
-(N/100 calls each) once per database, then measures each query shape through the real app (ASGI,
-in process) and the same query's SQL alone (count + page), reporting medians and p99.
+Seeds one big account (N calls over 60 days, the demo's mix) plus 10 smaller accounts (N/100 calls
+each) once per database, in bulk (COPY on PostgreSQL), then ANALYZEs as autovacuum would. Measures
+each shape of issue 10 through the real app (ASGI, in process): HTTP median and p99, and the ratio
+of the median to the floor, the bare page fetch (`SELECT … LIMIT 20` of the account, no count)
+measured in the same run. Then 500 random contract queries (every filter, sort, per_page, deep
+pages, substrings of 1 to 12 characters).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from callhistory import accounts, demo, migrate, phpquery, query, store
+from callhistory import accounts, demo, migrate, store
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 
 TZ = ZoneInfo("Asia/Tashkent")
 BIG = "bench-big"
+COLUMNS = (
+    "account_id", "call_id", "pbx_call_id", "started_at", "answered_at", "ended_at", "src", "dst",
+    "external_number", "duration", "conversation", "type", "status", "disposition", "legs",
+    "recording", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def _rows(account_id: int, size: int, now: datetime) -> Any:
+    for c in demo.generate(account_id, size, now, TZ, seed=account_id):
+        yield (
+            account_id, c.call_id, c.pbx_call_id, c.started_at, c.answered_at, c.ended_at, c.src,
+            c.dst, c.external_number, c.duration, c.conversation, int(c.type), int(c.status),
+            c.disposition, c.legs, c.recording, now, now,
+        )  # fmt: skip
+
+
+def _load(engine: Engine, account_id: int, size: int, now: datetime) -> None:
+    """Bulk-load an account's calls, then recount its tallies."""
+    if engine.dialect.name == "postgresql":
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with cursor.copy(f"COPY calls ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                for row in _rows(account_id, size, now):
+                    copy.write_row(row)
+            raw.commit()
+        finally:
+            raw.close()
+    else:
+        insert = calls.insert()
+        batch: list[dict[str, Any]] = []
+        for row in _rows(account_id, size, now):
+            batch.append(dict(zip(COLUMNS, row, strict=True)))
+            if len(batch) == 50_000:
+                with engine.begin() as conn:
+                    conn.execute(insert, batch)
+                batch = []
+        with engine.begin() as conn:
+            conn.execute(insert, batch)
+    with engine.begin() as conn:
+        store.rebuild_tallies(conn, account_id)
 
 
 def seed(engine: Engine, big: int) -> tuple[int, str]:
-    """The big account's id and a token for it; inserts only what is missing."""
+    """The big account's id and a token for it; loads only the accounts not loaded yet."""
     with engine.begin() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)
         if account_id is None:
@@ -51,6 +101,7 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
                 small = accounts.create_account(conn, f"bench-small-{n}")
         sizes.append((small, big // 100))
     now = datetime(2026, 11, 26, 18, 0, 0)
+    loaded = False
     for acc, size in sizes:
         with engine.connect() as conn:
             have = conn.execute(
@@ -58,33 +109,20 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
             ).scalar_one()
         if have >= size:
             continue
+        assert have == 0, f"account {acc} is half loaded: drop the bench database"
         started = time.perf_counter()
-        batch = []
-        for call in demo.generate(acc, size, now, TZ, seed=acc):
-            batch.append(call)
-            if len(batch) == 10_000:
-                with engine.begin() as conn:
-                    store.insert_calls(conn, acc, batch)
-                batch = []
-        with engine.begin() as conn:
-            store.insert_calls(conn, acc, batch)
+        _load(engine, acc, size, now)
         took = time.perf_counter() - started
-        print(f"seeded account {acc}: {size} calls in {took:.0f}s ({size / took:.0f}/s)")
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE calls")
-    else:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        print(f"loaded account {acc}: {size} calls in {took:.0f}s ({size / took:.0f}/s)")
+        loaded = True
+    if loaded:
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        else:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
     return account_id, token
-
-
-def busiest_day(engine: Engine, account_id: int) -> str:
-    with engine.connect() as conn:
-        latest = conn.execute(
-            select(func.max(calls.c.started_at)).where(calls.c.account_id == account_id)
-        ).scalar_one()
-    return (latest - timedelta(days=3)).strftime("%Y-%m-%d")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -102,10 +140,106 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
+def shapes(day: str, total: int) -> dict[str, str]:
+    week = (datetime.strptime(day, "%Y-%m-%d") - timedelta(days=6)).strftime("%Y-%m-%d")
+    one_day = f"filter[from]={day}&filter[to]={day}"
+    return {
+        "default page": "",
+        "sort=-datetime": "sort=-datetime",
+        "filter[type]=2": "filter[type]=2",
+        "filter[status]=2": "filter[status]=2",
+        "one day (from/to)": one_day,
+        "one week": f"filter[from]={week}&filter[to]={day}",
+        "one day, 10:17:03 to 15:48:41": (f"filter[from]={day} 10:17:03&filter[to]={day} 15:48:41"),
+        "type + status + one day": f"filter[type]=1&filter[status]=2&{one_day}",
+        "filter[src]=1234": "filter[src]=1234",
+        "filter[src]=10": "filter[src]=10",
+        "filter[dst]=90": "filter[dst]=90",
+        "filter[external_number]=7811": "filter[external_number]=7811",
+        "filter[duration]=>60": "filter[duration]=>60",
+        "filter[conversation]=<10": "filter[conversation]=<10",
+        "page=1000": "page=1000",
+        "page=last": f"page={max(1, -(-total // 20))}",
+        "per_page=300": "per_page=300",
+        "sort=-id": "sort=-id",
+    }
+
+
+def random_queries(rng: random.Random, day: datetime, total: int, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        params: list[str] = []
+        for name in ("src", "dst", "external_number"):
+            if rng.random() < 0.15:
+                digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12)))
+                params.append(f"filter[{name}]={digits}")
+        for name in ("duration", "conversation"):
+            if rng.random() < 0.15:
+                params.append(f"filter[{name}]={rng.choice(['', '>', '<', '>=', '<='])}"
+                              f"{rng.randint(0, 300)}")  # fmt: skip
+        if rng.random() < 0.3:
+            params.append(f"filter[type]={rng.choice(['1', '2', '3', '1,2'])}")
+        if rng.random() < 0.3:
+            params.append(f"filter[status]={rng.choice(['1', '2'])}")
+        if rng.random() < 0.4:
+            start = day - timedelta(days=rng.randint(0, 60), seconds=rng.randint(0, 86400))
+            end = start + timedelta(seconds=rng.randint(0, 20 * 86400))
+            params.append(f"filter[from]={start:%Y-%m-%d %H:%M:%S}")
+            params.append(f"filter[to]={end:%Y-%m-%d %H:%M:%S}")
+        if rng.random() < 0.5:
+            keys = rng.sample(["id", "datetime", "duration", "conversation"], rng.randint(1, 2))
+            params.append("sort=" + ",".join(rng.choice(["", "-"]) + k for k in keys))
+        per_page = rng.choice([10, 20, 20, 50, 100, 300])
+        params.append(f"per_page={per_page}")
+        pages = max(1, total // per_page)
+        params.append(f"page={rng.choice([1, 1, 2, rng.randint(1, pages), pages])}")
+        out.append("&".join(params))
+    return out
+
+
+def measure(
+    engine: Engine, settings: Settings, token: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    with engine.connect() as conn:
+        account_id = accounts.find_account_by_name(conn, BIG)
+        total = conn.execute(
+            select(func.count()).select_from(calls).where(calls.c.account_id == account_id)
+        ).scalar_one()
+        latest = conn.execute(
+            select(func.max(calls.c.started_at)).where(calls.c.account_id == account_id)
+        ).scalar_one()
+    day = (latest - timedelta(days=3)).strftime("%Y-%m-%d")
+    client = TestClient(create_app(settings, engine))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def floor() -> None:
+        with engine.connect() as conn:
+            stmt = select(*store.CALL_COLUMNS).where(calls.c.account_id == account_id)
+            conn.execute(stmt.order_by(calls.c.account_id, calls.c.id).limit(20)).all()
+
+    result: dict[str, Any] = {"floor": timed(floor, args.runs), "shapes": {}, "random": []}
+    for name, qs in shapes(day, total).items():
+        url = f"/api/v1/call-history?{qs}"
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        http = timed(lambda url=url: client.get(url, headers=headers), args.runs)
+        result["shapes"][name] = {"total": response.json()["meta"]["total"], "ms": http}
+    rng = random.Random(500)
+    for qs in random_queries(rng, datetime.strptime(day, "%Y-%m-%d"), total, args.random):
+        started = time.perf_counter()
+        response = client.get(f"/api/v1/call-history?{qs}", headers=headers)
+        result["random"].append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (qs, response.text)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--random", type=int, default=500, help="random queries")
+    parser.add_argument("--baseline", help="another checkout's src: measure it too, same data")
+    parser.add_argument("--measure-only", metavar="TOKEN", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data_dir = Path(__file__).parent / "data"
@@ -117,44 +251,42 @@ def main() -> None:
         app_key="bench-key-" + "x" * 40,
     )
     engine = make_engine(settings.sqlalchemy_url)
+    if args.measure_only:  # the baseline's process: the database is seeded, maybe newer
+        print(json.dumps(measure(engine, settings, args.measure_only, args)))
+        return
     migrate.upgrade(engine)
-    account_id, token = seed(engine, args.calls)
-    day = busiest_day(engine, account_id)
-    shapes = {
-        "default page": "",
-        "sort=-datetime": "sort=-datetime",
-        "filter[type]=2": "filter[type]=2",
-        "filter[from]/[to] one day": f"filter[from]={day} 00:00:00&filter[to]={day} 23:59:59",
-        "filter[src]=1234 (partial)": "filter[src]=1234",
-        "filter[src]=10 (short, 90k matches)": "filter[src]=10",
-        "filter[duration]=>60": "filter[duration]=>60",
-        "page=1000": "page=1000",
-    }
-    client = TestClient(create_app(settings, engine))
-    headers = {"Authorization": f"Bearer {token}"}
-    print(
-        f"\n{engine.dialect.name}, {args.calls} calls in the big account, {args.runs} runs each\n"
-    )
-    print("| query | total | HTTP median ms | HTTP p99 ms | SQL median ms | SQL p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, qs in shapes.items():
-        url = f"/api/v1/call-history?{qs}"
-        response = client.get(url, headers=headers)
-        assert response.status_code == 200, response.text
-        total = response.json()["meta"]["total"]
-        http = timed(lambda url=url: client.get(url, headers=headers), args.runs)
-        q = query.parse(phpquery.parse(qs.encode()), TZ)
+    _, token = seed(engine, args.calls)
+    runs = {"new": measure(engine, settings, token, args)}
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+        command = [sys.executable, "-m", "bench.list_calls", "--measure-only", token,
+                   "--runs", str(args.runs), "--random", str(args.random)]  # fmt: skip
+        out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        runs["baseline"] = json.loads(out.stdout.splitlines()[-1])
+    report(engine.dialect.name, args, runs)
 
-        def sql(q: query.CallQuery = q) -> None:
-            with engine.connect() as conn:
-                store.count(conn, account_id, q)
-                store.search(conn, account_id, q)
 
-        raw = timed(sql, args.runs)
-        print(
-            f"| {name} | {total} | {statistics.median(http):.1f} | {percentile(http, 99):.1f} "
-            f"| {statistics.median(raw):.1f} | {percentile(raw, 99):.1f} |"
-        )
+def report(dialect: str, args: argparse.Namespace, runs: dict[str, Any]) -> None:
+    new, base = runs["new"], runs.get("baseline")
+    floor = statistics.median(new["floor"])
+    print(f"\n{dialect}, {args.calls} calls in the big account, {args.runs} runs per shape")
+    print(f"floor (bare page fetch): median {floor:.2f} ms, p99 {percentile(new['floor'], 99):.2f}")
+    head = "| shape | total | median ms | p99 ms | median / floor |"
+    rule = "|---|---:|---:|---:|---:|"
+    if base:
+        head += " baseline median | baseline p99 | p99 speed-up |"
+        rule += "---:|---:|---:|"
+    print(f"\n{head}\n{rule}")
+    rows = [(name, str(shape["total"]), shape["ms"]) for name, shape in new["shapes"].items()]
+    rows.append((f"{args.random} random queries", "", new["random"]))
+    for name, total, ms in rows:
+        cells = [name, total, f"{statistics.median(ms):.1f}", f"{percentile(ms, 99):.1f}",
+                 f"{statistics.median(ms) / floor:.0f}"]  # fmt: skip
+        if base:
+            old = base["random"] if not total else base["shapes"][name]["ms"]
+            cells += [f"{statistics.median(old):.1f}", f"{percentile(old, 99):.1f}",
+                      f"{percentile(old, 99) / percentile(ms, 99):.1f}x"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
