@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from callhistory import accounts, demo, migrate, store
+from callhistory import accounts, demo, migrate, store, tallies
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
@@ -78,7 +78,7 @@ def _load(engine: Engine, account_id: int, size: int, now: datetime) -> None:
         with engine.begin() as conn:
             conn.execute(insert, batch)
     with engine.begin() as conn:
-        store.rebuild_tallies(conn, account_id)
+        tallies.rebuild(conn, account_id)
 
 
 def seed(engine: Engine, big: int) -> tuple[int, str]:

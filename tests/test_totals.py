@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import DateTime, Engine, bindparam, text
+from typer.testing import CliRunner
 
-from callhistory import accounts, migrate, store
+from callhistory import accounts, migrate, store, tallies
+from callhistory.cli import app
 from callhistory.models import CallType, NewCall
 from callhistory.schema import calls, make_engine
 from tests.conftest import Tenant, new_call
@@ -87,51 +89,53 @@ def randomized(
     return tenant, ZoneInfo("Asia/Kolkata")
 
 
-def test_rollups_are_the_calls_grouped(db: Engine, randomized: tuple[Tenant, ZoneInfo]) -> None:
-    grouped = (
-        "SELECT account_id, {bucket} AS bucket, type, status, count(*) AS calls,"
-        " sum(duration) AS duration, sum(conversation) AS conversation FROM calls"
-        " GROUP BY account_id, {bucket}, type, status"
+def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rollups and counters that hold calls (a row moved to zero may stay behind)."""
+    rollups = (
+        "SELECT account_id, bucket, type, status, calls, duration, conversation FROM call_rollups"
+        " WHERE calls <> 0 OR duration <> 0 OR conversation <> 0"
     )
+    counts = "SELECT account_id, type, status, calls FROM call_counts WHERE calls <> 0"
+    with db.connect() as conn:
+        return (
+            sorted(map(tuple, conn.execute(text(rollups)))),
+            sorted(map(tuple, conn.execute(text(counts)))),
+        )
+
+
+def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
+    db: Engine, randomized: tuple[Tenant, ZoneInfo], cli_env: dict[str, str]
+) -> None:
     bucket = {
         "postgresql": "CAST(floor(extract(epoch FROM started_at) / 900) AS integer)",
         "sqlite": "CAST(strftime('%s', started_at) AS integer) / 900",
     }[db.dialect.name]
-    rolled = (
-        "SELECT account_id, bucket, type, status, calls, duration, conversation FROM call_rollups"
+    grouped = (
+        f"SELECT account_id, {bucket} AS bucket, type, status, count(*) AS calls,"
+        f" sum(duration) AS duration, sum(conversation) AS conversation FROM calls"
+        f" GROUP BY account_id, {bucket}, type, status"
+    )
+    counted = (
+        "SELECT account_id, type, status, count(*) FROM calls GROUP BY account_id, type, status"
     )
     with db.connect() as conn:
-        truth = sorted(map(tuple, conn.execute(text(grouped.format(bucket=bucket)))))
-        kept = sorted(map(tuple, conn.execute(text(rolled + " WHERE calls <> 0"))))
-        assert (
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM call_rollups"
-                    " WHERE calls = 0 AND (duration <> 0 OR conversation <> 0)"
-                )
-            ).scalar_one()
-            == 0
+        truth = (
+            sorted(map(tuple, conn.execute(text(grouped)))),
+            sorted(map(tuple, conn.execute(text(counted)))),
         )
-        counts = sorted(
-            map(
-                tuple,
-                conn.execute(
-                    text("SELECT account_id, type, status, calls FROM call_counts WHERE calls <> 0")
-                ),
-            )
-        )
-        truth_counts = sorted(
-            map(
-                tuple,
-                conn.execute(
-                    text(
-                        "SELECT account_id, type, status, count(*) FROM calls"
-                        " GROUP BY account_id, type, status"
-                    )
-                ),
-            )
-        )
-    assert kept == truth and counts == truth_counts
+    kept = tallies_of(db)
+    assert kept == truth
+    with db.begin() as conn:  # a fault for the rebuild to repair
+        conn.execute(text("UPDATE call_rollups SET calls = calls + 1"))
+        conn.execute(text("DELETE FROM call_counts"))
+    result = CliRunner().invoke(app, ["calls", "retally"], env=cli_env)
+    tenant, _ = randomized
+    assert result.exit_code == 0, result.output
+    assert tenant.account_id == 1  # the other account is 2
+    assert result.output == "account 1: 600 calls tallied\naccount 2: 150 calls tallied\n"
+    assert tallies_of(db) == truth
+    missing = CliRunner().invoke(app, ["calls", "retally", "--account", "99"], env=cli_env)
+    assert (missing.exit_code, missing.output) == (1, "error: No account with id 99.\n")
 
 
 def test_totals_and_pages_match_plain_sql(
@@ -217,7 +221,7 @@ def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None
         ).all()
     truth: dict[int, list[int]] = {}
     for c in rows:
-        tally = truth.setdefault(store.bucket_of(c.started_at), [0, 0])
+        tally = truth.setdefault(tallies.bucket_of(c.started_at), [0, 0])
         tally[0] += 1
         tally[1] += c.duration
     assert sorted(map(tuple, rolled)) == sorted((b, n, d) for b, (n, d) in truth.items())

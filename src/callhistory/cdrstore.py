@@ -8,8 +8,8 @@ from dataclasses import fields
 from sqlalchemy import Connection, select, update
 
 from callhistory.ingest.cdr import Cdr
-from callhistory.schema import call_legs, import_files
-from callhistory.store import dialect_insert, in_chunks, utcnow
+from callhistory.schema import call_legs, dialect_insert, import_files
+from callhistory.store import in_chunks, utcnow
 
 _CDR_FIELDS = tuple(f.name for f in fields(Cdr))
 

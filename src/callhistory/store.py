@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,16 +20,16 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
+from callhistory import tallies
 from callhistory.models import CallType, NewCall
 from callhistory.query import CallQuery, Sort
 from callhistory.schema import (
-    BUCKET_SECONDS,
     call_counts,
     call_integrations,
     call_rollups,
     calls,
+    dialect_insert,
     integrations,
 )
 
@@ -128,97 +127,30 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
     return conditions
 
 
-_EPOCH = datetime(1970, 1, 1)
-
-
-def _unix(moment: datetime) -> int:
-    """Whole seconds since the epoch of a naive UTC time (exact: a float would round
-    9999-12-31 23:59:59.999999 up into the year 10000)."""
-    return (moment.replace(tzinfo=None) - _EPOCH) // timedelta(seconds=1)
-
-
-def bucket_of(started_at: datetime) -> int:
-    """The rollup bucket of a stored (naive UTC) start time."""
-    return _unix(started_at) // BUCKET_SECONDS
-
-
-def _start_of(bucket: int) -> datetime:
-    return _EPOCH + timedelta(seconds=bucket * BUCKET_SECONDS)
-
-
 def count(conn: Connection, account_id: int, query: CallQuery) -> int:
     """The exact number of calls the query matches: from the counters when only type and status
     filter, from the rollups (and the index for the partial quarter-hours at the ends) when a
     period does too, and by counting the matching calls otherwise."""
     if query.counted_by_type_and_status:
         stmt = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
-            call_counts.c.account_id == account_id, *_type_and_status(call_counts, query)
+            call_counts.c.account_id == account_id, *type_and_status(call_counts, query)
         )
         return int(conn.execute(stmt).scalar_one())
-    if not query.counted_by_period:
-        return _count_calls(conn, _conditions(account_id, query))
-    # Whole buckets inside [from, to] come from the rollups; the seconds before the first and
-    # after the last whole bucket are counted from the calls (at most two quarter-hours).
-    lo, hi = query.started_from, query.started_to
-    first = -(-_unix(lo) // BUCKET_SECONDS) if lo is not None else None  # first bucket inside
-    last = (_unix(hi) + 1) // BUCKET_SECONDS - 1 if hi is not None else None  # last inside
-    if first is not None and last is not None and first > last:
+    period = tallies.Period.of(query.started_from, query.started_to)
+    if not query.counted_by_period or period is None:
         return _count_calls(conn, _conditions(account_id, query))
     rolled = select(func.coalesce(func.sum(call_rollups.c.calls), 0)).where(
-        call_rollups.c.account_id == account_id, *_type_and_status(call_rollups, query)
+        call_rollups.c.account_id == account_id,
+        *type_and_status(call_rollups, query),
+        *period.whole_buckets(call_rollups.c.bucket),
     )
-    if first is not None:
-        rolled = rolled.where(call_rollups.c.bucket >= first)
-    if last is not None:
-        rolled = rolled.where(call_rollups.c.bucket <= last)
+    same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
     parts = [rolled.scalar_subquery()]
-    same = [calls.c.account_id == account_id, *_type_and_status(calls, query)]
-    if lo is not None and first is not None and _unix(lo) % BUCKET_SECONDS:
-        parts.append(
-            _counted(*same, calls.c.started_at >= lo, calls.c.started_at < _start_of(first))
-        )
-    if hi is not None and last is not None and (_unix(hi) + 1) % BUCKET_SECONDS:
-        parts.append(
-            _counted(*same, calls.c.started_at >= _start_of(last + 1), calls.c.started_at <= hi)
-        )
+    parts += [_counted(*same, *edge) for edge in period.edges(calls.c.started_at)]
     return int(conn.execute(select(sum(parts[1:], parts[0]))).scalar_one())
 
 
-#: `bucket_of` in SQL, for tallies rebuilt inside the database.
-_BUCKET_SQL = {
-    "postgresql": "CAST(floor(extract(epoch FROM started_at) / 900) AS integer)",
-    "sqlite": "CAST(strftime('%s', started_at) AS integer) / 900",
-}
-
-
-def rebuild_tallies(conn: Connection, account_id: int) -> None:
-    """Recount the account's counters and rollups from its calls, after a bulk load that went
-    around `insert_calls` (COPY)."""
-    bucket = _BUCKET_SQL[conn.dialect.name]
-    args = {"account": account_id}
-    conn.execute(call_counts.delete().where(call_counts.c.account_id == account_id))
-    conn.execute(call_rollups.delete().where(call_rollups.c.account_id == account_id))
-    conn.execute(
-        text(
-            "INSERT INTO call_counts (account_id, type, status, calls)"
-            " SELECT account_id, type, status, count(*) FROM calls WHERE account_id = :account"
-            " GROUP BY account_id, type, status"
-        ),
-        args,
-    )
-    conn.execute(
-        text(
-            "INSERT INTO call_rollups"
-            " (account_id, bucket, type, status, calls, duration, conversation)"
-            f" SELECT account_id, {bucket}, type, status, count(*), sum(duration),"
-            f" sum(conversation) FROM calls WHERE account_id = :account"
-            f" GROUP BY account_id, {bucket}, type, status"
-        ),
-        args,
-    )
-
-
-def _type_and_status(table: Table, query: CallQuery) -> list[ColumnElement[bool]]:
+def type_and_status(table: Table, query: CallQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.types:
         conditions.append(table.c.type.in_([int(t) for t in query.types]))
@@ -233,63 +165,6 @@ def _counted(*conditions: ColumnElement[bool]) -> Any:
 
 def _count_calls(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:
     return int(conn.execute(select(_counted(*conditions))).scalar_one())
-
-
-#: (bucket, type, status) → [calls, duration, conversation] to add to the account's tallies.
-Tally = dict[tuple[int, int, int], list[int]]
-
-
-def _tally(
-    tally: Tally, started_at: datetime, type_: int, status: int, row: Any, sign: int
-) -> None:
-    moved = tally.setdefault((bucket_of(started_at), type_, status), [0, 0, 0])
-    moved[0] += sign
-    moved[1] += sign * row["duration"]
-    moved[2] += sign * row["conversation"]
-
-
-def _add_to_tallies(conn: Connection, account_id: int, tally: Tally) -> None:
-    """Move the account's counters and rollups by `tally`; concurrency-safe."""
-    counts: Counter[tuple[int, int]] = Counter()
-    rollups = []
-    for (bucket, type_, status), (n, duration, conversation) in sorted(tally.items()):
-        counts[type_, status] += n
-        if n or duration or conversation:
-            rollups.append(
-                {
-                    "account_id": account_id,
-                    "bucket": bucket,
-                    "type": type_,
-                    "status": status,
-                    "calls": n,
-                    "duration": duration,
-                    "conversation": conversation,
-                }
-            )
-    if rollups:
-        insert = dialect_insert(conn, call_rollups)
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=["account_id", "bucket", "type", "status"],
-                set_={
-                    name: call_rollups.c[name] + insert.excluded[name]
-                    for name in ("calls", "duration", "conversation")
-                },
-            ),
-            rollups,
-        )
-    rows = [
-        {"account_id": account_id, "type": t, "status": s, "calls": n}
-        for (t, s), n in sorted(counts.items())
-        if n
-    ]
-    if rows:
-        insert = dialect_insert(conn, call_counts)
-        stmt = insert.on_conflict_do_update(
-            index_elements=["account_id", "type", "status"],
-            set_={"calls": call_counts.c.calls + insert.excluded.calls},
-        )
-        conn.execute(stmt, rows)
 
 
 def search(
@@ -341,13 +216,6 @@ def integrations_for(conn: Connection, call_pks: Iterable[int]) -> dict[int, lis
     return found
 
 
-def dialect_insert(conn: Connection, table: Table) -> Any:
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite share the syntax)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _row_values(account_id: int, call: NewCall, now: datetime) -> dict[str, Any]:
     return {
         "account_id": account_id,
@@ -386,7 +254,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
     )
     created: dict[str, int] = {}
-    tally: Tally = {}
+    tally: tallies.Tally = {}
     external: list[int] = []
     by_call_id = {row["call_id"]: row for row in rows}
     # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the driver's
@@ -394,10 +262,10 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     for row in conn.execute(stmt, rows):
         created[row.call_id] = row.id
         values = by_call_id[row.call_id]
-        _tally(tally, values["started_at"], row.type, row.status, values, +1)
+        tallies.count_in(tally, values["started_at"], row.type, row.status, _durations(values), +1)
         if row.type != CallType.INTERNAL:
             external.append(row.id)
-    _add_to_tallies(conn, account_id, tally)
+    tallies.add(conn, account_id, tally)
     _enqueue_for_crms(conn, account_id, external, now)
     return created
 
@@ -466,20 +334,28 @@ def update_calls(
         return
     now = utcnow()
     params = []
-    tally: Tally = {}
+    tally: tallies.Tally = {}
     for old, call in changes:
         values = _row_values(account_id, call, now)
         del values["account_id"], values["call_id"], values["created_at"]
         params.append({"pk": old.id, **values})
-        _tally(tally, old.started_at, old.type, old.status, old._mapping, -1)
-        _tally(tally, values["started_at"], values["type"], values["status"], values, +1)
+        tallies.count_in(
+            tally, old.started_at, old.type, old.status, (old.duration, old.conversation), -1
+        )
+        tallies.count_in(
+            tally, values["started_at"], values["type"], values["status"], _durations(values), +1
+        )
     stmt = (
         update(calls)
         .where(calls.c.id == bindparam("pk"), calls.c.account_id == account_id)
         .values({name: bindparam(name) for name in params[0] if name != "pk"})
     )
     conn.execute(stmt, params)
-    _add_to_tallies(conn, account_id, tally)
+    tallies.add(conn, account_id, tally)
+
+
+def _durations(values: dict[str, Any]) -> tuple[int, int]:
+    return values["duration"], values["conversation"]
 
 
 def changed_fields(old: AnyRow, call: NewCall) -> set[str]:

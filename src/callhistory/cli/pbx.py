@@ -216,6 +216,30 @@ def calls_reclassify(
     )
 
 
+@calls_app.command("retally")
+def calls_retally(
+    account: Annotated[
+        int | None, typer.Option(metavar="ID", help="account id (default: every account)")
+    ] = None,
+) -> None:
+    """Rebuild the call counters and quarter-hour rollups (which the totals and the statistics
+    read) from the stored calls: after restoring a backup or loading calls around the importer.
+    Each account in one transaction; the API can keep serving."""
+    from callhistory import accounts, tallies
+    from callhistory.config import Settings
+
+    with database(Settings()) as engine:
+        with engine.connect() as conn:
+            if account is not None and not accounts.account_exists(conn, account):
+                raise fail(f"No account with id {account}.")
+            ids = [account] if account is not None else [r.id for r in accounts.list_accounts(conn)]
+        for account_id in ids:
+            with engine.begin() as conn:
+                tallies.rebuild(conn, account_id)
+                total = tallies.total(conn, account_id)
+            typer.echo(f"account {account_id}: {total} calls tallied")
+
+
 @contextmanager
 def import_progress(
     console: Console,

@@ -17,7 +17,7 @@ depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-#: `bucket` of a stored (naive UTC) start time, as store.bucket_of computes it.
+#: `bucket` of a stored (naive UTC) start time, as tallies.bucket_of computes it.
 BUCKET_SQL = {
     "postgresql": "CAST(floor(extract(epoch FROM started_at) / 900) AS integer)",
     "sqlite": "CAST(strftime('%s', started_at) AS integer) / 900",
