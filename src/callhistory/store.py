@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 
@@ -128,26 +130,46 @@ def _conditions(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
 
 
 def count(conn: Connection, account_id: int, query: CallQuery) -> int:
-    """The exact number of calls the query matches: from the counters when only type and status
-    filter, from the rollups (and the index for the partial quarter-hours at the ends) when a
-    period does too, and by counting the matching calls otherwise."""
+    """The exact number of calls the query matches."""
+    if query.counted_by_period:
+        return sum(counts(conn, account_id, query).values())
+    return _count_calls(conn, _conditions(account_id, query))
+
+
+def counts(conn: Connection, account_id: int, query: CallQuery) -> Counter[tuple[int, int]]:
+    """The exact number of calls the query matches by (type, status): from the counters when
+    only type and status filter, from the rollups (and the calls of the partial quarter-hours at
+    the ends) when a period does too, and by counting the matching calls otherwise."""
     if query.counted_by_type_and_status:
-        stmt = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
+        stmt: Any = select(call_counts.c.type, call_counts.c.status, call_counts.c.calls).where(
             call_counts.c.account_id == account_id, *type_and_status(call_counts, query)
         )
-        return int(conn.execute(stmt).scalar_one())
-    period = tallies.Period.of(query.started_from, query.started_to)
-    if not query.counted_by_period or period is None:
-        return _count_calls(conn, _conditions(account_id, query))
-    rolled = select(func.coalesce(func.sum(call_rollups.c.calls), 0)).where(
-        call_rollups.c.account_id == account_id,
-        *type_and_status(call_rollups, query),
-        *period.whole_buckets(call_rollups.c.bucket),
+    elif (period := tallies.Period.of(query.started_from, query.started_to)) is None or not (
+        query.counted_by_period
+    ):
+        stmt = _grouped(*_conditions(account_id, query))
+    else:
+        rolled = select(call_rollups.c.type, call_rollups.c.status, call_rollups.c.calls).where(
+            call_rollups.c.account_id == account_id,
+            *type_and_status(call_rollups, query),
+            *period.whole_buckets(call_rollups.c.bucket),
+        )
+        same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
+        stmt = union_all(
+            rolled, *(_grouped(*same, *edge) for edge in period.edges(calls.c.started_at))
+        )
+    found: Counter[tuple[int, int]] = Counter()
+    for type_, status, n in conn.execute(stmt):
+        found[type_, status] += n
+    return found
+
+
+def _grouped(*conditions: ColumnElement[bool]) -> Any:
+    return (
+        select(calls.c.type, calls.c.status, func.count())
+        .where(*conditions)
+        .group_by(calls.c.type, calls.c.status)
     )
-    same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
-    parts = [rolled.scalar_subquery()]
-    parts += [_counted(*same, *edge) for edge in period.edges(calls.c.started_at)]
-    return int(conn.execute(select(sum(parts[1:], parts[0]))).scalar_one())
 
 
 def type_and_status(table: Table, query: CallQuery) -> list[ColumnElement[bool]]:
@@ -159,12 +181,9 @@ def type_and_status(table: Table, query: CallQuery) -> list[ColumnElement[bool]]
     return conditions
 
 
-def _counted(*conditions: ColumnElement[bool]) -> Any:
-    return select(func.count()).select_from(calls).where(*conditions).scalar_subquery()
-
-
 def _count_calls(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:
-    return int(conn.execute(select(_counted(*conditions))).scalar_one())
+    stmt = select(func.count()).select_from(calls).where(*conditions)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def search(
