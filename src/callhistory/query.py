@@ -106,7 +106,7 @@ def _attribute(name: str) -> str:
     return name.replace("_", " ")
 
 
-def _split_list(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
@@ -141,11 +141,11 @@ def _parse_sort(value: Any, errors: ValidationErrors) -> list[str]:
     if not isinstance(value, str):
         errors.add("sort", "The sort field must be a string.")
         return []
-    return _split_list(value)
+    return split_list(value)
 
 
 def _list_of(key: str, value: str, errors: ValidationErrors) -> list[str] | None:
-    items = _split_list(value)
+    items = split_list(value)
     if len(items) > MAX_LIST_ITEMS:
         errors.add(
             key, f"The {_attribute(key)} field must not have more than {MAX_LIST_ITEMS} items."
@@ -164,7 +164,7 @@ def _parse_comparison(item: str) -> tuple[Comparison, int] | None:
     return None if number is None else (op, number)
 
 
-def _local_datetime(value: Any, end_of_day: bool) -> datetime | None:
+def local_datetime(value: Any, end_of_day: bool) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -243,7 +243,7 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
     value = filters.get("integration_status")
     if value is not None:
         key = "filter.integration_status"
-        items = _split_list(value) if isinstance(value, str) else None
+        items = split_list(value) if isinstance(value, str) else None
         if not items or any(item not in INTEGRATION_STATUSES for item in items):
             errors.add(key, f"The selected {_attribute(key)} is invalid.")
         else:
@@ -254,7 +254,7 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
         value = filters.get(name)
         if value is None:
             continue
-        local = _local_datetime(value, end_of_day=name == "to")
+        local = local_datetime(value, end_of_day=name == "to")
         if local is None:
             errors.add(
                 f"filter.{name}", f"The filter.{name} field must match the format Y-m-d H:i:s."
@@ -295,7 +295,7 @@ def _parse_enum(
     if value is None:
         return ()
     key = f"filter.{name}"
-    items = _split_list(value) if isinstance(value, str) else None
+    items = split_list(value) if isinstance(value, str) else None
     numbers = [php_int(item) for item in items] if items is not None else [None]
     valid = {member.value for member in enum}
     if not items or any(n not in valid for n in numbers):

@@ -13,7 +13,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callhistory import __version__
-from callhistory.api import auth, calls, docs, storage
+from callhistory.api import auth, calls, docs, statistics, storage
 from callhistory.api.auth import HashGate, LoginThrottle
 from callhistory.api.responses import JSONResponse
 from callhistory.config import Settings
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.hash_gate = HashGate(settings.login_hash_slots, settings.login_hash_wait_seconds)
     app.include_router(auth.router)
     app.include_router(calls.router)
+    app.include_router(statistics.router)
     app.include_router(storage.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -280,6 +280,30 @@ LIST_PARAMETERS = [
 ]
 
 
+STATS_PARAMETERS = [
+    {**_param(
+        "from",
+        {"type": "string", "example": "2026-01-01"},
+        "Start of the period, inclusive: `Y-m-d H:i:s` or `Y-m-d`, in the account's timezone.",
+    ), "required": True},
+    {**_param(
+        "to",
+        {"type": "string", "example": "2026-01-31"},
+        "End of the period, inclusive: `Y-m-d H:i:s` or `Y-m-d` (then 23:59:59).",
+    ), "required": True},
+    _param(
+        "external_number",
+        {"type": "string", "example": "781130590"},
+        "Only calls on this external (DID/trunk) number, exact." + _LIST_NOTE,
+    ),
+]  # fmt: skip
+
+
+STATUS_PARAMETER = _param(
+    "status", {"type": "string", "enum": ["1", "2"]}, "1 Answered, 2 Not answered."
+)
+
+
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 

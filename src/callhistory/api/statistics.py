@@ -1,0 +1,102 @@
+"""The Statistics API: counts of the account's calls by direction, period and number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from callhistory import accounts, phpquery, query, store
+from callhistory.api import docs
+from callhistory.api.deps import ConnDep, ReaderDep
+from callhistory.api.responses import JSONResponse
+from callhistory.stats import params, report
+from callhistory.stats import store as stats_store
+
+router = APIRouter(prefix="/api/v1/statistic", tags=["statistics"])
+
+_COMMON: dict[str, Any] = {
+    "responses": docs.errors(401, 403, 422),
+    "openapi_extra": {"parameters": docs.STATS_PARAMETERS},
+}
+
+
+def _params(request: Request) -> dict[str, Any]:
+    return phpquery.parse(request.scope.get("query_string", b""))
+
+
+@router.get("/calls-count", summary="Calls by direction, answered and not", **_COMMON)
+def calls_count(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    stats_query = params.parse(_params(request), principal.timezone)
+    counts = stats_store.counts(conn, principal.account_id, stats_query)
+    return JSONResponse(report.envelope(report.calls_count(counts)))
+
+
+def _by_period(
+    request: Request, principal: ReaderDep, conn: ConnDep, unit: report.Unit, limit: Any
+) -> JSONResponse:
+    stats_query = params.parse(_params(request), principal.timezone, limit)
+    rows = stats_store.buckets(conn, principal.account_id, stats_query)
+    return JSONResponse(report.envelope(report.by_period(rows, principal.timezone, unit)))
+
+
+@router.get("/calls-by-hour", summary="Calls per local hour (at most 31 days)", **_COMMON)
+def calls_by_hour(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    return _by_period(request, principal, conn, "hour", params.HOUR_LIMIT)
+
+
+@router.get("/calls-by-day", summary="Calls per local day (at most 366 days)", **_COMMON)
+def calls_by_day(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    return _by_period(request, principal, conn, "day", params.DAY_LIMIT)
+
+
+@router.get("/calls-by-month", summary="Calls per local month (at most 10 years)", **_COMMON)
+def calls_by_month(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    return _by_period(request, principal, conn, "month", params.MONTH_LIMIT_YEARS)
+
+
+@router.get(
+    "/calls-by-external-number", summary="Incoming and outgoing calls per number", **_COMMON
+)
+def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    stats_query = params.parse(_params(request), principal.timezone)
+    rows = stats_store.by_external_number(conn, principal.account_id, stats_query)
+    return JSONResponse(report.envelope(report.by_external_number(rows)))
+
+
+@router.get(
+    "/calls-by-users",
+    summary="Per extension: outgoing and incoming calls, durations, conversations",
+    responses=docs.errors(401, 403, 422),
+    openapi_extra={"parameters": [*docs.STATS_PARAMETERS, docs.STATUS_PARAMETER]},
+)
+def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    stats_query = params.parse(_params(request), principal.timezone, with_status=True)
+    config, _tz = accounts.pbx_settings(conn, principal.account_id)
+    rows = stats_store.by_number(conn, principal.account_id, stats_query)
+    return JSONResponse(report.envelope(report.by_users(rows, config.is_extension)))
+
+
+@router.get(
+    "/heatmap",
+    summary="Calls per local weekday by hour of day, answered and not (at most 366 days)",
+    **_COMMON,
+)
+def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    stats_query = params.parse(_params(request), principal.timezone, params.DAY_LIMIT)
+    rows = stats_store.buckets(conn, principal.account_id, stats_query)
+    return JSONResponse(report.envelope(report.heatmap(rows, principal.timezone)))
+
+
+@router.get(
+    "/calls-count-by-history",
+    summary="The calls-count of what GET /call-history lists with the same filters",
+    responses=docs.errors(400, 401, 403, 422),
+    openapi_extra={
+        "parameters": [p for p in docs.LIST_PARAMETERS if p["name"].startswith("filter[")]
+    },
+)
+def calls_count_by_history(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    call_query = query.parse(_params(request), principal.timezone)
+    counts = store.counts(conn, principal.account_id, call_query)
+    return JSONResponse(report.envelope(report.calls_count(counts)))

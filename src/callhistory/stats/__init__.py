@@ -1,0 +1,1 @@
+"""The Statistics API: parameters (`params`), SQL (`store`), result bodies (`report`)."""

@@ -1,0 +1,129 @@
+"""The statistics' result bodies, from counted rows. Pure: no I/O.
+
+Buckets are cut in the account's timezone: each quarter-hour of the rollups falls wholly inside
+one local hour, day and month, whatever the offset (half-hour ones and daylight saving included).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from callhistory import tallies
+from callhistory.models import CallStatus, CallType
+
+Unit = Literal["hour", "day", "month"]
+#: Each unit's key in the result and how its local time is written.
+UNITS: dict[Unit, tuple[str, str]] = {
+    "hour": ("date_hour", "%Y-%m-%d %H:00:00"),
+    "day": ("date_day", "%Y-%m-%d"),
+    "month": ("date_month", "%Y-%m"),
+}
+DIRECTIONS = (
+    ("incoming", CallType.INCOMING),
+    ("outgoing", CallType.OUTGOING),
+    ("internal", CallType.INTERNAL),
+)
+ANSWERED, NOT_ANSWERED = int(CallStatus.ANSWERED), int(CallStatus.NOT_ANSWERED)
+
+
+def envelope(result: Any) -> dict[str, Any]:
+    return {"status": "success", "code": 200, "result": result, "message": "Ok"}
+
+
+def direction_counts(answered: int, not_answered: int) -> dict[str, int]:
+    return {"answered": answered, "not_answered": not_answered, "total": answered + not_answered}
+
+
+def calls_count(counts: Counter[tuple[int, int]]) -> dict[str, Any]:
+    """`{"all": {...}, "incoming": {...}, "outgoing": {...}, "internal": {...}}`"""
+    per = {
+        name: direction_counts(counts[int(kind), ANSWERED], counts[int(kind), NOT_ANSWERED])
+        for name, kind in DIRECTIONS
+    }
+    return {"all": {name: per[name]["total"] for name, _ in DIRECTIONS}, **per}
+
+
+def _local(bucket: int, tz: ZoneInfo) -> datetime:
+    return tallies.start_of(bucket).replace(tzinfo=UTC).astimezone(tz)
+
+
+def by_period(rows: Iterable[Sequence[Any]], tz: ZoneInfo, unit: Unit) -> dict[str, Any]:
+    """Per direction, the series `all` and `not_answered`: one entry per local hour, day or month
+    that has such calls, ascending. Rows are (bucket, type, status, calls, ...)."""
+    key, pattern = UNITS[unit]
+    every: Counter[tuple[int, str]] = Counter()
+    missed: Counter[tuple[int, str]] = Counter()
+    labels: dict[int, str] = {}
+    for bucket, type_, status, n, *_ in rows:
+        if not n:
+            continue
+        if bucket not in labels:
+            labels[bucket] = _local(bucket, tz).strftime(pattern)
+        every[type_, labels[bucket]] += n
+        if status == NOT_ANSWERED:
+            missed[type_, labels[bucket]] += n
+
+    def series(counts: Counter[tuple[int, str]], kind: CallType) -> list[dict[str, Any]]:
+        found = sorted((label, n) for (t, label), n in counts.items() if t == kind and n)
+        return [{key: label, "call_count": n} for label, n in found]
+
+    return {
+        name: {"all": series(every, kind), "not_answered": series(missed, kind)}
+        for name, kind in DIRECTIONS
+    }
+
+
+def heatmap(rows: Iterable[Sequence[Any]], tz: ZoneInfo) -> dict[str, Any]:
+    """Calls per local weekday (Monday first) by hour of the day, answered and not."""
+    grids = {status: [[0] * 24 for _ in range(7)] for status in (ANSWERED, NOT_ANSWERED)}
+    for bucket, _type, status, n, *_ in rows:
+        local = _local(bucket, tz)
+        grids[status][local.weekday()][local.hour] += n
+    return {
+        "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "answered": grids[ANSWERED],
+        "not_answered": grids[NOT_ANSWERED],
+    }
+
+
+def by_external_number(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """One entry per external number: incoming and outgoing counts; most calls first."""
+    counts: dict[str, Counter[tuple[int, int]]] = {}
+    for number, type_, status, n in rows:
+        counts.setdefault(number, Counter())[type_, status] += n
+    found = []
+    for number, per in counts.items():
+        entry: dict[str, Any] = {"external_number": number}
+        for name, kind in DIRECTIONS[:2]:
+            entry[name] = direction_counts(per[int(kind), ANSWERED], per[int(kind), NOT_ANSWERED])
+        entry["total"] = entry["incoming"]["total"] + entry["outgoing"]["total"]
+        found.append(entry)
+    return sorted(found, key=lambda e: (-e["total"], e["external_number"]))
+
+
+def by_users(rows: Iterable[Sequence[Any]], is_extension: Callable[[str], bool]) -> list[Any]:
+    """One entry per extension, in number order: its outgoing and incoming calls, with summed
+    durations and conversations. Rows are (number, direction, calls, duration, conversation)."""
+    found: dict[str, dict[str, Any]] = {}
+    for number, direction, n, duration, conversation in rows:
+        if not number or not is_extension(number):
+            continue
+        entry = found.setdefault(
+            number,
+            {"number": number}
+            | {f"{d}_{m}": 0 for d in ("outgoing", "incoming") for m in MEASURES},
+        )
+        for measure, value in zip(MEASURES, (n, duration, conversation), strict=True):
+            entry[f"{direction}_{measure}"] += int(value or 0)
+    return [found[number] for number in sorted(found, key=_number_order)]
+
+
+MEASURES = ("count", "duration", "conversation")
+
+
+def _number_order(number: str) -> tuple[int, str]:
+    return (len(number), number) if number.isdigit() else (1 << 30, number)

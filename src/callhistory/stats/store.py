@@ -1,0 +1,139 @@
+"""Every SQL statement of the statistics: calls per quarter-hour bucket (from the rollups where
+they can answer), and per external number. SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
+
+from callhistory import store, tallies
+from callhistory.models import CallType
+from callhistory.query import CallQuery
+from callhistory.schema import call_rollups, calls
+from callhistory.stats.params import StatsQuery
+from callhistory.store import AnyRow
+
+
+def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
+    return [calls.c.started_at >= query.started_from, calls.c.started_at <= query.started_to]
+
+
+def _by_bucket(dialect: str, *conditions: ColumnElement[bool]) -> Any:
+    bucket: ColumnElement[int] = literal_column(tallies.BUCKET_SQL[dialect], Integer)
+    return (
+        select(
+            bucket.label("bucket"),
+            calls.c.type,
+            calls.c.status,
+            func.count().label("calls"),
+            func.sum(calls.c.duration).label("duration"),
+            func.sum(calls.c.conversation).label("conversation"),
+        )
+        .where(*conditions)
+        .group_by(bucket, calls.c.type, calls.c.status)
+    )
+
+
+def buckets(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+    """The account's calls in the period per (bucket, type, status): calls, duration and
+    conversation summed. Whole buckets come from the rollups, unless external numbers filter
+    (the rollups do not keep them); the partial buckets at the ends from the calls."""
+    dialect = conn.dialect.name
+    mine = calls.c.account_id == account_id
+    if query.external_numbers:
+        chosen = calls.c.external_number.in_(query.external_numbers)
+        return conn.execute(_by_bucket(dialect, mine, chosen, *_period(query))).all()
+    period = tallies.Period.of(query.started_from, query.started_to)
+    if period is None:
+        return conn.execute(_by_bucket(dialect, mine, *_period(query))).all()
+    rolled = select(
+        call_rollups.c.bucket,
+        call_rollups.c.type,
+        call_rollups.c.status,
+        call_rollups.c.calls,
+        call_rollups.c.duration,
+        call_rollups.c.conversation,
+    ).where(
+        call_rollups.c.account_id == account_id,
+        call_rollups.c.calls != 0,
+        *period.whole_buckets(call_rollups.c.bucket),
+    )
+    edges = [_by_bucket(dialect, mine, *edge) for edge in period.edges(calls.c.started_at)]
+    return conn.execute(union_all(rolled, *edges)).all()
+
+
+def by_external_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+    """Calls in the period per (external_number, type, status); internal calls left out."""
+    conditions = [
+        calls.c.account_id == account_id,
+        *_period(query),
+        calls.c.type != int(CallType.INTERNAL),
+        calls.c.external_number.is_not(None),
+        calls.c.external_number != "",
+    ]
+    if query.external_numbers:
+        conditions.append(calls.c.external_number.in_(query.external_numbers))
+    stmt = (
+        select(calls.c.external_number, calls.c.type, calls.c.status, func.count().label("calls"))
+        .where(*conditions)
+        .group_by(calls.c.external_number, calls.c.type, calls.c.status)
+    )
+    return conn.execute(stmt).all()
+
+
+def counts(conn: Connection, account_id: int, query: StatsQuery) -> Counter[tuple[int, int]]:
+    """Calls in the period by (type, status): the Call History API's strategies (counters,
+    rollups), or grouped calls when external numbers filter."""
+    if not query.external_numbers:
+        period = CallQuery(started_from=query.started_from, started_to=query.started_to)
+        return store.counts(conn, account_id, period)
+    stmt = (
+        select(calls.c.type, calls.c.status, func.count())
+        .where(
+            calls.c.account_id == account_id,
+            calls.c.external_number.in_(query.external_numbers),
+            *_period(query),
+        )
+        .group_by(calls.c.type, calls.c.status)
+    )
+    return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
+
+
+def by_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+    """Calls in the period per (number, direction): `outgoing` by their `src` (outgoing and
+    internal calls), `incoming` by their `dst` (incoming and internal calls); count and summed
+    duration and conversation."""
+    conditions = [calls.c.account_id == account_id, *_period(query)]
+    if query.external_numbers:
+        conditions.append(calls.c.external_number.in_(query.external_numbers))
+    if query.status is not None:
+        conditions.append(calls.c.status == int(query.status))
+    sides = []
+    for column, direction, kinds in (
+        (calls.c.src, "outgoing", (CallType.OUTGOING, CallType.INTERNAL)),
+        (calls.c.dst, "incoming", (CallType.INCOMING, CallType.INTERNAL)),
+    ):
+        sides.append(
+            select(
+                column.label("number"),
+                literal(direction).label("direction"),
+                func.count().label("calls"),
+                func.sum(calls.c.duration).label("duration"),
+                func.sum(calls.c.conversation).label("conversation"),
+            )
+            .where(*conditions, calls.c.type.in_([int(k) for k in kinds]))
+            .group_by(column)
+        )
+    return conn.execute(union_all(*sides)).all()

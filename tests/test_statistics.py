@@ -1,0 +1,382 @@
+"""The Statistics API over HTTP: exact bodies for hand-made calls, Laravel's 422s, local hours in
+half-hour and daylight-saving timezones, and every report against a plain reading of random calls
+(each call's local time computed here, bucket by bucket logic nowhere)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+
+from callhistory.models import CallStatus, CallType, NewCall
+from tests.conftest import Tenant, new_call
+
+BASE = "/api/v1/statistic"
+AddCalls = Callable[[int, list[NewCall]], list[int]]
+IN, OUT, INT = CallType.INCOMING, CallType.OUTGOING, CallType.INTERNAL
+NAMES = {IN: "incoming", OUT: "outgoing", INT: "internal"}
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"status": "success", "code": 200, "result": result, "message": "Ok"}
+
+
+def get(client: TestClient, tenant: Tenant, path: str, **params: str) -> Any:
+    response = client.get(f"{BASE}/{path}", params=params, headers=tenant.headers)
+    return response.status_code, response.json()
+
+
+def test_calls_count_exact_body(
+    client: TestClient, tenant: Tenant, make_tenant: Callable[..., Tenant], add_calls: AddCalls
+) -> None:
+    a = tenant.account_id
+    at = datetime(2026, 1, 13, 7, 0, 0)  # 12:00 in Tashkent
+    add_calls(
+        a,
+        [
+            new_call(a, 1, type=IN, started_at=at),
+            new_call(a, 2, type=IN, started_at=at, conversation=0),
+            new_call(a, 3, type=IN, started_at=at, conversation=0),
+            new_call(a, 4, type=OUT, started_at=at),
+            new_call(a, 5, type=INT, started_at=at, external_number=None),
+            new_call(a, 6, type=IN, started_at=at + timedelta(days=1)),  # the next day
+        ],
+    )
+    other = make_tenant()
+    add_calls(other.account_id, [new_call(other.account_id, 1, type=IN, started_at=at)])
+    status, body = get(client, tenant, "calls-count", **{"from": "2026-01-13", "to": "2026-01-13"})
+    assert status == 200
+    assert body == ok(
+        {
+            "all": {"incoming": 3, "outgoing": 1, "internal": 1},
+            "incoming": {"answered": 1, "not_answered": 2, "total": 3},
+            "outgoing": {"answered": 1, "not_answered": 0, "total": 1},
+            "internal": {"answered": 1, "not_answered": 0, "total": 1},
+        }
+    )
+    assert list(body) == ["status", "code", "result", "message"]
+    assert list(body["result"]) == ["all", "incoming", "outgoing", "internal"]
+
+
+def test_calls_by_hour_and_external_number_exact_bodies(
+    client: TestClient, make_tenant: Callable[..., Tenant], add_calls: AddCalls
+) -> None:
+    tenant = make_tenant(timezone="Asia/Kolkata")  # UTC+5:30
+    a = tenant.account_id
+    add_calls(
+        a,
+        [
+            # 17:29:59 and 17:30:00 local are the 17:00 hour; 18:30 UTC-wise is the next
+            new_call(a, 1, type=IN, started_at=datetime(2026, 1, 13, 11, 59, 59)),
+            new_call(a, 2, type=IN, started_at=datetime(2026, 1, 13, 12, 0, 0), conversation=0),
+            new_call(a, 3, type=IN, started_at=datetime(2026, 1, 13, 12, 30, 0)),
+            new_call(a, 4, type=OUT, started_at=datetime(2026, 1, 13, 12, 29, 59),
+                     external_number="712005060"),
+        ],
+    )  # fmt: skip
+    period = {"from": "2026-01-13", "to": "2026-01-13"}
+    status, body = get(client, tenant, "calls-by-hour", **period)
+    assert (status, body) == (
+        200,
+        ok(
+            {
+                "incoming": {
+                    "all": [
+                        {"date_hour": "2026-01-13 17:00:00", "call_count": 2},
+                        {"date_hour": "2026-01-13 18:00:00", "call_count": 1},
+                    ],
+                    "not_answered": [{"date_hour": "2026-01-13 17:00:00", "call_count": 1}],
+                },
+                "outgoing": {
+                    "all": [{"date_hour": "2026-01-13 17:00:00", "call_count": 1}],
+                    "not_answered": [],
+                },
+                "internal": {"all": [], "not_answered": []},
+            }
+        ),
+    )
+    status, body = get(client, tenant, "calls-by-external-number", **period)
+    assert (status, body) == (
+        200,
+        ok(
+            [
+                {
+                    "external_number": "781130590",
+                    "incoming": {"answered": 2, "not_answered": 1, "total": 3},
+                    "outgoing": {"answered": 0, "not_answered": 0, "total": 0},
+                    "total": 3,
+                },
+                {
+                    "external_number": "712005060",
+                    "incoming": {"answered": 0, "not_answered": 0, "total": 0},
+                    "outgoing": {"answered": 1, "not_answered": 0, "total": 1},
+                    "total": 1,
+                },
+            ]
+        ),
+    )
+    only = get(client, tenant, "calls-by-day", **period, external_number="712005060")[1]
+    assert only["result"]["outgoing"]["all"] == [{"date_day": "2026-01-13", "call_count": 1}]
+    assert only["result"]["incoming"]["all"] == []
+
+
+def test_daylight_saving_hours(
+    client: TestClient, make_tenant: Callable[..., Tenant], add_calls: AddCalls
+) -> None:
+    tenant = make_tenant(timezone="America/New_York")
+    a = tenant.account_id
+    # 2026-11-01: 01:00-02:00 EDT, then 01:00-02:00 again in EST; both are the local 01:00 hour.
+    add_calls(
+        a,
+        [
+            new_call(a, 1, type=IN, started_at=datetime(2026, 11, 1, 5, 15)),  # 01:15 EDT
+            new_call(a, 2, type=IN, started_at=datetime(2026, 11, 1, 6, 15)),  # 01:15 EST
+            new_call(a, 3, type=IN, started_at=datetime(2026, 11, 1, 7, 15)),  # 02:15 EST
+        ],
+    )
+    body = get(client, tenant, "calls-by-hour", **{"from": "2026-11-01", "to": "2026-11-01"})[1]
+    assert body["result"]["incoming"]["all"] == [
+        {"date_hour": "2026-11-01 01:00:00", "call_count": 2},
+        {"date_hour": "2026-11-01 02:00:00", "call_count": 1},
+    ]
+
+
+def test_calls_by_users_exact_body(client: TestClient, tenant: Tenant, add_calls: AddCalls) -> None:
+    a = tenant.account_id
+    at = datetime(2026, 1, 13, 7, 0, 0)
+    add_calls(
+        a,
+        [
+            new_call(a, 1, type=OUT, src="101", dst="998901112233", duration=40, conversation=30,
+                     started_at=at),
+            new_call(a, 2, type=OUT, src="101", dst="998901112234", duration=9, conversation=0,
+                     started_at=at),
+            new_call(a, 3, type=IN, src="998907654321", dst="1002", duration=50, conversation=45,
+                     started_at=at),
+            new_call(a, 4, type=INT, src="101", dst="99", duration=20, conversation=15,
+                     started_at=at, external_number=None),
+            new_call(a, 5, type=IN, src="998907654322", dst="99", duration=25, conversation=0,
+                     started_at=at),
+            # not an extension (the default pattern is 2-5 digits): left out
+            new_call(a, 6, type=IN, src="998907654323", dst="781130590", started_at=at),
+            new_call(a, 7, type=OUT, src="101", dst="998901112235",
+                     started_at=at - timedelta(days=2)),
+        ],
+    )  # fmt: skip
+    period = {"from": "2026-01-13", "to": "2026-01-13"}
+
+    def row(number: str, *values: int) -> dict[str, Any]:
+        keys = [
+            f"{d}_{m}"
+            for d in ("outgoing", "incoming")
+            for m in ("count", "duration", "conversation")
+        ]
+        return {"number": number, **dict(zip(keys, values, strict=True))}
+
+    assert get(client, tenant, "calls-by-users", **period) == (
+        200,
+        ok(
+            [
+                row("99", 0, 0, 0, 2, 45, 15),
+                row("101", 3, 69, 45, 0, 0, 0),
+                row("1002", 0, 0, 0, 1, 50, 45),
+            ]
+        ),
+    )
+    assert get(client, tenant, "calls-by-users", **period, status="2") == (
+        200,
+        ok([row("99", 0, 0, 0, 1, 25, 0), row("101", 1, 9, 0, 0, 0, 0)]),
+    )
+    assert get(client, tenant, "calls-by-users", **period, status="3") == (
+        422,
+        {
+            "message": "The selected status is invalid.",
+            "errors": {"status": ["The selected status is invalid."]},
+        },
+    )
+
+
+FORMAT = "The {} field must match the format Y-m-d H:i:s."
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "errors"),
+    [
+        ("calls-count", {}, {"from": ["The from field is required."],
+                             "to": ["The to field is required."]}),
+        ("calls-count", {"from": "2026-01-01", "to": "31.01.2026"}, {"to": [FORMAT.format("to")]}),
+        ("calls-count", {"from": "2026-02-30", "to": ""},
+         {"from": [FORMAT.format("from")], "to": ["The to field is required."]}),
+        ("calls-count", {"from": "2026-01-02", "to": "2026-01-01"},
+         {"to": ["The to field must be a date after or equal to from."]}),
+        ("calls-by-hour", {"from": "2026-01-01", "to": "2026-02-01"},
+         {"to": ["The to field must be a date before or equal to 2026-02-01 00:00:00."]}),
+        ("calls-by-day", {"from": "2026-01-01 10:00:00", "to": "2027-01-02 10:00:01"},
+         {"to": ["The to field must be a date before or equal to 2027-01-02 10:00:00."]}),
+        ("calls-by-month", {"from": "2024-02-29", "to": "2034-03-01"},
+         {"to": ["The to field must be a date before or equal to 2034-02-28 00:00:00."]}),
+        ("calls-count", {"from": "2026-01-01", "to": "2026-01-02", "external_number[]": "1"},
+         {"external_number": ["The external number field must be a string."]}),
+    ],
+)  # fmt: skip
+def test_validation_errors(
+    client: TestClient,
+    tenant: Tenant,
+    path: str,
+    params: dict[str, str],
+    errors: dict[str, list[str]],
+) -> None:
+    messages = [m for ms in errors.values() for m in ms]
+    more = len(messages) - 1
+    message = messages[0] + (f" (and {more} more error{'s' * (more > 1)})" if more else "")
+    assert get(client, tenant, path, **params) == (422, {"message": message, "errors": errors})
+
+
+def test_auth(client: TestClient, make_tenant: Callable[..., Tenant]) -> None:
+    period = {"from": "2026-01-01", "to": "2026-01-02"}
+    response = client.get(f"{BASE}/calls-count", params=period)
+    assert (response.status_code, response.json()) == (401, {"message": "Unauthenticated."})
+    writer = make_tenant(abilities=("calls:write",))
+    response = client.get(f"{BASE}/heatmap", params=period, headers=writer.headers)
+    assert (response.status_code, response.json()) == (
+        403,
+        {"message": "This action is unauthorized."},
+    )
+
+
+# -- every report against a plain reading of random calls -----------------------------------------
+
+START = datetime(2026, 3, 5)  # naive UTC; New York's clocks change on 2026-03-08
+
+
+def random_calls(rng: random.Random, account_id: int) -> list[NewCall]:
+    out = []
+    for n in range(700):
+        seconds = rng.randrange(0, 8 * 86400)
+        if rng.random() < 0.3:  # on and around quarter-hours
+            seconds = seconds // 900 * 900 + rng.choice([-1, 0, 1])
+        kind = rng.choice([IN, IN, OUT, INT])
+        conversation = rng.choice([0, 12, 95])
+        out.append(
+            new_call(
+                account_id,
+                n,
+                type=kind,
+                conversation=conversation,
+                duration=conversation + rng.randrange(1, 30),
+                started_at=START + timedelta(seconds=max(seconds, 0)),
+                external_number=None if kind is INT else rng.choice(["781130590", "712005060"]),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("timezone", ["Asia/Kolkata", "America/New_York", "Asia/Kathmandu"])
+def test_reports_match_a_plain_reading(
+    client: TestClient,
+    make_tenant: Callable[..., Tenant],
+    add_calls: AddCalls,
+    timezone: str,
+) -> None:
+    tenant = make_tenant(timezone=timezone)
+    zone = ZoneInfo(timezone)
+    rng = random.Random(timezone)
+    stored = random_calls(rng, tenant.account_id)
+    add_calls(tenant.account_id, stored)
+
+    def local(moment: datetime) -> datetime:
+        return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+
+    for _ in range(25):
+        lo = local(START) + timedelta(seconds=rng.randrange(-3600, 8 * 86400))
+        hi = lo + timedelta(seconds=rng.randrange(0, 5 * 86400))
+        if rng.random() < 0.3:
+            lo = lo.replace(minute=0, second=0)
+        period = {"from": f"{lo:%Y-%m-%d %H:%M:%S}", "to": f"{hi:%Y-%m-%d %H:%M:%S}"}
+        numbers = rng.choice([None, "781130590", "712005060,781130590"])
+        if numbers:
+            period["external_number"] = numbers
+        inside = [
+            c
+            for c in stored
+            if lo <= local(c.started_at) <= hi
+            and (numbers is None or c.external_number in numbers.split(","))
+        ]
+        counts = Counter((c.type, c.status) for c in inside)
+        expected_count = {
+            "all": {NAMES[k]: sum(n for (t, _), n in counts.items() if t == k) for k in NAMES},
+            **{
+                NAMES[k]: {
+                    "answered": counts[k, CallStatus.ANSWERED],
+                    "not_answered": counts[k, CallStatus.NOT_ANSWERED],
+                    "total": counts[k, CallStatus.ANSWERED] + counts[k, CallStatus.NOT_ANSWERED],
+                }
+                for k in NAMES
+            },
+        }
+        assert get(client, tenant, "calls-count", **period) == (200, ok(expected_count)), period
+
+        for unit, key, pattern in (
+            ("hour", "date_hour", "%Y-%m-%d %H:00:00"),
+            ("day", "date_day", "%Y-%m-%d"),
+            ("month", "date_month", "%Y-%m"),
+        ):
+
+            def series(calls: list[NewCall], key: str = key, pattern: str = pattern) -> list[Any]:
+                found = Counter(local(c.started_at).strftime(pattern) for c in calls)
+                return [{key: label, "call_count": n} for label, n in sorted(found.items())]
+
+            expected = {
+                NAMES[k]: {
+                    "all": series([c for c in inside if c.type == k]),
+                    "not_answered": series(
+                        [c for c in inside if c.type == k and c.status == CallStatus.NOT_ANSWERED]
+                    ),
+                }
+                for k in NAMES
+            }
+            assert get(client, tenant, f"calls-by-{unit}", **period) == (200, ok(expected)), (
+                unit,
+                period,
+            )
+
+        grid = {s: [[0] * 24 for _ in range(7)] for s in CallStatus}
+        for c in inside:
+            moment = local(c.started_at)
+            grid[c.status][moment.weekday()][moment.hour] += 1
+        heat = get(client, tenant, "heatmap", **period)[1]["result"]
+        assert (heat["answered"], heat["not_answered"]) == (
+            grid[CallStatus.ANSWERED],
+            grid[CallStatus.NOT_ANSWERED],
+        ), period
+
+
+def test_calls_count_by_history_agrees_with_the_list(
+    client: TestClient, tenant: Tenant, add_calls: AddCalls
+) -> None:
+    rng = random.Random(11)
+    add_calls(tenant.account_id, random_calls(rng, tenant.account_id))
+    for filters in (
+        {},
+        {"filter[type]": "1,3"},
+        {"filter[status]": "2", "filter[from]": "2026-03-06 10:17:00"},
+        {"filter[from]": "2026-03-06", "filter[to]": "2026-03-08 12:00:01", "filter[type]": "2"},
+        {"filter[src]": "10", "filter[duration]": ">20"},
+    ):
+        listed = client.get("/api/v1/call-history", params=filters, headers=tenant.headers)
+        counted = client.get(
+            f"{BASE}/calls-count-by-history", params=filters, headers=tenant.headers
+        )
+        assert counted.status_code == 200
+        result = counted.json()["result"]
+        assert sum(result["all"].values()) == listed.json()["meta"]["total"], filters
+    bad = client.get(
+        f"{BASE}/calls-count-by-history", params={"filter[nope]": "1"}, headers=tenant.headers
+    )
+    assert bad.status_code == 400
