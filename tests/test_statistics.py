@@ -202,6 +202,30 @@ def test_calls_by_users_exact_body(client: TestClient, tenant: Tenant, add_calls
     )
 
 
+def test_berlin_23_and_25_hour_days(
+    client: TestClient, make_tenant: Callable[..., Tenant], add_calls: AddCalls
+) -> None:
+    """A call every 15 minutes of UTC from 2026-03-28 to 2026-03-30 and around 2026-10-25:
+    Berlin's 2026-03-29 has 23 hours (92 calls), 2026-10-25 has 25 (100 calls)."""
+    tenant = make_tenant(timezone="Europe/Berlin")
+    a = tenant.account_id
+    starts = [datetime(2026, 3, 27, 12) + timedelta(minutes=15 * n) for n in range(4 * 24 * 4)]
+    starts += [datetime(2026, 10, 23, 12) + timedelta(minutes=15 * n) for n in range(4 * 24 * 4)]
+    add_calls(a, [new_call(a, n, type=IN, started_at=at) for n, at in enumerate(starts)])
+    for first, last, counts in (
+        ("2026-03-28", "2026-03-30", [96, 92, 96]),
+        ("2026-10-24", "2026-10-26", [96, 100, 96]),
+    ):
+        days = get(client, tenant, "calls-by-day", **{"from": first, "to": last})[1]
+        assert [d["call_count"] for d in days["result"]["incoming"]["all"]] == counts
+        assert days["result"]["incoming"]["all"][0]["date_day"] == first
+    hours = get(client, tenant, "calls-by-hour", **{"from": "2026-10-25", "to": "2026-10-25"})
+    series = hours[1]["result"]["incoming"]["all"]
+    assert [h["date_hour"][11:13] for h in series] == [f"{h:02d}" for h in range(24)]
+    assert [h["call_count"] for h in series if h["call_count"] != 4] == [8]  # 02:00 twice
+    assert series[2] == {"date_hour": "2026-10-25 02:00:00", "call_count": 8}
+
+
 FORMAT = "The {} field must match the format Y-m-d H:i:s."
 
 
@@ -341,10 +365,10 @@ def test_reports_match_a_plain_reading(
                 }
                 for k in NAMES
             }
-            assert get(client, tenant, f"calls-by-{unit}", **period) == (200, ok(expected)), (
-                unit,
-                period,
-            )
+            got = get(client, tenant, f"calls-by-{unit}", **period)
+            assert got == (200, ok(expected)), (unit, period)
+            for name, total in expected_count["all"].items():  # every series sums to calls-count
+                assert sum(b["call_count"] for b in got[1]["result"][name]["all"]) == total
 
         grid = {s: [[0] * 24 for _ in range(7)] for s in CallStatus}
         for c in inside:

@@ -128,13 +128,13 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
     with db.begin() as conn:  # a fault for the rebuild to repair
         conn.execute(text("UPDATE call_rollups SET calls = calls + 1"))
         conn.execute(text("DELETE FROM call_counts"))
-    result = CliRunner().invoke(app, ["calls", "retally"], env=cli_env)
+    result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
     assert tenant.account_id == 1  # the other account is 2
     assert result.output == "account 1: 600 calls tallied\naccount 2: 150 calls tallied\n"
     assert tallies_of(db) == truth
-    missing = CliRunner().invoke(app, ["calls", "retally", "--account", "99"], env=cli_env)
+    missing = CliRunner().invoke(app, ["stats", "rebuild", "--account", "99"], env=cli_env)
     assert (missing.exit_code, missing.output) == (1, "error: No account with id 99.\n")
 
 

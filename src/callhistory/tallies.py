@@ -1,7 +1,7 @@
 """Derived counts of calls: per account by type and status (`call_counts`), and the same per
 quarter-hour of the start with summed durations (`call_rollups`). Kept in step with `calls` by the
 store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
-`calls retally` command). Totals over a period and the statistics read them.
+`stats rebuild` command). Totals over a period and the statistics read them.
 """
 
 from __future__ import annotations

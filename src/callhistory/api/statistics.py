@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from callhistory import accounts, phpquery, query, store
 from callhistory.api import docs
@@ -12,6 +13,89 @@ from callhistory.api.deps import ConnDep, ReaderDep
 from callhistory.api.responses import JSONResponse
 from callhistory.stats import params, report
 from callhistory.stats import store as stats_store
+
+# -- the response shapes, for the OpenAPI description (routes render their own JSON) --------------
+
+Result = TypeVar("Result")
+
+
+class Envelope(BaseModel, Generic[Result]):
+    status: Literal["success"]
+    code: Literal[200]
+    result: Result
+    message: Literal["Ok"]
+
+
+class DirectionCounts(BaseModel):
+    answered: int
+    not_answered: int
+    total: int
+
+
+class Totals(BaseModel):
+    incoming: int
+    outgoing: int
+    internal: int
+
+
+class CallsCount(BaseModel):
+    all: Totals
+    incoming: DirectionCounts
+    outgoing: DirectionCounts
+    internal: DirectionCounts
+
+
+class HourBucket(BaseModel):
+    date_hour: str = Field(examples=["2026-01-13 17:00:00"])
+    call_count: int
+
+
+class DayBucket(BaseModel):
+    date_day: str = Field(examples=["2026-01-13"])
+    call_count: int
+
+
+class MonthBucket(BaseModel):
+    date_month: str = Field(examples=["2026-01"])
+    call_count: int
+
+
+Bucket = TypeVar("Bucket", HourBucket, DayBucket, MonthBucket)
+
+
+class Series(BaseModel, Generic[Bucket]):
+    all: list[Bucket]
+    not_answered: list[Bucket]
+
+
+class ByPeriod(BaseModel, Generic[Bucket]):
+    incoming: Series[Bucket]
+    outgoing: Series[Bucket]
+    internal: Series[Bucket]
+
+
+class NumberCounts(BaseModel):
+    external_number: str
+    incoming: DirectionCounts
+    outgoing: DirectionCounts
+    total: int
+
+
+class UserCounts(BaseModel):
+    number: str
+    outgoing_count: int
+    outgoing_duration: int
+    outgoing_conversation: int
+    incoming_count: int
+    incoming_duration: int
+    incoming_conversation: int
+
+
+class Heatmap(BaseModel):
+    weekdays: list[str] = Field(examples=[["mon", "tue", "wed", "thu", "fri", "sat", "sun"]])
+    answered: list[list[int]] = Field(description="7 rows (Monday first) of 24 hourly counts")
+    not_answered: list[list[int]]
+
 
 router = APIRouter(prefix="/api/v1/statistic", tags=["statistics"])
 
@@ -25,7 +109,12 @@ def _params(request: Request) -> dict[str, Any]:
     return phpquery.parse(request.scope.get("query_string", b""))
 
 
-@router.get("/calls-count", summary="Calls by direction, answered and not", **_COMMON)
+@router.get(
+    "/calls-count",
+    summary="Calls by direction, answered and not",
+    response_model=Envelope[CallsCount],
+    **_COMMON,
+)
 def calls_count(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
     counts = stats_store.counts(conn, principal.account_id, stats_query)
@@ -40,23 +129,41 @@ def _by_period(
     return JSONResponse(report.envelope(report.by_period(rows, principal.timezone, unit)))
 
 
-@router.get("/calls-by-hour", summary="Calls per local hour (at most 31 days)", **_COMMON)
+@router.get(
+    "/calls-by-hour",
+    summary="Calls per local hour (at most 31 days)",
+    response_model=Envelope[ByPeriod[HourBucket]],
+    **_COMMON,
+)
 def calls_by_hour(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     return _by_period(request, principal, conn, "hour", params.HOUR_LIMIT)
 
 
-@router.get("/calls-by-day", summary="Calls per local day (at most 366 days)", **_COMMON)
+@router.get(
+    "/calls-by-day",
+    summary="Calls per local day (at most 366 days)",
+    response_model=Envelope[ByPeriod[DayBucket]],
+    **_COMMON,
+)
 def calls_by_day(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     return _by_period(request, principal, conn, "day", params.DAY_LIMIT)
 
 
-@router.get("/calls-by-month", summary="Calls per local month (at most 10 years)", **_COMMON)
+@router.get(
+    "/calls-by-month",
+    summary="Calls per local month (at most 10 years)",
+    response_model=Envelope[ByPeriod[MonthBucket]],
+    **_COMMON,
+)
 def calls_by_month(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     return _by_period(request, principal, conn, "month", params.MONTH_LIMIT_YEARS)
 
 
 @router.get(
-    "/calls-by-external-number", summary="Incoming and outgoing calls per number", **_COMMON
+    "/calls-by-external-number",
+    summary="Incoming and outgoing calls per number",
+    response_model=Envelope[list[NumberCounts]],
+    **_COMMON,
 )
 def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
@@ -67,6 +174,7 @@ def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnD
 @router.get(
     "/calls-by-users",
     summary="Per extension: outgoing and incoming calls, durations, conversations",
+    response_model=Envelope[list[UserCounts]],
     responses=docs.errors(401, 403, 422),
     openapi_extra={"parameters": [*docs.STATS_PARAMETERS, docs.STATUS_PARAMETER]},
 )
@@ -80,6 +188,7 @@ def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSO
 @router.get(
     "/heatmap",
     summary="Calls per local weekday by hour of day, answered and not (at most 366 days)",
+    response_model=Envelope[Heatmap],
     **_COMMON,
 )
 def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
@@ -91,6 +200,7 @@ def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONRespon
 @router.get(
     "/calls-count-by-history",
     summary="The calls-count of what GET /call-history lists with the same filters",
+    response_model=Envelope[CallsCount],
     responses=docs.errors(400, 401, 403, 422),
     openapi_extra={
         "parameters": [p for p in docs.LIST_PARAMETERS if p["name"].startswith("filter[")]

@@ -39,6 +39,8 @@ import_app = typer.Typer(help="Import calls from a PBX's files.", no_args_is_hel
 app.add_typer(import_app, name="import")
 calls_app = typer.Typer(help="Stored calls.", no_args_is_help=True)
 app.add_typer(calls_app, name="calls")
+stats_app = typer.Typer(help="The counts behind totals and statistics.", no_args_is_help=True)
+app.add_typer(stats_app, name="stats")
 
 #: Exit status of an import that finished but rejected some lines.
 EXIT_REJECTS = 3
@@ -216,8 +218,8 @@ def calls_reclassify(
     )
 
 
-@calls_app.command("retally")
-def calls_retally(
+@stats_app.command("rebuild")
+def stats_rebuild(
     account: Annotated[
         int | None, typer.Option(metavar="ID", help="account id (default: every account)")
     ] = None,
