@@ -6,12 +6,14 @@ store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, func, select, text
+from sqlalchemy import ColumnElement, Connection, case, func, select, text
 
 from callhistory.schema import BUCKET_SECONDS, call_counts, call_rollups, dialect_insert
 
@@ -175,3 +177,48 @@ def total(conn: Connection, account_id: int) -> int:
         call_counts.c.account_id == account_id
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+#: Buckets added before dividing local buckets into hours or days, so the dividend is positive
+#: (SQL's integer division truncates toward zero) back to year 1; a whole number of weeks.
+KEY_BASE = 96 * 7 * 200_000
+
+
+def offsets(zone: ZoneInfo, first: int, last: int) -> list[tuple[int, int]]:
+    """The zone's UTC offsets over buckets first..last, in buckets: [(from bucket, offset)], the
+    first from `first` on, each next from the bucket its transition starts."""
+
+    def offset(bucket: int) -> int:
+        moment = start_of(bucket).replace(tzinfo=UTC).astimezone(zone)
+        return int((moment.utcoffset() or timedelta()).total_seconds()) // BUCKET_SECONDS
+
+    found = [(first, offset(first))]
+    step = 96  # a day: no zone changes its offset twice in one
+    previous = first
+    for sample in [*range(first + step, last, step), last]:
+        if sample <= previous:
+            continue
+        if offset(sample) != found[-1][1]:
+            lo, hi = previous, sample  # offset(lo) is the old one, offset(hi) the new
+            while hi - lo > 1:
+                middle = (lo + hi) // 2
+                lo, hi = (middle, hi) if offset(middle) == found[-1][1] else (lo, middle)
+            found.append((hi, offset(hi)))
+        previous = sample
+    return found
+
+
+def local_key(bucket: Any, zone_offsets: list[tuple[int, int]], per: int) -> Any:
+    """SQL: the local hour (per=4) or day (per=96) a UTC bucket falls in, as a positive integer;
+    `key_start` turns it back into the naive local time it starts at."""
+    shift: Any = zone_offsets[-1][1]
+    if len(zone_offsets) > 1:
+        shift = case(
+            *((bucket < start, off) for (_, off), (start, _) in itertools.pairwise(zone_offsets)),
+            else_=zone_offsets[-1][1],
+        )
+    return (bucket + shift + KEY_BASE) // per
+
+
+def key_start(key: int, per: int) -> datetime:
+    return start_of(key * per - KEY_BASE)

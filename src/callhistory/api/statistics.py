@@ -125,8 +125,11 @@ def _by_period(
     request: Request, principal: ReaderDep, conn: ConnDep, unit: report.Unit, limit: Any
 ) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, limit)
-    rows = stats_store.buckets(conn, principal.account_id, stats_query)
-    return JSONResponse(report.envelope(report.by_period(rows, principal.timezone, unit)))
+    per = report.UNITS[unit][2]
+    rows = stats_store.local_counts(
+        conn, principal.account_id, stats_query, principal.timezone, per
+    )
+    return JSONResponse(report.envelope(report.by_period(rows, unit)))
 
 
 @router.get(
@@ -193,8 +196,9 @@ def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSO
 )
 def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, params.DAY_LIMIT)
-    rows = stats_store.buckets(conn, principal.account_id, stats_query)
-    return JSONResponse(report.envelope(report.heatmap(rows, principal.timezone)))
+    zone = principal.timezone
+    rows = stats_store.local_counts(conn, principal.account_id, stats_query, zone, report.HOUR)
+    return JSONResponse(report.envelope(report.heatmap(rows)))
 
 
 @router.get(

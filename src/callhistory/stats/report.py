@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from callhistory import tallies
 from callhistory.models import CallStatus, CallType
 
+#: Quarter-hours per local hour and day, as the database counts them.
+HOUR, DAY = 4, 96
+
+
 Unit = Literal["hour", "day", "month"]
-#: Each unit's key in the result and how its local time is written.
-UNITS: dict[Unit, tuple[str, str]] = {
-    "hour": ("date_hour", "%Y-%m-%d %H:00:00"),
-    "day": ("date_day", "%Y-%m-%d"),
-    "month": ("date_month", "%Y-%m"),
+#: Each unit's key in the result, how its local time is written, and the quarter-hours the
+#: database counts it by (a month is summed from its days here).
+UNITS: dict[Unit, tuple[str, str, int]] = {
+    "hour": ("date_hour", "%Y-%m-%d %H:00:00", HOUR),
+    "day": ("date_day", "%Y-%m-%d", DAY),
+    "month": ("date_month", "%Y-%m", DAY),
 }
 DIRECTIONS = (
     ("incoming", CallType.INCOMING),
@@ -47,25 +50,20 @@ def calls_count(counts: Counter[tuple[int, int]]) -> dict[str, Any]:
     return {"all": {name: per[name]["total"] for name, _ in DIRECTIONS}, **per}
 
 
-def _local(bucket: int, tz: ZoneInfo) -> datetime:
-    return tallies.start_of(bucket).replace(tzinfo=UTC).astimezone(tz)
-
-
-def by_period(rows: Iterable[Sequence[Any]], tz: ZoneInfo, unit: Unit) -> dict[str, Any]:
+def by_period(rows: Iterable[Sequence[Any]], unit: Unit) -> dict[str, Any]:
     """Per direction, the series `all` and `not_answered`: one entry per local hour, day or month
-    that has such calls, ascending. Rows are (bucket, type, status, calls, ...)."""
-    key, pattern = UNITS[unit]
+    that has such calls, ascending. Rows are (local key, type, status, calls), counted by
+    `UNITS[unit][2]` quarter-hours."""
+    key, pattern, per = UNITS[unit]
     every: Counter[tuple[int, str]] = Counter()
     missed: Counter[tuple[int, str]] = Counter()
-    labels: dict[int, str] = {}
-    for bucket, type_, status, n, *_ in rows:
+    for local, type_, status, n in rows:
         if not n:
             continue
-        if bucket not in labels:
-            labels[bucket] = _local(bucket, tz).strftime(pattern)
-        every[type_, labels[bucket]] += n
+        label = tallies.key_start(local, per).strftime(pattern)
+        every[type_, label] += n
         if status == NOT_ANSWERED:
-            missed[type_, labels[bucket]] += n
+            missed[type_, label] += n
 
     def series(counts: Counter[tuple[int, str]], kind: CallType) -> list[dict[str, Any]]:
         found = sorted((label, n) for (t, label), n in counts.items() if t == kind and n)
@@ -77,12 +75,13 @@ def by_period(rows: Iterable[Sequence[Any]], tz: ZoneInfo, unit: Unit) -> dict[s
     }
 
 
-def heatmap(rows: Iterable[Sequence[Any]], tz: ZoneInfo) -> dict[str, Any]:
-    """Calls per local weekday (Monday first) by hour of the day, answered and not."""
+def heatmap(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """Calls per local weekday (Monday first) by hour of the day, answered and not. Rows are
+    (local hour key, type, status, calls)."""
     grids = {status: [[0] * 24 for _ in range(7)] for status in (ANSWERED, NOT_ANSWERED)}
-    for bucket, _type, status, n, *_ in rows:
-        local = _local(bucket, tz)
-        grids[status][local.weekday()][local.hour] += n
+    for local, _type, status, n in rows:
+        start = tallies.key_start(local, HOUR)
+        grids[status][start.weekday()][start.hour] += n
     return {
         "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
         "answered": grids[ANSWERED],

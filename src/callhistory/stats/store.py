@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Integer,
+    cast,
     func,
     literal,
     literal_column,
@@ -33,45 +36,46 @@ def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
 def _by_bucket(dialect: str, *conditions: ColumnElement[bool]) -> Any:
     bucket: ColumnElement[int] = literal_column(tallies.BUCKET_SQL[dialect], Integer)
     return (
-        select(
-            bucket.label("bucket"),
-            calls.c.type,
-            calls.c.status,
-            func.count().label("calls"),
-            func.sum(calls.c.duration).label("duration"),
-            func.sum(calls.c.conversation).label("conversation"),
-        )
+        select(bucket.label("bucket"), calls.c.type, calls.c.status, func.count().label("calls"))
         .where(*conditions)
         .group_by(bucket, calls.c.type, calls.c.status)
     )
 
 
-def buckets(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
-    """The account's calls in the period per (bucket, type, status): calls, duration and
-    conversation summed. Whole buckets come from the rollups, unless external numbers filter
-    (the rollups do not keep them); the partial buckets at the ends from the calls."""
+def local_counts(
+    conn: Connection, account_id: int, query: StatsQuery, zone: ZoneInfo, per: int
+) -> Sequence[AnyRow]:
+    """The account's calls in the period per (local hour or day key, type, status), counted in
+    the database: `per` is 4 (hours) or 96 (days) quarter-hours; `tallies.key_start` reads a
+    key. Whole buckets come from the rollups, unless external numbers filter (the rollups do not
+    keep them); the partial buckets at the ends from the calls."""
     dialect = conn.dialect.name
     mine = calls.c.account_id == account_id
-    if query.external_numbers:
-        chosen = calls.c.external_number.in_(query.external_numbers)
-        return conn.execute(_by_bucket(dialect, mine, chosen, *_period(query))).all()
     period = tallies.Period.of(query.started_from, query.started_to)
-    if period is None:
-        return conn.execute(_by_bucket(dialect, mine, *_period(query))).all()
-    rolled = select(
-        call_rollups.c.bucket,
-        call_rollups.c.type,
-        call_rollups.c.status,
-        call_rollups.c.calls,
-        call_rollups.c.duration,
-        call_rollups.c.conversation,
-    ).where(
-        call_rollups.c.account_id == account_id,
-        call_rollups.c.calls != 0,
-        *period.whole_buckets(call_rollups.c.bucket),
+    if query.external_numbers or period is None:
+        chosen = (
+            [calls.c.external_number.in_(query.external_numbers)] if query.external_numbers else []
+        )
+        parts = _by_bucket(dialect, mine, *chosen, *_period(query)).subquery()
+    else:
+        rolled = select(
+            call_rollups.c.bucket, call_rollups.c.type, call_rollups.c.status, call_rollups.c.calls
+        ).where(
+            call_rollups.c.account_id == account_id,
+            call_rollups.c.calls != 0,
+            *period.whole_buckets(call_rollups.c.bucket),
+        )
+        edges = [_by_bucket(dialect, mine, *edge) for edge in period.edges(calls.c.started_at)]
+        parts = union_all(rolled, *edges).subquery()
+    shifts = tallies.offsets(
+        zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
     )
-    edges = [_by_bucket(dialect, mine, *edge) for edge in period.edges(calls.c.started_at)]
-    return conn.execute(union_all(rolled, *edges)).all()
+    key = tallies.local_key(parts.c.bucket, shifts, per).label("key")
+    summed = cast(func.sum(parts.c.calls), BigInteger)  # PostgreSQL sums bigints as numeric
+    stmt = select(key, parts.c.type, parts.c.status, summed).group_by(
+        key, parts.c.type, parts.c.status
+    )
+    return conn.execute(stmt).all()
 
 
 def by_external_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:

@@ -1,0 +1,97 @@
+"""Latency of the Statistics API at scale. Run by hand, not in CI.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1/bench python -m bench.statistics --calls 10000000
+    .venv/bin/python -m bench.statistics --calls 1000000              # SQLite file in bench/data
+
+Uses (or seeds) the database of bench.list_calls, then times each endpoint of issue 12 through the
+real app (ASGI, in process): median and p99 in ms, and the median's ratio to the bare page fetch
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from bench.list_calls import BIG, percentile, seed, timed
+from callhistory import accounts, migrate, store
+from callhistory.api import create_app
+from callhistory.config import Settings
+from callhistory.schema import calls, make_engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=Path(__file__).parent / "data",
+        database_url=os.environ.get("DATABASE_URL") or None,
+        app_key="bench-key-" + "x" * 40,
+    )
+    settings.data_dir.mkdir(exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate.upgrade(engine)
+    _, token = seed(engine, args.calls)
+    with engine.connect() as conn:
+        account_id = accounts.find_account_by_name(conn, BIG)
+        latest = conn.execute(
+            select(func.max(calls.c.started_at)).where(calls.c.account_id == account_id)
+        ).scalar_one()
+    last = latest + timedelta(hours=5)  # Tashkent
+    day = f"{last:%Y-%m-%d}"
+
+    def before(days: int) -> str:
+        return f"{last - timedelta(days=days):%Y-%m-%d}"
+
+    month = f"from={before(30)}&to={day}"
+    shapes = {
+        "calls-count one day": f"calls-count?from={day}&to={day}",
+        "calls-count 60 days": f"calls-count?from={before(60)}&to={day}",
+        "calls-count 10 years, mid-hour ends": (
+            f"calls-count?from={before(3650)} 10:17:03&to={day} 15:48:41"
+        ),
+        "calls-by-hour 31 days": f"calls-by-hour?from={before(30)}&to={day}",
+        "calls-by-day one year": f"calls-by-day?from={before(365)}&to={day}",
+        "calls-by-month 10 years": f"calls-by-month?from={before(3650)}&to={day}",
+        "calls-by-external-number one month": f"calls-by-external-number?{month}",
+        "calls-by-users one month": f"calls-by-users?{month}",
+        "heatmap one month": f"heatmap?{month}",
+        "calls-count one month, one number": f"calls-count?{month}&external_number=781130590",
+        "calls-count-by-history type+status+week": (
+            f"calls-count-by-history?filter[type]=1&filter[status]=2"
+            f"&filter[from]={before(6)}&filter[to]={day}"
+        ),
+    }
+    client = TestClient(create_app(settings, engine))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def floor() -> None:
+        with engine.connect() as conn:
+            stmt = select(*store.CALL_COLUMNS).where(calls.c.account_id == account_id)
+            conn.execute(stmt.order_by(calls.c.account_id, calls.c.id).limit(20)).all()
+
+    base = statistics.median(timed(floor, args.runs))
+    print(
+        f"\n{engine.dialect.name}, {args.calls} calls, {args.runs} runs each; floor {base:.2f} ms\n"
+    )
+    print("| endpoint | median ms | p99 ms | median / floor |\n|---|---:|---:|---:|")
+    for name, path in shapes.items():
+        url = f"/api/v1/statistic/{path}"
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200, (url, response.text)
+        ms = timed(lambda url=url: client.get(url, headers=headers), args.runs)
+        print(f"| {name} | {statistics.median(ms):.1f} | {percentile(ms, 99):.1f} "
+              f"| {statistics.median(ms) / base:.0f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
