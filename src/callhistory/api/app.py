@@ -6,13 +6,15 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from callhistory import __version__
+from callhistory import __version__, web
 from callhistory.api import auth, calls, docs, statistics, storage
 from callhistory.api.auth import HashGate, LoginThrottle
 from callhistory.api.responses import JSONResponse
@@ -101,6 +103,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version=__version__,
         description=docs.DESCRIPTION,
         default_response_class=JSONResponse,
+        docs_url=None,  # served below from the package's own Swagger UI files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.sqlalchemy_url)
@@ -116,6 +120,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(calls.router)
     app.include_router(statistics.router)
     app.include_router(storage.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        vendor = f"/static/{web.SWAGGER_UI}"
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+        )
+
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)

@@ -1,0 +1,7 @@
+"""What the browser gets: static files shipped in the package (no CDN; PBX hosts are often
+offline)."""
+
+from pathlib import Path
+
+STATIC = Path(__file__).parent / "static"
+SWAGGER_UI = "vendor/swagger-ui-5.35.0"
