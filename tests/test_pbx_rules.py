@@ -518,6 +518,21 @@ def test_reclassify_after_the_layout_changes(
     assert internal["meta"]["total"] == 3
     assert sync_rows(db) == {"synced": 3}  # what was pushed stays pushed
 
+    # The CRM is disconnected (its rows stay as history, with no CRM) and connected anew: the
+    # calls that turn outside again go to the new connection; the history is not queued again.
+    with db.begin() as conn:
+        crmstore.disconnect(conn, tenant.account_id, "amocrm")
+        crmstore.connect(
+            conn, tenant.account_id, "amocrm", "http://127.0.0.1:9", "oauth", "sealed", None
+        )
+    args = ["accounts", "configure", account, "--trunk", "SIP/citylink-*"]
+    assert runner.invoke(app, args, env=cli_env).exit_code == 0
+    result = runner.invoke(app, ["calls", "reclassify", "--account", account], env=cli_env)
+    assert result.stdout.splitlines()[-1] == (
+        "calls examined: 3, changed: 3; CRM syncs queued again: 3"
+    )
+    assert sync_rows(db) == {"synced": 3, "pending": 3}
+
 
 def sync_rows(db: Engine) -> dict[str, int]:
     with db.connect() as conn:

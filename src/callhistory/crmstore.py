@@ -275,7 +275,8 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
     }
     conn.execute(
         update(ci)
-        .where(ci.c.call_history_id.in_(pushed))
+        # rows of a disconnected CRM (no integration) are history: nothing can send them again
+        .where(ci.c.call_history_id.in_(pushed), ci.c.integration_id.is_not(None))
         .values(
             status="pending",
             attempts=0,
