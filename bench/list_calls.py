@@ -231,6 +231,7 @@ def measure(
         started = time.perf_counter()
         response = client.get(f"/api/v1/call-history?{qs}", headers=headers)
         result["random"].append((time.perf_counter() - started) * 1000)
+        result.setdefault("queries", []).append(qs)
         assert response.status_code == 200, (qs, response.text)
     return result
 
@@ -294,6 +295,10 @@ def report(dialect: str, args: argparse.Namespace, runs: dict[str, Any]) -> None
             cells += [f"{statistics.median(old):.1f}", f"{percentile(old, 99):.1f}",
                       f"{percentile(old, 99) / percentile(ms, 99):.1f}x"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
+    slowest = sorted(zip(new["random"], new.get("queries", []), strict=False), reverse=True)[:5]
+    print("\nslowest random queries (ms):")
+    for ms, qs in slowest:
+        print(f"  {ms:8.1f}  {qs}")
 
 
 if __name__ == "__main__":
