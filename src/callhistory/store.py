@@ -196,10 +196,15 @@ def search(
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
     # The account leads the order like it leads every index, and is a range rather than a constant
-    # to the planner (which drops a constant from ORDER BY): only the account's indexes give this
-    # order, so a big account is never read along the primary key past other accounts' calls.
+    # to the planner (which drops a constant from ORDER BY): only the account's btree indexes give
+    # this order, so a big account is never read along the primary key past other accounts' calls.
+    # Not with a substring filter: the trigram GIN index would then scan the account's whole range
+    # (measured 131 ms instead of 2 at 10M calls); its bitmap and a top-N sort serve that order.
     keys = (Sort("account_id", query.sort[0].descending), *query.sort)
-    account = calls.c.account_id.between(account_id, account_id)
+    if query.text:
+        account = calls.c.account_id == account_id
+    else:
+        account = calls.c.account_id.between(account_id, account_id)
     order = [
         calls.c[k.column].desc() if k.descending != backwards else calls.c[k.column] for k in keys
     ]
