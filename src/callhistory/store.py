@@ -14,6 +14,7 @@ from sqlalchemy import (
     Row,
     Table,
     bindparam,
+    cast,
     func,
     literal,
     or_,
@@ -149,10 +150,15 @@ def counts(conn: Connection, account_id: int, query: CallQuery) -> Counter[tuple
     ):
         stmt = _grouped(*_conditions(account_id, query))
     else:
-        rolled = select(call_rollups.c.type, call_rollups.c.status, call_rollups.c.calls).where(
-            call_rollups.c.account_id == account_id,
-            *type_and_status(call_rollups, query),
-            *period.whole_buckets(call_rollups.c.bucket),
+        summed = cast(func.sum(call_rollups.c.calls), BigInteger)  # PostgreSQL: else numeric
+        rolled = (
+            select(call_rollups.c.type, call_rollups.c.status, summed)
+            .where(
+                call_rollups.c.account_id == account_id,
+                *type_and_status(call_rollups, query),
+                *period.whole_buckets(call_rollups.c.bucket),
+            )
+            .group_by(call_rollups.c.type, call_rollups.c.status)
         )
         same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
         stmt = union_all(
