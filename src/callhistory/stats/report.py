@@ -57,10 +57,12 @@ def by_period(rows: Iterable[Sequence[Any]], unit: Unit) -> dict[str, Any]:
     key, pattern, per = UNITS[unit]
     every: Counter[tuple[int, str]] = Counter()
     missed: Counter[tuple[int, str]] = Counter()
+    labels: dict[int, str] = {}
     for local, type_, status, n in rows:
         if not n:
             continue
-        label = tallies.key_start(local, per).strftime(pattern)
+        if (label := labels.get(local)) is None:
+            label = labels[local] = tallies.key_start(local, per).strftime(pattern)
         every[type_, label] += n
         if status == NOT_ANSWERED:
             missed[type_, label] += n
