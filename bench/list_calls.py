@@ -75,8 +75,9 @@ def _load(engine: Engine, account_id: int, size: int, now: datetime) -> None:
                 with engine.begin() as conn:
                     conn.execute(insert, batch)
                 batch = []
-        with engine.begin() as conn:
-            conn.execute(insert, batch)
+        if batch:
+            with engine.begin() as conn:
+                conn.execute(insert, batch)
     from callhistory import tallies  # here: a baseline checkout (--measure-only) may lack it
 
     with engine.begin() as conn:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from callhistory import migrate
 from callhistory.cli import app
-from tests.conftest import Tenant
+from tests.conftest import PASSWORD, Tenant
 
 
 @pytest.fixture
@@ -264,8 +264,9 @@ def test_list_accounts_users_tokens_and_revoke_one(
         "1   Acme LLC  Asia/Tashkent  1",
     ]
     users = run("users", "list", "--account", "1")
-    assert users[0].split() == ["ID", "EMAIL", "NAME", "TYPE", "CREATED"]
+    assert users[0].split() == ["ID", "EMAIL", "NAME", "TYPE", "CREATED", "STATUS"]
     assert users[1].split()[:4] == ["1", "boss@acme.uz", "Boss", "USER"]
+    assert users[1].split()[-1] == "active"
     tokens = run("tokens", "list", "--email", "boss@acme.uz")
     assert tokens[0].split() == ["ID", "NAME", "ABILITIES", "LAST", "USED", "CREATED"]
     assert tokens[1].split()[:3] == ["1", "crm", "*"]
@@ -308,6 +309,42 @@ def test_reset_a_password_and_optionally_revoke_the_tokens(
         env=cli_env,
     )  # fmt: skip
     assert (unknown.exit_code, unknown.stderr) == (
+        1,
+        "error: No user with email nobody@example.com.\n",
+    )
+
+
+def test_disable_and_enable_a_user(
+    client: TestClient, tenant: Tenant, cli_env: dict[str, str]
+) -> None:
+    runner = CliRunner()
+    login = {"email": tenant.email, "password": PASSWORD}
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args), env=cli_env)
+        return result.exit_code, result.stdout + result.stderr
+
+    assert run("users", "disable", "--email", tenant.email) == (0, f"{tenant.email} disabled\n")
+    assert run("users", "disable", "--email", tenant.email) == (
+        0,
+        f"{tenant.email} was already disabled\n",
+    )
+    listed = runner.invoke(app, ["users", "list", "--account", str(tenant.account_id)], env=cli_env)
+    assert re.search(r"disabled \d{4}-\d{2}-\d{2}$", listed.stdout.splitlines()[1])
+    # Every token refused, in every route; no login.
+    for path in ("/api/v1/call-history", "/api/v1/auth/me", "/api/v1/statistic/heatmap"):
+        response = client.get(path, headers=tenant.headers)
+        assert (response.status_code, response.json()) == (401, {"message": "Unauthenticated."})
+    refused = client.post("/api/v1/auth/login", json=login)
+    assert refused.status_code == 422
+
+    assert run("users", "enable", "--email", tenant.email.upper()) == (
+        0,
+        f"{tenant.email.upper()} enabled\n",
+    )
+    assert client.get("/api/v1/call-history", headers=tenant.headers).status_code == 200
+    assert client.post("/api/v1/auth/login", json=login).status_code == 200
+    assert run("users", "enable", "--email", "nobody@example.com") == (
         1,
         "error: No user with email nobody@example.com.\n",
     )

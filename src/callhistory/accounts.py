@@ -291,7 +291,7 @@ def authenticate(conn: Connection, email: str, password: str) -> int | None:
     """The user id when the credentials match, else None (in constant-ish time)."""
     user = find_user(conn, email)
     stored = user.password if user else _DUMMY_HASH
-    if not verify_password(stored, password) or user is None:
+    if not verify_password(stored, password) or user is None or user.disabled_at is not None:
         return None
     if _hasher.check_needs_rehash(stored):
         set_password(conn, int(user.id), password)
@@ -311,6 +311,23 @@ def reset_password(conn: Connection, email: str, password: str, revoke_tokens: b
         return 0
     stmt = delete(personal_access_tokens).where(personal_access_tokens.c.user_id == user.id)
     return int(conn.execute(stmt).rowcount)
+
+
+def set_disabled(conn: Connection, email: str, disabled: bool) -> bool:
+    """Disable (no login, tokens refused) or enable a user; False when it already was.
+    AccountError for an unknown email."""
+    user = find_user(conn, email.strip().lower())
+    if user is None:
+        raise AccountError(f"No user with email {email}.")
+    if (user.disabled_at is not None) == disabled:
+        return False
+    now = utcnow()
+    conn.execute(
+        update(users)
+        .where(users.c.id == user.id)
+        .values(disabled_at=now if disabled else None, updated_at=now)
+    )
+    return True
 
 
 def set_password(conn: Connection, user_id: int, password: str) -> None:
@@ -370,6 +387,7 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
         users.c.account_id,
         accounts.c.timezone,
     ).select_from(personal_access_tokens.join(users).join(accounts))
+    query = query.where(users.c.disabled_at.is_(None))  # a disabled user's tokens are refused
     if bar:
         if not token_id_text.isdigit() or len(token_id_text) > 18:
             return None
@@ -425,7 +443,10 @@ def list_users(conn: Connection, account_id: int) -> list[AnyRow]:
     """The account's users by id (never their password hash)."""
     if not account_exists(conn, account_id):
         raise AccountError(f"No account with id {account_id}.")
-    stmt = select(users.c.id, users.c.email, users.c.name, users.c.type, users.c.created_at)
+    stmt = select(
+        users.c.id, users.c.email, users.c.name, users.c.type, users.c.created_at,
+        users.c.disabled_at,
+    )  # fmt: skip
     return list(conn.execute(stmt.where(users.c.account_id == account_id).order_by(users.c.id)))
 
 

@@ -56,6 +56,7 @@ users = Table(
     Column("type", SmallInteger, nullable=False, server_default="2"),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    Column("disabled_at", DateTime),  # set: no login, and the user's tokens are refused
     Index("ix_users_account_id", "account_id"),
 )
 

@@ -335,7 +335,7 @@ def accounts_list() -> None:
 
 @users_app.command("list")
 def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account id")]) -> None:
-    """The account's users: id, email, name, type, created."""
+    """The account's users: id, email, name, type, created, active or disabled."""
     from callhistory import accounts
     from callhistory.config import Settings
     from callhistory.models import UserType
@@ -346,12 +346,45 @@ def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account 
     except accounts.AccountError as exc:
         raise fail(str(exc)) from None
     _table(
-        ("ID", "EMAIL", "NAME", "TYPE", "CREATED"),
+        ("ID", "EMAIL", "NAME", "TYPE", "CREATED", "STATUS"),
         [
-            (r.id, r.email, r.name, UserType(r.type).name, f"{r.created_at:%Y-%m-%d %H:%M}")
+            (
+                r.id, r.email, r.name, UserType(r.type).name, f"{r.created_at:%Y-%m-%d %H:%M}",
+                "active" if r.disabled_at is None else f"disabled {r.disabled_at:%Y-%m-%d}",
+            )
             for r in rows
         ],
-    )
+    )  # fmt: skip
+
+
+def _set_disabled(email: str, disabled: bool) -> None:
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    try:
+        with database(Settings()) as engine, engine.begin() as conn:
+            changed = accounts.set_disabled(conn, email, disabled)
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    state = "disabled" if disabled else "enabled"
+    typer.echo(f"{email} {state}" if changed else f"{email} was already {state}")
+
+
+@users_app.command("disable")
+def users_disable(
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
+) -> None:
+    """Stop a user: no login, and every token they hold is refused (401) until `users enable`.
+    Their tokens are kept, so enabling gives back the same clients."""
+    _set_disabled(email, True)
+
+
+@users_app.command("enable")
+def users_enable(
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
+) -> None:
+    """Let a disabled user log in again; their tokens work again."""
+    _set_disabled(email, False)
 
 
 @users_app.command("reset-password")
