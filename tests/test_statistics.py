@@ -226,6 +226,61 @@ def test_berlin_23_and_25_hour_days(
     assert series[2] == {"date_hour": "2026-10-25 02:00:00", "call_count": 8}
 
 
+def test_missed_unreturned(
+    client: TestClient, tenant: Tenant, make_tenant: Callable[..., Tenant], add_calls: AddCalls
+) -> None:
+    a = tenant.account_id
+    day = datetime(2026, 1, 13, 5, 0)  # 10:00 in Tashkent
+
+    def missed(n: int, number: str, hours: float, **fields: Any) -> NewCall:
+        return new_call(a, n, type=IN, src=number, dst="101", conversation=0,
+                        started_at=day + timedelta(hours=hours), **fields)  # fmt: skip
+
+    add_calls(
+        a,
+        [
+            missed(1, "998901", 0), missed(2, "998901", 1),  # called back an hour later
+            new_call(a, 3, type=OUT, src="101", dst="998901", started_at=day + timedelta(hours=2)),
+            missed(4, "998902", 0),  # called back after 26 hours
+            new_call(a, 5, type=OUT, src="101", dst="998902", started_at=day + timedelta(hours=26)),
+            missed(6, "998903", -1),  # got through himself half an hour later
+            new_call(a, 7, type=IN, src="998903", dst="102", started_at=day - timedelta(hours=0.5)),
+            new_call(a, 8, type=OUT, src="101", dst="998904", started_at=day - timedelta(hours=3)),
+            missed(9, "998904", 2),  # the only call to them came before the miss
+            missed(10, "998905", 30),  # outside the period
+            new_call(a, 11, type=INT, src="102", dst="101", conversation=0, started_at=day),
+            missed(12, "998904", 1.5),
+        ],
+    )  # fmt: skip
+    other = make_tenant()
+    b = other.account_id
+    add_calls(
+        b, [new_call(b, 1, type=OUT, src="1", dst="998904", started_at=day + timedelta(hours=3))]
+    )
+    period = {"from": "2026-01-13", "to": "2026-01-13"}
+    status, body = get(client, tenant, "missed-unreturned", **period)
+    assert status == 200
+    result = body["result"]
+    assert result["data"] == [
+        {"number": "998904", "missed_count": 2, "first_missed_at": "2026-01-13 11:30:00",
+         "last_missed_at": "2026-01-13 12:00:00", "last_call_id": 9},
+        {"number": "998902", "missed_count": 1, "first_missed_at": "2026-01-13 10:00:00",
+         "last_missed_at": "2026-01-13 10:00:00", "last_call_id": 4},
+    ]  # fmt: skip
+    assert result["meta"]["total"] == 2
+    longer = get(client, tenant, "missed-unreturned", **period, within="48")[1]["result"]
+    assert [r["number"] for r in longer["data"]] == ["998904"]
+    second = get(client, tenant, "missed-unreturned", **period, per_page="1", page="2")[1]
+    assert [r["number"] for r in second["result"]["data"]] == ["998902"]
+    assert second["result"]["meta"]["last_page"] == 2
+    assert second["result"]["links"]["prev"].endswith("page=1")
+    assert get(client, tenant, "missed-unreturned", **period, within="0") == (
+        422,
+        {"message": "The within field must be between 1 and 720.",
+         "errors": {"within": ["The within field must be between 1 and 720."]}},
+    )  # fmt: skip
+
+
 FORMAT = "The {} field must match the format Y-m-d H:i:s."
 
 

@@ -115,7 +115,7 @@ def parse_page(value: Any) -> int:
     return page if page is not None and page >= 1 else 1
 
 
-def _parse_per_page(value: Any, errors: ValidationErrors) -> int:
+def parse_per_page(value: Any, errors: ValidationErrors) -> int:
     if value is None:
         return DEFAULT_PER_PAGE
     attribute = _attribute("per_page")
@@ -193,7 +193,7 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
     """
     errors = ValidationErrors()
     page = parse_page(params.get("page"))
-    per_page = _parse_per_page(params.get("per_page"), errors)
+    per_page = parse_per_page(params.get("per_page"), errors)
     sort_names = _parse_sort(params.get("sort"), errors)
 
     raw_filters = params.get("filter")

@@ -299,6 +299,16 @@ STATS_PARAMETERS = [
 ]  # fmt: skip
 
 
+MISSED_PARAMETERS = [
+    _param(
+        "within",
+        {"type": "integer", "minimum": 1, "maximum": 720, "default": 24},
+        "Hours after a caller's last missed call in which a callback (an outgoing call to the "
+        "number) or an answered call from them counts as reaching them.",
+    ),
+    LIST_PARAMETERS[0],  # page
+    LIST_PARAMETERS[1],  # per_page
+]
 STATUS_PARAMETER = _param(
     "status", {"type": "string", "enum": ["1", "2"]}, "1 Answered, 2 Not answered."
 )

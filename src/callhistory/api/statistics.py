@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from callhistory import accounts, phpquery, query, store
+from callhistory import accounts, pagination, phpquery, query, store
 from callhistory.api import docs
-from callhistory.api.deps import ConnDep, ReaderDep
+from callhistory.api.deps import ConnDep, ReaderDep, SettingsDep, base_url
 from callhistory.api.responses import JSONResponse
 from callhistory.stats import params, report
 from callhistory.stats import store as stats_store
@@ -89,6 +90,20 @@ class UserCounts(BaseModel):
     incoming_count: int
     incoming_duration: int
     incoming_conversation: int
+
+
+class MissedCaller(BaseModel):
+    number: str
+    missed_count: int
+    first_missed_at: str = Field(examples=["2026-01-13 09:12:40"])
+    last_missed_at: str = Field(examples=["2026-01-13 17:54:36"])
+    last_call_id: int
+
+
+class MissedPage(BaseModel):
+    data: list[MissedCaller]
+    links: docs.PageLinks
+    meta: docs.PageMeta
 
 
 class Heatmap(BaseModel):
@@ -186,6 +201,37 @@ def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSO
     config, _tz = accounts.pbx_settings(conn, principal.account_id)
     rows = stats_store.by_number(conn, principal.account_id, stats_query)
     return JSONResponse(report.envelope(report.by_users(rows, config.is_extension)))
+
+
+@router.get(
+    "/missed-unreturned",
+    summary="Callers missed and not called back within `within` hours (default 24), paginated",
+    response_model=Envelope[MissedPage],
+    responses=docs.errors(401, 403, 422),
+    openapi_extra={"parameters": [*docs.STATS_PARAMETERS, *docs.MISSED_PARAMETERS]},
+)
+def missed_unreturned(
+    request: Request, principal: ReaderDep, conn: ConnDep, settings: SettingsDep
+) -> JSONResponse:
+    raw = _params(request)
+    stats_query = params.parse(raw, principal.timezone, params.DAY_LIMIT, paged=True)
+    account = principal.account_id
+    missed = stats_store.missed_callers(conn, account, stats_query)
+    since = min((row.last_missed_at for row in missed), default=stats_query.started_to)
+    contacts = stats_store.contacts_after(conn, account, [row.number for row in missed], since)
+    waiting = report.unreturned(missed, contacts, timedelta(hours=stats_query.within_hours))
+    start = (stats_query.page - 1) * stats_query.per_page
+    page = waiting[start : start + stats_query.per_page]
+    last_ids = stats_store.last_missed_ids(conn, account, stats_query, [r.number for r in page])
+    body = pagination.envelope(
+        report.missed_rows(page, last_ids, principal.timezone),
+        total=len(waiting),
+        page=stats_query.page,
+        per_page=stats_query.per_page,
+        path=f"{base_url(request, settings)}{router.prefix}/missed-unreturned",
+        params=raw,
+    )
+    return JSONResponse(report.envelope(body))
 
 
 @router.get(

@@ -9,7 +9,20 @@ from zoneinfo import ZoneInfo
 
 from callhistory.errors import ValidationErrors
 from callhistory.models import CallStatus
-from callhistory.query import MAX_FILTER_LENGTH, MAX_LIST_ITEMS, local_datetime, split_list, to_utc
+from callhistory.query import (
+    DEFAULT_PER_PAGE,
+    MAX_FILTER_LENGTH,
+    MAX_LIST_ITEMS,
+    local_datetime,
+    parse_page,
+    parse_per_page,
+    php_int,
+    split_list,
+    to_utc,
+)
+
+DEFAULT_WITHIN_HOURS = 24
+MAX_WITHIN_HOURS = 24 * 30
 
 #: How long a period each bucketed report accepts (None: any).
 HOUR_LIMIT = timedelta(days=31)
@@ -25,6 +38,10 @@ class StatsQuery:
     #: exact external numbers, any of which (empty: every call)
     external_numbers: tuple[str, ...] = ()
     status: CallStatus | None = None
+    #: missed-unreturned: hours a caller has to be called back in, and the page
+    within_hours: int = DEFAULT_WITHIN_HOURS
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
 
 
 def _later(local: datetime, limit: timedelta | int) -> datetime:
@@ -42,6 +59,7 @@ def parse(
     tz: ZoneInfo,
     limit: timedelta | int | None = None,
     with_status: bool = False,
+    paged: bool = False,
 ) -> StatsQuery:
     """Validate `from`, `to` (account-local), `external_number` (and `status` when asked)."""
     errors = ValidationErrors()
@@ -85,10 +103,26 @@ def parse(
             errors.add("status", "The selected status is invalid.")
         else:
             status = CallStatus(int(value))
+    within, page, per_page = DEFAULT_WITHIN_HOURS, 1, DEFAULT_PER_PAGE
+    if paged:
+        value = params.get("within")
+        if value is not None:
+            number = php_int(value)
+            if number is None:
+                errors.add("within", "The within field must be an integer.")
+            elif not 1 <= number <= MAX_WITHIN_HOURS:
+                errors.add("within", f"The within field must be between 1 and {MAX_WITHIN_HOURS}.")
+            else:
+                within = number
+        page = parse_page(params.get("page"))
+        per_page = parse_per_page(params.get("per_page"), errors)
     errors.raise_if_any()
     return StatsQuery(
         started_from=to_utc(bounds["from"], tz),
         started_to=to_utc(bounds["to"], tz),
         external_numbers=numbers,
         status=status,
+        within_hours=within,
+        page=page,
+        per_page=per_page,
     )

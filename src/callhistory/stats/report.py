@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from callhistory import tallies
 from callhistory.models import CallStatus, CallType
@@ -128,3 +130,34 @@ MEASURES = ("count", "duration", "conversation")
 
 def _number_order(number: str) -> tuple[int, str]:
     return (len(number), number) if number.isdigit() else (1 << 30, number)
+
+
+def unreturned(
+    missed: Iterable[Any], contacts: dict[str, list[datetime]], within: timedelta
+) -> list[Any]:
+    """The missed callers nobody reached: no callback and no answered call from them within
+    `within` after their last miss. Latest miss first, then by number."""
+    waiting = [
+        row
+        for row in missed
+        if not any(
+            row.last_missed_at < at <= row.last_missed_at + within for at in contacts[row.number]
+        )
+    ]
+    return sorted(waiting, key=lambda row: (-tallies.unix(row.last_missed_at), row.number))
+
+
+def missed_rows(rows: Iterable[Any], last_ids: dict[str, int], tz: ZoneInfo) -> list[Any]:
+    def local(moment: datetime) -> str:
+        return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+    return [
+        {
+            "number": row.number,
+            "missed_count": int(row.missed_count),
+            "first_missed_at": local(row.first_missed_at),
+            "last_missed_at": local(row.last_missed_at),
+            "last_call_id": last_ids[row.number],
+        }
+        for row in rows
+    ]

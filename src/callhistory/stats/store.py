@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,7 @@ from sqlalchemy import (
 )
 
 from callhistory import store, tallies
-from callhistory.models import CallType
+from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
 from callhistory.schema import call_rollups, calls
 from callhistory.stats.params import StatsQuery
@@ -141,3 +142,68 @@ def by_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[
             .group_by(column)
         )
     return conn.execute(union_all(*sides)).all()
+
+
+def _missed_conditions(account_id: int, query: StatsQuery) -> list[ColumnElement[bool]]:
+    conditions = [
+        calls.c.account_id == account_id,
+        *_period(query),
+        calls.c.type == int(CallType.INCOMING),
+        calls.c.status == int(CallStatus.NOT_ANSWERED),
+        calls.c.src != "",
+    ]
+    if query.external_numbers:
+        conditions.append(calls.c.external_number.in_(query.external_numbers))
+    return conditions
+
+
+def missed_callers(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+    """Per calling number with missed incoming calls in the period: how many, first and last."""
+    stmt = (
+        select(
+            calls.c.src.label("number"),
+            func.count().label("missed_count"),
+            func.min(calls.c.started_at).label("first_missed_at"),
+            func.max(calls.c.started_at).label("last_missed_at"),
+        )
+        .where(*_missed_conditions(account_id, query))
+        .group_by(calls.c.src)
+    )
+    return conn.execute(stmt).all()
+
+
+def contacts_after(
+    conn: Connection, account_id: int, numbers: Sequence[str], since: datetime
+) -> dict[str, list[datetime]]:
+    """When each number was called back (an outgoing call to it) or got through (an answered
+    incoming call from it), after `since`."""
+    found: dict[str, list[datetime]] = {number: [] for number in numbers}
+    mine = [calls.c.account_id == account_id, calls.c.started_at > since]
+    for chunk in store.in_chunks(list(numbers)):
+        called = select(calls.c.dst, calls.c.started_at).where(
+            *mine, calls.c.type == int(CallType.OUTGOING), calls.c.dst.in_(chunk)
+        )
+        answered = select(calls.c.src, calls.c.started_at).where(
+            *mine,
+            calls.c.type == int(CallType.INCOMING),
+            calls.c.status == int(CallStatus.ANSWERED),
+            calls.c.src.in_(chunk),
+        )
+        for number, started_at in conn.execute(union_all(called, answered)):
+            found[number].append(started_at)
+    return found
+
+
+def last_missed_ids(
+    conn: Connection, account_id: int, query: StatsQuery, numbers: Sequence[str]
+) -> dict[str, int]:
+    """The id of each number's last missed call in the period (the latest start, then id)."""
+    latest: dict[str, tuple[datetime, int]] = {}
+    for chunk in store.in_chunks(list(numbers)):
+        stmt = select(calls.c.src, calls.c.started_at, calls.c.id).where(
+            *_missed_conditions(account_id, query), calls.c.src.in_(chunk)
+        )
+        for number, started_at, pk in conn.execute(stmt):
+            if number not in latest or (started_at, pk) > latest[number]:
+                latest[number] = (started_at, pk)
+    return {number: pk for number, (_, pk) in latest.items()}
