@@ -21,6 +21,7 @@ from callhistory import accounts
 from callhistory.api import docs
 from callhistory.api.deps import ConnDep, JsonBodyDep, PrincipalDep, SettingsDep
 from callhistory.api.responses import JSONResponse
+from callhistory.config import Settings
 from callhistory.errors import ApiError, ValidationErrors
 from callhistory.models import UserType
 from callhistory.resources import laravel_timestamp
@@ -101,10 +102,10 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-def _login(engine: Engine, email: str, password: str) -> str | None:
+def _login(engine: Engine, email: str, password: str, token_name: str) -> str | None:
     with engine.begin() as conn:
         user_id = accounts.authenticate(conn, email, password)
-        return None if user_id is None else accounts.create_token(conn, user_id, name="login")
+        return None if user_id is None else accounts.create_token(conn, user_id, name=token_name)
 
 
 def _success(result: Any, message: str) -> JSONResponse:
@@ -129,6 +130,36 @@ def _retry_after(
     return throttle.retry_after(key) or ip_throttle.retry_after(ip)
 
 
+async def sign_in(
+    request: Request, settings: Settings, email: str, password: str, token_name: str
+) -> str:
+    """A new token for these credentials, behind the login throttles (per email and address, and
+    per address) and the hashing gate. ApiError 422 (bad credentials) or 429. Shared by the API's
+    login and the web page's."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    ip_throttle: LoginThrottle = request.app.state.login_ip_throttle
+    gate: HashGate = request.app.state.hash_gate
+    ip = client_ip(request)
+    key = f"{email.strip().lower()}|{ip}"
+    wait = await run_in_threadpool(_retry_after, throttle, key, ip_throttle, ip)
+    if wait is not None:
+        # A tarpit: a locked-out client that retries at once is answered only after a pause
+        # that costs a coroutine, not a thread or a core, so a flood cannot keep the CPU busy.
+        await asyncio.sleep(settings.login_lockout_delay_seconds)
+    if wait is not None or not await gate.acquire():
+        raise ApiError(429, "Too Many Attempts.", headers={"Retry-After": str(wait or 1)})
+    try:
+        token = await gate.run(_login, request.app.state.engine, email, password, token_name)
+    finally:
+        gate.release()
+    if token is None:
+        await run_in_threadpool(throttle.hit, key)
+        await run_in_threadpool(ip_throttle.hit, ip)
+        raise ApiError(422, BAD_CREDENTIALS, {"email": [BAD_CREDENTIALS]})
+    await run_in_threadpool(throttle.clear, key)
+    return token
+
+
 @router.post(
     "/login",
     summary="Exchange email and password for a bearer token",
@@ -147,27 +178,7 @@ async def login(request: Request, body: JsonBodyDep, settings: SettingsDep) -> J
     password = _string_field(body, "password", errors)
     errors.raise_if_any()
 
-    throttle: LoginThrottle = request.app.state.login_throttle
-    ip_throttle: LoginThrottle = request.app.state.login_ip_throttle
-    gate: HashGate = request.app.state.hash_gate
-    ip = client_ip(request)
-    key = f"{email.strip().lower()}|{ip}"
-    wait = await run_in_threadpool(_retry_after, throttle, key, ip_throttle, ip)
-    if wait is not None:
-        # A tarpit: a locked-out client that retries at once is answered only after a pause
-        # that costs a coroutine, not a thread or a core, so a flood cannot keep the CPU busy.
-        await asyncio.sleep(settings.login_lockout_delay_seconds)
-    if wait is not None or not await gate.acquire():
-        raise ApiError(429, "Too Many Attempts.", headers={"Retry-After": str(wait or 1)})
-    try:
-        token = await gate.run(_login, request.app.state.engine, email, password)
-    finally:
-        gate.release()
-    if token is None:
-        await run_in_threadpool(throttle.hit, key)
-        await run_in_threadpool(ip_throttle.hit, ip)
-        raise ApiError(422, BAD_CREDENTIALS, {"email": [BAD_CREDENTIALS]})
-    await run_in_threadpool(throttle.clear, key)
+    token = await sign_in(request, settings, email, password, token_name="login")
     return _success({"access_token": token}, "User successfully authenticated")
 
 
