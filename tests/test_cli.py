@@ -184,10 +184,12 @@ def test_one_version_and_the_root_route(client: TestClient) -> None:
     from importlib.metadata import version
 
     assert client.get("/openapi.json").json()["info"]["version"] == version("callhistory")
-    response = client.get("/")
+    response = client.get("/", follow_redirects=False)  # the call list's page, logged out
+    assert (response.status_code, response.headers["location"]) == (303, "/login?next=%2F")
+    response = client.get("/nothing")
     assert (response.status_code, response.json()) == (
         404,
-        {"message": "The route / could not be found."},
+        {"message": "The route nothing could not be found."},
     )
 
 

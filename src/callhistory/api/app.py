@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 
 from fastapi import FastAPI, Request
@@ -9,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
@@ -22,6 +25,7 @@ from callhistory.config import Settings
 from callhistory.errors import ApiError
 from callhistory.recordings import AccountRoots
 from callhistory.schema import make_engine
+from callhistory.web import pages
 
 log = logging.getLogger("callhistory")
 
@@ -121,6 +125,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(statistics.router)
     app.include_router(storage.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
+    app.include_router(pages.router)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=hmac.new(settings.signing_key, b"web session", hashlib.sha256).hexdigest(),
+        session_cookie="callhistory_session",
+        max_age=pages.SESSION_MAX_AGE,
+        same_site="lax",
+        https_only=(settings.public_url or "").startswith("https://"),
+    )
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

@@ -1,0 +1,208 @@
+"""The manager's pages: log in, the call list, log out. Server-rendered (Jinja2) from the same
+query, store, pagination and resources code as the API: a page is another renderer of the same
+query, never a second implementation of a filter.
+
+The session is a signed, HttpOnly, SameSite=Lax cookie (Starlette's SessionMiddleware) that holds
+a personal access token of the user (named "web"), so a page is authorised exactly like the API:
+revoking the token, disabling the user or logging out ends the session. Every POST carries the
+session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from callhistory import accounts, pagination, phpquery, query, resources, store
+from callhistory.accounts import Principal
+from callhistory.api.auth import sign_in
+from callhistory.api.deps import SettingsDep, base_url
+from callhistory.errors import ApiError
+from callhistory.models import CallStatus, CallType
+from callhistory.signing import recording_url
+from callhistory.web import TEMPLATES
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=TEMPLATES)
+
+#: The session's lifetime in seconds (the cookie's Max-Age).
+SESSION_MAX_AGE = 14 * 24 * 3600
+MAX_FORM_BYTES = 16 * 1024
+TOO_MANY = "Too many attempts. Wait a minute and try again."
+#: A person looks for the latest calls first (the API's default is by id).
+DEFAULT_SORT = "-datetime"
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form, first value of each field; 403 unless its CSRF token is the
+    session's."""
+    body = await request.body()
+    fields = {
+        k: v[0] for k, v in parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).items()
+    }
+    expected = request.session.get("csrf")
+    given = fields.get("csrf", "")
+    if not isinstance(expected, str) or not hmac.compare_digest(expected, given):
+        raise ApiError(403, "This action is unauthorized.")
+    return fields
+
+
+def _principal(request: Request) -> Principal | None:
+    token = request.session.get("token")
+    if not isinstance(token, str):
+        return None
+    with request.app.state.engine.connect() as conn:
+        return accounts.find_principal(conn, token)
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site (never `//host` or a scheme): no open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    return _render_login(request, None, "", request.query_params.get("next"), 200)
+
+
+def _render_login(
+    request: Request, error: str | None, email: str, next_: str | None, status: int
+) -> Response:
+    context = {
+        "csrf": csrf_token(request),
+        "error": error,
+        "email": email,
+        "next": _safe_next(next_),
+    }
+    return templates.TemplateResponse(request, "login.html", context, status_code=status)
+
+
+@router.post("/login")
+async def login_submit(request: Request, settings: SettingsDep) -> Response:
+    fields = await _form(request)
+    email, password = fields.get("email", "").strip(), fields.get("password", "")
+    next_ = fields.get("next")
+    if not email or not password:
+        return _render_login(request, "Enter your email and password.", email, next_, 422)
+    try:
+        token = await sign_in(request, settings, email, password, token_name="web")
+    except ApiError as exc:
+        message = exc.message if exc.status == 422 else TOO_MANY
+        return _render_login(request, message, email, next_, exc.status)
+    old = request.session.get("token")
+    if isinstance(old, str):
+        await run_in_threadpool(_revoke, request, old)
+    request.session.clear()
+    request.session["token"] = token
+    csrf_token(request)  # a new one for the new session
+    return RedirectResponse(_safe_next(next_), status_code=303)
+
+
+def _revoke(request: Request, token: str) -> None:
+    with request.app.state.engine.begin() as conn:
+        principal = accounts.find_principal(conn, token)
+        if principal is not None:
+            accounts.revoke_token(conn, principal.token_id)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    await _form(request)
+    token = request.session.get("token")
+    if isinstance(token, str):
+        await run_in_threadpool(_revoke, request, token)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+def _list_params(request: Request) -> dict[str, Any]:
+    """The query string as the API reads it, minus the form's empty fields (an empty select
+    means "any", where the API would call `filter[type]=` invalid), newest first by default."""
+    params = phpquery.parse(request.scope.get("query_string", b""))
+    filters = params.get("filter")
+    if isinstance(filters, dict):
+        kept = {k: v for k, v in filters.items() if v not in ("", None)}
+        if kept:
+            params["filter"] = kept
+        else:
+            del params["filter"]
+    params = {k: v for k, v in params.items() if v not in ("", None)}
+    params.setdefault("sort", DEFAULT_SORT)
+    return params
+
+
+@router.get("/")
+def calls_page(request: Request, settings: SettingsDep) -> Response:
+    principal = _principal(request)
+    if principal is None:
+        return _to_login(request)
+    params = _list_params(request)
+    error = None
+    try:
+        call_query = query.parse(params, principal.timezone)
+    except ApiError as exc:
+        error, call_query, params = exc.message, query.CallQuery(), {}
+    with request.app.state.engine.connect() as conn:
+        total = store.count(conn, principal.account_id, call_query)
+        rows = (
+            store.search(conn, principal.account_id, call_query, total)
+            if call_query.offset < total
+            else []
+        )
+        integrations = store.integrations_for(conn, (row.id for row in rows))
+        user = accounts.get_user(conn, principal.user_id)
+    base = base_url(request, settings)
+    key, ttl = settings.signing_key, settings.recording_url_ttl
+
+    def signed(recording: str) -> str:
+        return recording_url(base, principal.account_id, recording, key, ttl)
+
+    calls = [
+        resources.call_index(row, integrations[row.id], principal.timezone, signed) for row in rows
+    ]
+    page = pagination.envelope(
+        calls, total=total, page=call_query.page, per_page=call_query.per_page, path="/",
+        params=params,
+    )  # fmt: skip
+    filters = params.get("filter") if isinstance(params.get("filter"), dict) else {}
+    context = {
+        "csrf": csrf_token(request),
+        "user": user,
+        "page": page,
+        "error": error,
+        "filters": filters,
+        "sort": params.get("sort", ""),
+        "per_page": call_query.per_page,
+        "types": [(str(int(t)), t.label) for t in CallType],
+        "statuses": [(str(int(s)), s.label) for s in CallStatus],
+        "sort_link": lambda column: _sort_link(params, column),
+    }
+    return templates.TemplateResponse(request, "calls.html", context)
+
+
+def _sort_link(params: dict[str, Any], column: str) -> str:
+    """The list sorted by `column`: ascending, or descending when it already is ascending."""
+    current = params.get("sort", "")
+    wanted = f"-{column}" if current == column else column
+    return pagination.page_url("/", {**params, "sort": wanted}, 1)

@@ -1,0 +1,197 @@
+"""The manager's pages in a real browser: Debian's Chromium driven by Playwright, against the app
+under a real uvicorn on the test database. Skipped when Chromium is missing, except in CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from callhistory.api import create_app
+from callhistory.config import Settings
+from callhistory.models import CallType
+from tests.conftest import PASSWORD, Tenant, new_call
+from tests.test_security import live
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = Path(__file__).parent.parent / "screenshots"
+API = "/api/v1/call-history"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+    pytest.skip(f"no {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(db: Engine, settings: Settings) -> Iterator[str]:
+    with live(create_app(settings, db), settings) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def calls_of(add_calls: Callable[..., list[int]]) -> Callable[[Tenant, int], None]:
+    def add(tenant: Tenant, count: int) -> None:
+        a = tenant.account_id
+        start = datetime(2026, 1, 10, 6, 0)
+        add_calls(
+            a,
+            [
+                new_call(a, n, type=list(CallType)[n % 3],
+                         started_at=start + timedelta(hours=7 * n),
+                         duration=10 + (n * 37) % 300, conversation=(n % 4) * 5)
+                for n in range(count)
+            ],
+        )  # fmt: skip
+
+    return add
+
+
+def log_in(page: Page, site: str, email: str, password: str = PASSWORD) -> None:
+    page.goto(f"{site}/")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("form.login button")
+
+
+def total_on(page: Page) -> int:
+    return int(page.inner_text("#total").split()[0].replace(",", ""))
+
+
+def api_total(client: TestClient, tenant: Tenant, **params: Any) -> int:
+    response = client.get(API, params=params, headers=tenant.headers)
+    assert response.status_code == 200
+    return int(response.json()["meta"]["total"])
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_log_in_filter_sort_and_page(
+    page: Page,
+    site: str,
+    client: TestClient,
+    tenant: Tenant,
+    calls_of: Callable[[Tenant, int], None],
+) -> None:
+    calls_of(tenant, 60)
+    page.goto(f"{site}/?filter[type]=2")
+    assert page.url.startswith(f"{site}/login?next=")  # not logged in: to the login page
+    shoot(page, "login")
+    page.fill("#email", tenant.email)
+    page.fill("#password", "wrong-password")
+    page.click("form.login button")
+    expect(page.locator(".error")).to_have_text("These credentials do not match our records.")
+    page.fill("#password", PASSWORD)
+    page.click("form.login button")
+    assert page.url == f"{site}/?filter[type]=2"  # back where the person wanted to go
+    assert total_on(page) == api_total(client, tenant, **{"filter[type]": "2"}) == 20
+
+    page.goto(f"{site}/")
+    assert total_on(page) == 60
+    # Newest first: the page's first row is the API's newest call.
+    newest = client.get(API, params={"sort": "-datetime"}, headers=tenant.headers).json()
+    assert page.locator("tbody tr").first.get_attribute("data-id") == str(newest["data"][0]["id"])
+    shoot(page, "calls")
+
+    # Direction + a date range, as a person sets them; the URL keeps them, Back works.
+    page.select_option("select[name='filter[type]']", "1")
+    page.fill("input[name='filter[from]']", "2026-01-11")
+    page.fill("input[name='filter[to]']", "2026-01-15")
+    page.click("form.filters button")
+    period = {"filter[type]": "1", "filter[from]": "2026-01-11", "filter[to]": "2026-01-15"}
+    assert total_on(page) == api_total(client, tenant, **period) > 0
+    assert "filter%5Btype%5D=1" in page.url or "filter[type]=1" in page.url
+    page.go_back()
+    assert total_on(page) == 60
+
+    # Sort by clicking a column: shortest first, then longest first.
+    page.click("th >> text=Duration")
+    shortest = client.get(API, params={"sort": "duration"}, headers=tenant.headers).json()
+    assert page.locator("tbody tr").first.get_attribute("data-id") == str(shortest["data"][0]["id"])
+    page.click("th >> text=Duration")
+    longest = client.get(API, params={"sort": "-duration"}, headers=tenant.headers).json()
+    assert page.locator("tbody tr").first.get_attribute("data-id") == str(longest["data"][0]["id"])
+
+    # The page window: page 3 of 20 a page.
+    page.click("nav.pages >> text='3'")
+    expect(page.locator("nav.pages [aria-current=page]")).to_have_text("3")
+    third = client.get(
+        API, params={"sort": "-duration", "page": "3"}, headers=tenant.headers
+    ).json()
+    ids = [row.get_attribute("data-id") for row in page.locator("tbody tr").all()]
+    assert ids == [str(call["id"]) for call in third["data"]]
+
+
+def test_accounts_see_only_their_calls(
+    browser: Browser,
+    site: str,
+    make_tenant: Callable[..., Tenant],
+    calls_of: Callable[[Tenant, int], None],
+) -> None:
+    first, second = make_tenant(), make_tenant()
+    calls_of(first, 7)
+    calls_of(second, 3)
+    for tenant, count in ((first, 7), (second, 3)):
+        context = browser.new_context()
+        page = context.new_page()
+        log_in(page, site, tenant.email)
+        assert total_on(page) == count
+        context.close()
+
+
+def test_log_out_ends_the_session_and_forms_need_the_csrf_token(
+    browser: Browser, page: Page, site: str, tenant: Tenant, calls_of: Callable[[Tenant, int], None]
+) -> None:
+    calls_of(tenant, 2)
+    log_in(page, site, tenant.email)
+    assert total_on(page) == 2
+    cookies = page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "callhistory_session")
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+
+    # Another site's form posting to /logout with this session but no token: refused.
+    forged = page.request.post(f"{site}/logout", form={"csrf": "guess"}, max_redirects=0)
+    assert forged.status == 403
+    page.reload()
+    assert total_on(page) == 2  # still logged in
+
+    page.click("header button")  # Log out
+    assert page.url.startswith(f"{site}/login")
+    page.goto(f"{site}/")
+    assert page.url.startswith(f"{site}/login")
+    # The old cookie is worth nothing now: its token was revoked.
+    stale = browser.new_context()
+    stale.add_cookies(cookies)
+    replay = stale.new_page()
+    replay.goto(f"{site}/")
+    assert replay.url.startswith(f"{site}/login")
+    stale.close()
