@@ -19,8 +19,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from bench.list_calls import BIG, percentile, seed, timed
-from callhistory import accounts, migrate, store
+from bench.list_calls import BIG, bare_page, percentile, seed, timed
+from callhistory import accounts, migrate
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
@@ -74,12 +74,7 @@ def main() -> None:
     client = TestClient(create_app(settings, engine))
     headers = {"Authorization": f"Bearer {token}"}
 
-    def floor() -> None:
-        with engine.connect() as conn:
-            stmt = select(*store.CALL_COLUMNS).where(calls.c.account_id == account_id)
-            conn.execute(stmt.order_by(calls.c.account_id, calls.c.id).limit(20)).all()
-
-    base = statistics.median(timed(floor, args.runs))
+    base = statistics.median(timed(lambda: bare_page(engine, account_id), args.runs))
     print(
         f"\n{engine.dialect.name}, {args.calls} calls, {args.runs} runs each; floor {base:.2f} ms\n"
     )

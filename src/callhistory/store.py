@@ -225,6 +225,16 @@ def search(
     return rows[::-1] if backwards else rows
 
 
+def list_page(
+    conn: Connection, account_id: int, query: CallQuery
+) -> tuple[int, Sequence[AnyRow], dict[int, list[AnyRow]]]:
+    """What a list shows: the exact total, the page's calls and their integration rows. A page
+    past the end needs no rows (and never an absurd OFFSET)."""
+    total = count(conn, account_id, query)
+    rows = search(conn, account_id, query, total) if query.offset < total else []
+    return total, rows, integrations_for(conn, (row.id for row in rows))
+
+
 def get(conn: Connection, account_id: int, call_pk: int) -> AnyRow | None:
     stmt = select(*CALL_COLUMNS).where(calls.c.account_id == account_id, calls.c.id == call_pk)
     return conn.execute(stmt).first()

@@ -76,14 +76,7 @@ def list_calls(
 ) -> JSONResponse:
     params = phpquery.parse(request.scope.get("query_string", b""))
     call_query = query.parse(params, principal.timezone)
-    total = store.count(conn, principal.account_id, call_query)
-    # A page past the end needs no rows (and never an absurd OFFSET).
-    rows = (
-        store.search(conn, principal.account_id, call_query, total)
-        if call_query.offset < total
-        else []
-    )
-    integrations = store.integrations_for(conn, (row.id for row in rows))
+    total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
     data = [
         resources.call_index(row, integrations[row.id], principal.timezone, recording_url)
         for row in rows

@@ -164,13 +164,7 @@ def calls_page(request: Request, settings: SettingsDep) -> Response:
     except ApiError as exc:
         error, call_query, params = exc.message, query.CallQuery(), {}
     with request.app.state.engine.connect() as conn:
-        total = store.count(conn, principal.account_id, call_query)
-        rows = (
-            store.search(conn, principal.account_id, call_query, total)
-            if call_query.offset < total
-            else []
-        )
-        integrations = store.integrations_for(conn, (row.id for row in rows))
+        total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
         user = accounts.get_user(conn, principal.user_id)
     base = base_url(request, settings)
     key, ttl = settings.signing_key, settings.recording_url_ttl
