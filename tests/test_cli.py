@@ -121,6 +121,22 @@ def test_demo_is_idempotent(run, client: TestClient) -> None:  # type: ignore[no
         for n in (1, 2, 3)
     }
     assert all(count > 10 for count in types.values()), types
+    # Every answered demo call's recording plays: a short WAV clip, served in ranges.
+    answered = client.get(
+        "/api/v1/call-history",
+        params={"filter[status]": "1", "per_page": 300},
+        headers={"Authorization": f"Bearer {second}"},
+    ).json()["data"]
+    urls = {call["recorded_file_url"] for call in answered}
+    assert None not in urls and len(answered) > 100
+    paths = {url.split("/storage/monitor/")[1].split("?")[0] for url in urls}
+    assert paths == {f"demo/clip-{n}.wav" for n in range(8)}
+    url = next(iter(urls))
+    whole = client.get(url)
+    assert (whole.status_code, whole.headers["content-type"]) == (200, "audio/wav")
+    assert whole.content[:4] == b"RIFF" and len(whole.content) > 40_000  # seconds of audio
+    part = client.get(url, headers={"Range": "bytes=100-199"})
+    assert (part.status_code, len(part.content)) == (206, 100)
 
 
 def test_db_upgrade_and_help(run) -> None:  # type: ignore[no-untyped-def]

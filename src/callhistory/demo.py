@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
+import wave
+from array import array
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
@@ -18,6 +22,10 @@ DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-password"
 DEMO_DIDS = ("781130590", "712005060", "781500070")
 _OPERATOR_PREFIXES = ("90", "91", "93", "94", "97", "99", "88", "33")
+#: Answered demo calls link one of these few short clips (written by `write_clips`), so every
+#: recording plays without gigabytes of audio.
+CLIPS = 8
+_RATE = 8000  # Hz, mono, 16-bit: what Asterisk's MixMonitor writes for a phone call
 
 
 def _phone(rng: random.Random) -> str:
@@ -75,7 +83,7 @@ def generate(
             external_number=external,
             type=call_type,
             legs=rng.choice((1, 1, 1, 2, 3)) if call_type is CallType.INCOMING else 1,
-            recording=f"{started_local:%Y/%m/%d}/{pbx_call_id}.wav" if answered else None,
+            recording=f"demo/clip-{index % CLIPS}.wav" if answered else None,
         )
 
 
@@ -117,3 +125,39 @@ def _store_batch(
         error = "Contact with this phone number not found" if status == "failed" else None
         store.add_integration(conn, call_pk, "amocrm", status, error)
     return len(created)
+
+
+def write_clips(root: Path) -> int:
+    """Write the demo's clips under `root/demo/` (those missing): a few seconds each of two
+    voices taking turns, tones shaped like syllables. Returns how many were written."""
+    folder = root / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for n in range(CLIPS):
+        path = folder / f"clip-{n}.wav"
+        if path.exists():
+            continue
+        rng = random.Random(n)
+        samples = array("h")
+        for turn in range(4 + n % 3):
+            pitch = (140.0 if turn % 2 else 220.0) * (1 + 0.05 * n)
+            for _ in range(rng.randint(3, 6)):  # syllables
+                length = int(_RATE * rng.uniform(0.12, 0.3))
+                for i in range(length):
+                    envelope = math.sin(math.pi * i / length)
+                    t = i / _RATE
+                    wave_ = math.sin(2 * math.pi * pitch * t) + 0.4 * math.sin(
+                        4 * math.pi * pitch * t
+                    )
+                    samples.append(int(9000 * envelope * wave_))
+                samples.extend([0] * int(_RATE * 0.06))
+            samples.extend([0] * int(_RATE * 0.35))  # the other side's turn
+        partial = path.with_suffix(".part")
+        with wave.open(str(partial), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(_RATE)
+            out.writeframes(samples.tobytes())
+        partial.replace(path)
+        written += 1
+    return written

@@ -304,6 +304,8 @@ def demo_command(
         # One demo token at a time: each run replaces the last one instead of piling them up.
         accounts.revoke_tokens_named(conn, user_id, "demo")
         token = accounts.create_token(conn, user_id, "demo")
+        root = accounts.recordings_root(conn, settings.recordings_root, account_id)
+    demo.write_clips(root)
     base = settings.public_url or "http://127.0.0.1:8000"
     typer.echo(f"demo account {account_id}: {created} calls added")
     typer.echo(f"login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
