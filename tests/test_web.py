@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from callhistory import accounts, demo
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.models import CallType
@@ -34,7 +35,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+        )
         yield launched
         launched.close()
 
@@ -195,3 +199,53 @@ def test_log_out_ends_the_session_and_forms_need_the_csrf_token(
     replay.goto(f"{site}/")
     assert replay.url.startswith(f"{site}/login")
     stale.close()
+
+
+def test_open_a_call_and_play_its_recording(
+    page: Page,
+    site: str,
+    db: Engine,
+    settings: Settings,
+    tenant: Tenant,
+    make_tenant: Callable[..., Tenant],
+    add_calls: Callable[..., list[int]],
+) -> None:
+    a = tenant.account_id
+    with db.begin() as conn:
+        root = accounts.recordings_root(conn, settings.recordings_root, a)
+    demo.write_clips(root)
+    [played, silent] = add_calls(
+        a,
+        [
+            new_call(a, 1, recording="demo/clip-3.wav", duration=45, conversation=40),
+            new_call(a, 2, type=CallType.INCOMING, conversation=0, src="998901234567", dst="101"),
+        ],
+    )
+    other = make_tenant()
+    [foreign] = add_calls(other.account_id, [new_call(other.account_id, 1)])
+    ranges: list[str] = []
+    page.on(
+        "request",
+        lambda r: ranges.append(r.headers.get("range", "")) if "/storage/" in r.url else None,
+    )
+    log_in(page, site, tenant.email)
+    page.click(f"tr[data-id='{played}'] a")
+    assert page.url == f"{site}/calls/{played}"
+    expect(page.locator("h1")).to_contain_text("Outgoing call")
+    expect(page.locator(".fields")).to_contain_text("ANSWERED")
+    page.select_option("#speed", "1.5")
+    page.keyboard.press("Space")  # plays
+    page.wait_for_function("document.getElementById('recording').currentTime > 0.5", timeout=10_000)
+    state = page.evaluate(
+        "(() => { const a = document.getElementById('recording');"
+        " return [a.paused, a.playbackRate, a.duration]; })()"
+    )
+    assert state[0] is False and state[1] == 1.5 and state[2] > 2
+    assert any(value.startswith("bytes=") for value in ranges), ranges  # the browser seeks by Range
+    shoot(page, "call")
+
+    page.goto(f"{site}/calls/{silent}")
+    expect(page.locator(".status-2")).to_contain_text("Not answered")
+    assert page.locator("audio").count() == 0
+    page.goto(f"{site}/calls/{foreign}")  # another account's call
+    expect(page.locator("h1")).to_have_text("Call not found.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -23,7 +24,9 @@ from starlette.responses import RedirectResponse, Response
 from callhistory import accounts, pagination, phpquery, query, resources, store
 from callhistory.accounts import Principal
 from callhistory.api.auth import sign_in
+from callhistory.api.calls import path_id
 from callhistory.api.deps import SettingsDep, base_url
+from callhistory.config import Settings
 from callhistory.errors import ApiError
 from callhistory.models import CallStatus, CallType
 from callhistory.signing import recording_url
@@ -166,12 +169,7 @@ def calls_page(request: Request, settings: SettingsDep) -> Response:
     with request.app.state.engine.connect() as conn:
         total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
         user = accounts.get_user(conn, principal.user_id)
-    base = base_url(request, settings)
-    key, ttl = settings.signing_key, settings.recording_url_ttl
-
-    def signed(recording: str) -> str:
-        return recording_url(base, principal.account_id, recording, key, ttl)
-
+    signed = _signer(request, settings, principal)
     calls = [
         resources.call_index(row, integrations[row.id], principal.timezone, signed) for row in rows
     ]
@@ -193,6 +191,34 @@ def calls_page(request: Request, settings: SettingsDep) -> Response:
         "sort_link": lambda column: _sort_link(params, column),
     }
     return templates.TemplateResponse(request, "calls.html", context)
+
+
+def _signer(request: Request, settings: Settings, principal: Principal) -> Callable[[str], str]:
+    """Signed recording links of the principal's account, as the API gives them."""
+    base = base_url(request, settings)
+    key, ttl = settings.signing_key, settings.recording_url_ttl
+    return lambda recording: recording_url(base, principal.account_id, recording, key, ttl)
+
+
+@router.get("/calls/{call}")
+def call_page(call: str, request: Request, settings: SettingsDep) -> Response:
+    """One call: every field, its CRM rows and the recording player."""
+    principal = _principal(request)
+    if principal is None:
+        return _to_login(request)
+    with request.app.state.engine.connect() as conn:
+        call_pk = path_id(call)
+        row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
+        user = accounts.get_user(conn, principal.user_id)
+        if row is None:
+            context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
+            return templates.TemplateResponse(request, "call.html", context, status_code=404)
+        integrations = store.integrations_for(conn, [row.id])[row.id]
+    shown = resources.call_show(
+        row, integrations, principal.timezone, _signer(request, settings, principal)
+    )
+    context = {"csrf": csrf_token(request), "user": user, "call": shown}
+    return templates.TemplateResponse(request, "call.html", context)
 
 
 def _sort_link(params: dict[str, Any], column: str) -> str:
