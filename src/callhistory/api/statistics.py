@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Request
@@ -215,17 +214,10 @@ def missed_unreturned(
 ) -> JSONResponse:
     raw = _params(request)
     stats_query = params.parse(raw, principal.timezone, params.DAY_LIMIT, paged=True)
-    account = principal.account_id
-    missed = stats_store.missed_callers(conn, account, stats_query)
-    since = min((row.last_missed_at for row in missed), default=stats_query.started_to)
-    contacts = stats_store.contacts_after(conn, account, [row.number for row in missed], since)
-    waiting = report.unreturned(missed, contacts, timedelta(hours=stats_query.within_hours))
-    start = (stats_query.page - 1) * stats_query.per_page
-    page = waiting[start : start + stats_query.per_page]
-    last_ids = stats_store.last_missed_ids(conn, account, stats_query, [r.number for r in page])
+    rows, total = stats_store.unreturned_page(conn, principal.account_id, stats_query)
     body = pagination.envelope(
-        report.missed_rows(page, last_ids, principal.timezone),
-        total=len(waiting),
+        report.missed_rows(rows, principal.timezone),
+        total=total,
         page=stats_query.page,
         per_page=stats_query.per_page,
         path=f"{base_url(request, settings)}{router.prefix}/missed-unreturned",

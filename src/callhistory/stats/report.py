@@ -147,17 +147,17 @@ def unreturned(
     return sorted(waiting, key=lambda row: (-tallies.unix(row.last_missed_at), row.number))
 
 
-def missed_rows(rows: Iterable[Any], last_ids: dict[str, int], tz: ZoneInfo) -> list[Any]:
+def missed_rows(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> list[Any]:
     def local(moment: datetime) -> str:
         return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
     return [
         {
-            "number": row.number,
-            "missed_count": int(row.missed_count),
-            "first_missed_at": local(row.first_missed_at),
-            "last_missed_at": local(row.last_missed_at),
-            "last_call_id": last_ids[row.number],
+            "number": row["number"],
+            "missed_count": int(row["missed_count"]),
+            "first_missed_at": local(row["first_missed_at"]),
+            "last_missed_at": local(row["last_missed_at"]),
+            "last_call_id": row["last_call_id"],
         }
         for row in rows
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
 from callhistory.schema import call_rollups, calls
+from callhistory.stats import report
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow
 
@@ -207,3 +208,18 @@ def last_missed_ids(
             if number not in latest or (started_at, pk) > latest[number]:
                 latest[number] = (started_at, pk)
     return {number: pk for number, (_, pk) in latest.items()}
+
+
+def unreturned_page(
+    conn: Connection, account_id: int, query: StatsQuery
+) -> tuple[list[dict[str, Any]], int]:
+    """The query's page of missed callers nobody reached (each with `last_call_id`), and how many
+    there are in all."""
+    missed = missed_callers(conn, account_id, query)
+    since = min((row.last_missed_at for row in missed), default=query.started_to)
+    contacts = contacts_after(conn, account_id, [row.number for row in missed], since)
+    waiting = report.unreturned(missed, contacts, timedelta(hours=query.within_hours))
+    start = (query.page - 1) * query.per_page
+    page = waiting[start : start + query.per_page]
+    last_ids = last_missed_ids(conn, account_id, query, [row.number for row in page])
+    return [{**row._asdict(), "last_call_id": last_ids[row.number]} for row in page], len(waiting)
