@@ -249,3 +249,62 @@ def test_open_a_call_and_play_its_recording(
     assert page.locator("audio").count() == 0
     page.goto(f"{site}/calls/{foreign}")  # another account's call
     expect(page.locator("h1")).to_have_text("Call not found.")
+
+
+def test_dashboard_shows_the_statistics_apis_numbers(
+    page: Page,
+    site: str,
+    client: TestClient,
+    tenant: Tenant,
+    calls_of: Callable[[Tenant, int], None],
+) -> None:
+    calls_of(tenant, 40)  # 2026-01-10 11:00 local on, every 7 hours
+    period = {"from": "2026-01-11", "to": "2026-01-17"}
+    log_in(page, site, tenant.email)
+    page.goto(f"{site}/dashboard?from={period['from']}&to={period['to']}")
+
+    def api(path: str) -> Any:
+        response = client.get(f"/api/v1/statistic/{path}", params=period, headers=tenant.headers)
+        assert response.status_code == 200
+        return response.json()["result"]
+
+    counts = api("calls-count")
+    for name in ("incoming", "outgoing", "internal"):
+        card = page.locator(f"#total-{name}")
+        assert card.locator("[data-total]").get_attribute("data-total") == str(
+            counts[name]["total"]
+        )
+        assert card.locator("[data-missed]").get_attribute("data-missed") == str(
+            counts[name]["not_answered"]
+        )
+    by_day: dict[str, list[int]] = {}
+    for direction in api("calls-by-day").values():
+        for key, index in (("all", 0), ("not_answered", 1)):
+            for bucket in direction[key]:
+                by_day.setdefault(bucket["date_day"], [0, 0])[index] += bucket["call_count"]
+    bars = {
+        bar.get_attribute("data-day"): [int(bar.get_attribute("data-calls") or 0),
+                                        int(bar.get_attribute("data-missed") or 0)]
+        for bar in page.locator(".bar").all()
+    }  # fmt: skip
+    assert bars == by_day and len(bars) == 7
+    missed = api("missed-unreturned")
+    shown = [
+        row.get_attribute("data-number")
+        for row in page.locator("#missed tbody tr[data-number]").all()
+    ]
+    assert shown == [row["number"] for row in missed["data"]]
+    users = api("calls-by-users")
+    rows = page.locator("#extensions tbody tr[data-number]").all()
+    assert [row.get_attribute("data-number") for row in rows] == [u["number"] for u in users]
+    cells = page.locator("#heatmap td[data-calls]").all()
+    assert len(cells) == 7 * 24
+    assert sum(int(c.get_attribute("data-calls") or 0) for c in cells) == sum(
+        counts["all"].values()
+    )
+    shoot(page, "dashboard")
+
+    page.goto(f"{site}/dashboard?from=2026-01-11&to=2025-01-01")  # a bad period: said, not a 500
+    expect(page.locator(".error")).to_have_text(
+        "The to field must be a date after or equal to from."
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -30,6 +31,9 @@ from callhistory.config import Settings
 from callhistory.errors import ApiError
 from callhistory.models import CallStatus, CallType
 from callhistory.signing import recording_url
+from callhistory.stats import params as stats_params
+from callhistory.stats import report
+from callhistory.stats import store as stats_store
 from callhistory.web import TEMPLATES
 
 router = APIRouter(include_in_schema=False)
@@ -226,3 +230,77 @@ def _sort_link(params: dict[str, Any], column: str) -> str:
     current = params.get("sort", "")
     wanted = f"-{column}" if current == column else column
     return pagination.page_url("/", {**params, "sort": wanted}, 1)
+
+
+#: The dashboard's period when none is asked for: the last seven days, today included.
+DASHBOARD_DAYS = 7
+
+
+@router.get("/dashboard")
+def dashboard_page(request: Request) -> Response:
+    """The period at a glance, from the Statistics API's own functions."""
+    principal = _principal(request)
+    if principal is None:
+        return _to_login(request)
+    tz = principal.timezone
+    today = datetime.now(tz).date()
+    period = {
+        "from": request.query_params.get("from") or f"{today - timedelta(days=DASHBOARD_DAYS - 1)}",
+        "to": request.query_params.get("to") or f"{today}",
+        "per_page": "10",
+    }
+    error = None
+    try:
+        stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
+    except ApiError as exc:
+        error = exc.message
+        period.update({"from": f"{today - timedelta(days=DASHBOARD_DAYS - 1)}", "to": f"{today}"})
+        stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
+    account = principal.account_id
+    with request.app.state.engine.connect() as conn:
+        user = accounts.get_user(conn, principal.user_id)
+        config, _ = accounts.pbx_settings(conn, account)
+        counts = report.calls_count(stats_store.counts(conn, account, stats_query))
+        days = report.by_period(
+            stats_store.local_counts(conn, account, stats_query, tz, report.DAY), "day"
+        )
+        hours = stats_store.local_counts(conn, account, stats_query, tz, report.HOUR)
+        users = report.by_users(
+            stats_store.by_number(conn, account, stats_query), config.is_extension
+        )
+        missed, missed_total = stats_store.unreturned_page(conn, account, stats_query)
+    context = {
+        "csrf": csrf_token(request),
+        "user": user,
+        "error": error,
+        "period": period,
+        "counts": counts,
+        "chart": _day_chart(days),
+        "heat": report.heatmap(hours),
+        "users": users,
+        "missed": report.missed_rows(missed, tz),
+        "missed_total": missed_total,
+    }
+    return templates.TemplateResponse(request, "dashboard.html", context)
+
+
+def _day_chart(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per local day: all calls and the missed ones (every direction), with bar heights in %."""
+    every: dict[str, int] = {}
+    missed: dict[str, int] = {}
+    for direction in series.values():
+        for bucket in direction["all"]:
+            every[bucket["date_day"]] = every.get(bucket["date_day"], 0) + bucket["call_count"]
+        for bucket in direction["not_answered"]:
+            missed[bucket["date_day"]] = missed.get(bucket["date_day"], 0) + bucket["call_count"]
+    top = max(every.values(), default=0) or 1
+    return [
+        {
+            "day": day,
+            "calls": every[day],
+            "missed": missed.get(day, 0),
+            "height": round(100 * every[day] / top, 1),
+            "missed_height": round(100 * missed.get(day, 0) / top, 1),
+        }
+        for day in sorted(every)
+    ]
