@@ -3,6 +3,8 @@ under a real uvicorn on the test database. Skipped when Chromium is missing, exc
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -308,3 +310,33 @@ def test_dashboard_shows_the_statistics_apis_numbers(
     expect(page.locator(".error")).to_have_text(
         "The to field must be a date after or equal to from."
     )
+
+
+def test_export_the_current_filter_to_csv(
+    page: Page,
+    site: str,
+    client: TestClient,
+    tenant: Tenant,
+    calls_of: Callable[[Tenant, int], None],
+) -> None:
+    calls_of(tenant, 2500)  # more than one batch of the server-side cursor
+    log_in(page, site, tenant.email)
+    page.goto(f"{site}/?filter[type]=2&filter[status]=1")
+    with page.expect_download() as caught:
+        page.click("#export")
+    download = caught.value
+    assert download.suggested_filename.startswith("calls-")
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+    assert rows[0] == [
+        "id", "date_time", "direction", "status", "src", "dst", "external_number", "duration",
+        "conversation", "disposition", "recorded",
+    ]  # fmt: skip
+    filters = {"filter[type]": "2", "filter[status]": "1", "sort": "-datetime", "per_page": "300"}
+    listed = client.get(API, params=filters, headers=tenant.headers).json()
+    assert len(rows) - 1 == listed["meta"]["total"] == total_on(page)
+    first = listed["data"][0]
+    assert rows[1][:9] == [
+        str(first["id"]), first["date_time"], "Outgoing", "Answered", first["src"], first["dst"],
+        first["external_number"], str(first["duration"]), str(first["conversation"]),
+    ]  # fmt: skip
+    assert [int(r[0]) for r in rows[1:301]] == [c["id"] for c in listed["data"]]  # the list's order
