@@ -11,12 +11,14 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Integer,
     Row,
     Table,
     bindparam,
     cast,
     func,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -148,33 +150,50 @@ def counts(conn: Connection, account_id: int, query: CallQuery) -> Counter[tuple
     elif (period := tallies.Period.of(query.started_from, query.started_to)) is None or not (
         query.counted_by_period
     ):
-        stmt = _grouped(*_conditions(account_id, query))
+        stmt = grouped(*_conditions(account_id, query))
     else:
-        summed = cast(func.sum(call_rollups.c.calls), BigInteger)  # PostgreSQL: else numeric
-        rolled = (
-            select(call_rollups.c.type, call_rollups.c.status, summed)
-            .where(
-                call_rollups.c.account_id == account_id,
-                *type_and_status(call_rollups, query),
-                *period.whole_buckets(call_rollups.c.bucket),
-            )
-            .group_by(call_rollups.c.type, call_rollups.c.status)
-        )
-        same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
-        stmt = union_all(
-            rolled, *(_grouped(*same, *edge) for edge in period.edges(calls.c.started_at))
-        )
+        parts = period_buckets(conn.dialect.name, account_id, query, period)
+        summed = cast(func.sum(parts.c.calls), BigInteger)  # PostgreSQL: else numeric
+        stmt = select(parts.c.type, parts.c.status, summed).group_by(parts.c.type, parts.c.status)
     found: Counter[tuple[int, int]] = Counter()
     for type_, status, n in conn.execute(stmt):
         found[type_, status] += n
     return found
 
 
-def _grouped(*conditions: ColumnElement[bool]) -> Any:
+def grouped(*conditions: ColumnElement[bool]) -> Any:
+    """The calls matching `conditions`, counted by (type, status)."""
     return (
         select(calls.c.type, calls.c.status, func.count())
         .where(*conditions)
         .group_by(calls.c.type, calls.c.status)
+    )
+
+
+def period_buckets(dialect: str, account_id: int, query: CallQuery, period: tallies.Period) -> Any:
+    """(bucket, type, status, calls) of the account's calls in `period` under the query's type
+    and status filters: the whole buckets from the rollups, the partial ones at the two ends
+    counted from the calls. A subquery for the totals and the statistics to group."""
+    rolled = select(
+        call_rollups.c.bucket, call_rollups.c.type, call_rollups.c.status, call_rollups.c.calls
+    ).where(
+        call_rollups.c.account_id == account_id,
+        call_rollups.c.calls != 0,
+        *type_and_status(call_rollups, query),
+        *period.whole_buckets(call_rollups.c.bucket),
+    )
+    same = [calls.c.account_id == account_id, *type_and_status(calls, query)]
+    edges = [by_bucket(dialect, *same, *edge) for edge in period.edges(calls.c.started_at)]
+    return union_all(rolled, *edges).subquery()
+
+
+def by_bucket(dialect: str, *conditions: ColumnElement[bool]) -> Any:
+    """The calls matching `conditions`, counted by (bucket, type, status)."""
+    bucket: ColumnElement[int] = literal_column(tallies.BUCKET_SQL[dialect], Integer)
+    return (
+        select(bucket.label("bucket"), calls.c.type, calls.c.status, func.count().label("calls"))
+        .where(*conditions)
+        .group_by(bucket, calls.c.type, calls.c.status)
     )
 
 

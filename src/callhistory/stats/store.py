@@ -13,11 +13,9 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
-    Integer,
     cast,
     func,
     literal,
-    literal_column,
     select,
     union_all,
 )
@@ -25,23 +23,19 @@ from sqlalchemy import (
 from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
-from callhistory.schema import call_rollups, calls
+from callhistory.schema import calls
 from callhistory.stats import report
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow
 
 
+def _call_query(query: StatsQuery) -> CallQuery:
+    """The period as the Call History API's query (whose totals read the rollups)."""
+    return CallQuery(started_from=query.started_from, started_to=query.started_to)
+
+
 def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
     return [calls.c.started_at >= query.started_from, calls.c.started_at <= query.started_to]
-
-
-def _by_bucket(dialect: str, *conditions: ColumnElement[bool]) -> Any:
-    bucket: ColumnElement[int] = literal_column(tallies.BUCKET_SQL[dialect], Integer)
-    return (
-        select(bucket.label("bucket"), calls.c.type, calls.c.status, func.count().label("calls"))
-        .where(*conditions)
-        .group_by(bucket, calls.c.type, calls.c.status)
-    )
 
 
 def local_counts(
@@ -52,23 +46,14 @@ def local_counts(
     key. Whole buckets come from the rollups, unless external numbers filter (the rollups do not
     keep them); the partial buckets at the ends from the calls."""
     dialect = conn.dialect.name
-    mine = calls.c.account_id == account_id
     period = tallies.Period.of(query.started_from, query.started_to)
     if query.external_numbers or period is None:
-        chosen = (
-            [calls.c.external_number.in_(query.external_numbers)] if query.external_numbers else []
-        )
-        parts = _by_bucket(dialect, mine, *chosen, *_period(query)).subquery()
+        conditions = [calls.c.account_id == account_id, *_period(query)]
+        if query.external_numbers:
+            conditions.append(calls.c.external_number.in_(query.external_numbers))
+        parts = store.by_bucket(dialect, *conditions).subquery()
     else:
-        rolled = select(
-            call_rollups.c.bucket, call_rollups.c.type, call_rollups.c.status, call_rollups.c.calls
-        ).where(
-            call_rollups.c.account_id == account_id,
-            call_rollups.c.calls != 0,
-            *period.whole_buckets(call_rollups.c.bucket),
-        )
-        edges = [_by_bucket(dialect, mine, *edge) for edge in period.edges(calls.c.started_at)]
-        parts = union_all(rolled, *edges).subquery()
+        parts = store.period_buckets(dialect, account_id, _call_query(query), period)
     shifts = tallies.offsets(
         zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
     )
@@ -103,16 +88,11 @@ def counts(conn: Connection, account_id: int, query: StatsQuery) -> Counter[tupl
     """Calls in the period by (type, status): the Call History API's strategies (counters,
     rollups), or grouped calls when external numbers filter."""
     if not query.external_numbers:
-        period = CallQuery(started_from=query.started_from, started_to=query.started_to)
-        return store.counts(conn, account_id, period)
-    stmt = (
-        select(calls.c.type, calls.c.status, func.count())
-        .where(
-            calls.c.account_id == account_id,
-            calls.c.external_number.in_(query.external_numbers),
-            *_period(query),
-        )
-        .group_by(calls.c.type, calls.c.status)
+        return store.counts(conn, account_id, _call_query(query))
+    stmt = store.grouped(
+        calls.c.account_id == account_id,
+        calls.c.external_number.in_(query.external_numbers),
+        *_period(query),
     )
     return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
 
