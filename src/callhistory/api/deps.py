@@ -81,8 +81,13 @@ async def get_recording_url(
 ) -> Callable[[str], str]:
     """Signs the recordings of the principal's account (FastAPI resolves the principal once per
     request, however many dependencies ask for it)."""
+    return recording_signer(request, settings, principal.account_id)
+
+
+def recording_signer(request: Request, settings: Settings, account_id: int) -> Callable[[str], str]:
+    """Signed links to the account's recordings, as the API and the pages give them."""
     base = base_url(request, settings)
-    key, account_id, ttl = settings.signing_key, principal.account_id, settings.recording_url_ttl
+    key, ttl = settings.signing_key, settings.recording_url_ttl
     return lambda recording: recording_url(base, account_id, recording, key, ttl)
 
 

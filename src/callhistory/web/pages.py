@@ -14,13 +14,14 @@ import csv
 import hmac
 import io
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -28,11 +29,9 @@ from callhistory import accounts, pagination, phpquery, query, resources, store
 from callhistory.accounts import Principal
 from callhistory.api.auth import sign_in
 from callhistory.api.calls import path_id
-from callhistory.api.deps import SettingsDep, base_url
-from callhistory.config import Settings
+from callhistory.api.deps import ConnDep, SettingsDep, recording_signer
 from callhistory.errors import ApiError
 from callhistory.models import CallStatus, CallType
-from callhistory.signing import recording_url
 from callhistory.stats import params as stats_params
 from callhistory.stats import report
 from callhistory.stats import store as stats_store
@@ -70,12 +69,9 @@ async def _form(request: Request) -> dict[str, str]:
     return fields
 
 
-def _principal(request: Request) -> Principal | None:
+def _principal(request: Request, conn: Connection) -> Principal | None:
     token = request.session.get("token")
-    if not isinstance(token, str):
-        return None
-    with request.app.state.engine.connect() as conn:
-        return accounts.find_principal(conn, token)
+    return accounts.find_principal(conn, token) if isinstance(token, str) else None
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -162,8 +158,8 @@ def _list_params(request: Request) -> dict[str, Any]:
 
 
 @router.get("/")
-def calls_page(request: Request, settings: SettingsDep) -> Response:
-    principal = _principal(request)
+def calls_page(request: Request, settings: SettingsDep, conn: ConnDep) -> Response:
+    principal = _principal(request, conn)
     if principal is None:
         return _to_login(request)
     params = _list_params(request)
@@ -172,10 +168,9 @@ def calls_page(request: Request, settings: SettingsDep) -> Response:
         call_query = query.parse(params, principal.timezone)
     except ApiError as exc:
         error, call_query, params = exc.message, query.CallQuery(), {}
-    with request.app.state.engine.connect() as conn:
-        total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
-        user = accounts.get_user(conn, principal.user_id)
-    signed = _signer(request, settings, principal)
+    total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
+    user = accounts.get_user(conn, principal.user_id)
+    signed = recording_signer(request, settings, principal.account_id)
     calls = [
         resources.call_index(row, integrations[row.id], principal.timezone, signed) for row in rows
     ]
@@ -199,30 +194,21 @@ def calls_page(request: Request, settings: SettingsDep) -> Response:
     return templates.TemplateResponse(request, "calls.html", context)
 
 
-def _signer(request: Request, settings: Settings, principal: Principal) -> Callable[[str], str]:
-    """Signed recording links of the principal's account, as the API gives them."""
-    base = base_url(request, settings)
-    key, ttl = settings.signing_key, settings.recording_url_ttl
-    return lambda recording: recording_url(base, principal.account_id, recording, key, ttl)
-
-
 @router.get("/calls/{call}")
-def call_page(call: str, request: Request, settings: SettingsDep) -> Response:
+def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep) -> Response:
     """One call: every field, its CRM rows and the recording player."""
-    principal = _principal(request)
+    principal = _principal(request, conn)
     if principal is None:
         return _to_login(request)
-    with request.app.state.engine.connect() as conn:
-        call_pk = path_id(call)
-        row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
-        user = accounts.get_user(conn, principal.user_id)
-        if row is None:
-            context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
-            return templates.TemplateResponse(request, "call.html", context, status_code=404)
-        integrations = store.integrations_for(conn, [row.id])[row.id]
-    shown = resources.call_show(
-        row, integrations, principal.timezone, _signer(request, settings, principal)
-    )
+    call_pk = path_id(call)
+    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
+    user = accounts.get_user(conn, principal.user_id)
+    if row is None:
+        context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
+        return templates.TemplateResponse(request, "call.html", context, status_code=404)
+    integrations = store.integrations_for(conn, [row.id])[row.id]
+    signed = recording_signer(request, settings, principal.account_id)
+    shown = resources.call_show(row, integrations, principal.timezone, signed)
     context = {"csrf": csrf_token(request), "user": user, "call": shown}
     return templates.TemplateResponse(request, "call.html", context)
 
@@ -239,38 +225,32 @@ DASHBOARD_DAYS = 7
 
 
 @router.get("/dashboard")
-def dashboard_page(request: Request) -> Response:
+def dashboard_page(request: Request, conn: ConnDep) -> Response:
     """The period at a glance, from the Statistics API's own functions."""
-    principal = _principal(request)
+    principal = _principal(request, conn)
     if principal is None:
         return _to_login(request)
     tz = principal.timezone
     today = datetime.now(tz).date()
-    period = {
-        "from": request.query_params.get("from") or f"{today - timedelta(days=DASHBOARD_DAYS - 1)}",
-        "to": request.query_params.get("to") or f"{today}",
-        "per_page": "10",
-    }
+    default = {"from": f"{today - timedelta(days=DASHBOARD_DAYS - 1)}", "to": f"{today}"}
+    asked = {name: request.query_params.get(name) or default[name] for name in default}
+    period = {**asked, "per_page": "10"}
     error = None
     try:
         stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
     except ApiError as exc:
-        error = exc.message
-        period.update({"from": f"{today - timedelta(days=DASHBOARD_DAYS - 1)}", "to": f"{today}"})
+        error, period = exc.message, {**default, "per_page": "10"}
         stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
     account = principal.account_id
-    with request.app.state.engine.connect() as conn:
-        user = accounts.get_user(conn, principal.user_id)
-        config, _ = accounts.pbx_settings(conn, account)
-        counts = report.calls_count(stats_store.counts(conn, account, stats_query))
-        days = report.by_period(
-            stats_store.local_counts(conn, account, stats_query, tz, report.DAY), "day"
-        )
-        hours = stats_store.local_counts(conn, account, stats_query, tz, report.HOUR)
-        users = report.by_users(
-            stats_store.by_number(conn, account, stats_query), config.is_extension
-        )
-        missed, missed_total = stats_store.unreturned_page(conn, account, stats_query)
+    user = accounts.get_user(conn, principal.user_id)
+    config, _ = accounts.pbx_settings(conn, account)
+    counts = report.calls_count(stats_store.counts(conn, account, stats_query))
+    days = report.by_period(
+        stats_store.local_counts(conn, account, stats_query, tz, report.DAY), "day"
+    )
+    hours = stats_store.local_counts(conn, account, stats_query, tz, report.HOUR)
+    users = report.by_users(stats_store.by_number(conn, account, stats_query), config.is_extension)
+    missed, missed_total = stats_store.unreturned_page(conn, account, stats_query)
     context = {
         "csrf": csrf_token(request),
         "user": user,
@@ -315,11 +295,11 @@ EXPORT_COLUMNS = (
 
 
 @router.get("/export.csv")
-def export_csv(request: Request) -> Response:
+def export_csv(request: Request, conn: ConnDep) -> Response:
     """The list's calls under the same filters and sort, every page, as CSV: streamed from a
     server-side cursor, so any number of rows takes the same memory; times in the account's
     zone."""
-    principal = _principal(request)
+    principal = _principal(request, conn)
     if principal is None:
         return _to_login(request)
     call_query = query.parse(_list_params(request), principal.timezone)  # 422 JSON if invalid
