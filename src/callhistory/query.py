@@ -144,7 +144,8 @@ def _parse_sort(value: Any, errors: ValidationErrors) -> list[str]:
     return split_list(value)
 
 
-def _list_of(key: str, value: str, errors: ValidationErrors) -> list[str] | None:
+def list_of(key: str, value: str, errors: ValidationErrors) -> list[str] | None:
+    """A comma list's items, or None (and Laravel's message) when it has too many."""
     items = split_list(value)
     if len(items) > MAX_LIST_ITEMS:
         errors.add(
@@ -211,7 +212,7 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
             errors.add(key, f"The {_attribute(key)} field must be a string.")
         elif "\0" in value:  # no stored value holds a NUL (PostgreSQL text cannot)
             errors.add(key, f"The {_attribute(key)} field format is invalid.")
-        elif (items := _list_of(key, value, errors)) is not None and items:
+        elif (items := list_of(key, value, errors)) is not None and items:
             if any(len(item) > MAX_FILTER_LENGTH for item in items):
                 errors.add(
                     key,
@@ -229,7 +230,7 @@ def parse(params: dict[str, Any], tz: ZoneInfo) -> CallQuery:
         message = f"The {_attribute(key)} field must be an integer."
         if not isinstance(value, str):
             errors.add(key, message)
-        elif (items := _list_of(key, value, errors)) is not None and items:
+        elif (items := list_of(key, value, errors)) is not None and items:
             comparisons = [_parse_comparison(item) for item in items]
             if any(c is None for c in comparisons):
                 errors.add(key, message)

@@ -12,12 +12,11 @@ from callhistory.models import CallStatus
 from callhistory.query import (
     DEFAULT_PER_PAGE,
     MAX_FILTER_LENGTH,
-    MAX_LIST_ITEMS,
+    list_of,
     local_datetime,
     parse_page,
     parse_per_page,
     php_int,
-    split_list,
     to_utc,
 )
 
@@ -86,14 +85,8 @@ def parse(
     if value is not None:
         if not isinstance(value, str):
             errors.add("external_number", "The external number field must be a string.")
-        else:
-            items = split_list(value)
-            if len(items) > MAX_LIST_ITEMS:
-                errors.add(
-                    "external_number",
-                    f"The external number field must not have more than {MAX_LIST_ITEMS} items.",
-                )
-            elif any(len(item) > MAX_FILTER_LENGTH or "\0" in item for item in items):
+        elif (items := list_of("external_number", value, errors)) is not None:
+            if any(len(item) > MAX_FILTER_LENGTH or "\0" in item for item in items):
                 errors.add("external_number", "The external number field format is invalid.")
             numbers = tuple(dict.fromkeys(items))
     status = None

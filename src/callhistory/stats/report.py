@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from callhistory import tallies
 from callhistory.models import CallStatus, CallType
+from callhistory.resources import local_time
 
 #: Quarter-hours per local hour and day, as the database counts them.
 HOUR, DAY = 4, 96
@@ -148,15 +149,12 @@ def unreturned(
 
 
 def missed_rows(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> list[Any]:
-    def local(moment: datetime) -> str:
-        return moment.replace(tzinfo=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
-
     return [
         {
             "number": row["number"],
             "missed_count": int(row["missed_count"]),
-            "first_missed_at": local(row["first_missed_at"]),
-            "last_missed_at": local(row["last_missed_at"]),
+            "first_missed_at": local_time(row["first_missed_at"], tz),
+            "last_missed_at": local_time(row["last_missed_at"], tz),
             "last_call_id": row["last_call_id"],
         }
         for row in rows
