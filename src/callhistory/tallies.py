@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, case, func, select, text
+from sqlalchemy import ColumnElement, Connection, case, text
 
 from callhistory.schema import BUCKET_SECONDS, call_counts, call_rollups, dialect_insert
 
@@ -169,14 +169,6 @@ def rebuild(conn: Connection, account_id: int) -> None:
         ),
         args,
     )
-
-
-def total(conn: Connection, account_id: int) -> int:
-    """The account's number of calls, by its counters."""
-    stmt = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
-        call_counts.c.account_id == account_id
-    )
-    return int(conn.execute(stmt).scalar_one())
 
 
 #: Buckets added before dividing local buckets into hours or days, so the dividend is positive

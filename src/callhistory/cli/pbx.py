@@ -227,8 +227,9 @@ def stats_rebuild(
     """Rebuild the call counters and quarter-hour rollups (which the totals and the statistics
     read) from the stored calls: after restoring a backup or loading calls around the importer.
     Each account in one transaction; the API can keep serving."""
-    from callhistory import accounts, tallies
+    from callhistory import accounts, store, tallies
     from callhistory.config import Settings
+    from callhistory.query import CallQuery
 
     with database(Settings()) as engine:
         with engine.connect() as conn:
@@ -238,7 +239,7 @@ def stats_rebuild(
         for account_id in ids:
             with engine.begin() as conn:
                 tallies.rebuild(conn, account_id)
-                total = tallies.total(conn, account_id)
+                total = store.count(conn, account_id, CallQuery())  # from the counters
             typer.echo(f"account {account_id}: {total} calls tallied")
 
 
