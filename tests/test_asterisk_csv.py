@@ -22,6 +22,7 @@ from callhistory.cli import app
 from callhistory.ingest.asterisk_csv import import_paths
 from callhistory.models import derive_call_id
 from tests.conftest import Tenant
+from tests.test_roles import web_session
 
 URL = "/api/v1/call-history"
 CONFIG = PbxConfig(trunks=("PJSIP/uztelecom-*",), dids=("781130590",))
@@ -281,8 +282,10 @@ def stored_calls(client: TestClient, tenant: Tenant) -> list[dict[str, Any]]:
 
 
 def comparable(call: dict[str, Any]) -> dict[str, Any]:
-    """The show resource with the recording URL reduced to its path, id and call_id dropped."""
-    out = {k: v for k, v in call.items() if k not in ("id", "call_id", "recorded_file_url")}
+    """The show resource with the recording URL reduced to its path, id and call_id dropped, and
+    the call's detail (caller name, wait, route: test_the_route_of_a_call) left out."""
+    dropped = ("id", "call_id", "recorded_file_url", "caller_name", "wait", "route")
+    out = {k: v for k, v in call.items() if k not in dropped}
     url = call["recorded_file_url"]
     out["recording"] = url.split("/storage/monitor/", 1)[1].split("?", 1)[0] if url else None
     return out
@@ -309,6 +312,41 @@ def test_scenario(
     assert [comparable(c) for c in calls] == expected
     for call in calls:
         assert call["call_id"] == derive_call_id(pbx_tenant.account_id, call["pbx_call_id"])
+
+
+def test_the_route_of_a_call(
+    tmp_path: Path, db: Engine, client: TestClient, pbx_tenant: Tenant
+) -> None:
+    """The detail of a call: the caller id's name, the wait before the answer, and every leg in
+    the merge's order (a ring group's three phones, the third answering after 12 s)."""
+    path = write(tmp_path, RING_GROUP_THIRD_ANSWERS + OUTBOUND)
+    import_paths(db, pbx_tenant.account_id, [str(path)], gmt=False)
+    by_pbx_id = {c["pbx_call_id"]: c for c in stored_calls(client, pbx_tenant)}
+    ring_group = by_pbx_id["1768280400.10"]
+    assert (ring_group["caller_name"], ring_group["wait"]) == (None, 12)  # the name is the number
+
+    def leg(phone: str, answered: str | None, ended: str, ring: int, talk: int) -> dict[str, Any]:
+        return {
+            "src": "998935550001", "dst": "600", "channel": "PJSIP/uztelecom-00000010",
+            "dstchannel": f"PJSIP/{phone}", "app": "Dial", "started_at": "2026-01-13 10:00:00",
+            "answered_at": answered, "ended_at": ended, "ring": ring, "talk": talk,
+            "disposition": "ANSWERED" if answered else "NO ANSWER",
+        }  # fmt: skip
+
+    assert ring_group["route"] == [
+        leg("101-00000011", None, "2026-01-13 10:00:12", 12, 0),
+        leg("102-00000012", None, "2026-01-13 10:00:12", 12, 0),
+        leg("103-00000013", "2026-01-13 10:00:12", "2026-01-13 10:00:52", 12, 40),
+    ]
+    busy, answered = by_pbx_id["1768280400.30"], by_pbx_id["1768281000.34"]
+    assert (busy["caller_name"], busy["wait"], len(busy["route"])) == ("Ali", None, 1)
+    assert (answered["caller_name"], answered["wait"]) == ("Sami", 7)
+    assert answered["route"][0]["ring"] == 7 and answered["route"][0]["talk"] == 120
+    # The call's page shows the same route.
+    web_session(client, pbx_tenant.email)
+    page = client.get(f"/calls/{ring_group['id']}").text
+    assert "<h2>Route</h2>" in page and page.count("PJSIP/uztelecom-00000010") == 3
+    assert "<td>PJSIP/103-00000013</td>" in page and "(after 0:12)" in page
 
 
 def test_every_scenario_in_one_file_in_any_order(

@@ -142,7 +142,7 @@ def test_me(client: TestClient, tenant: Tenant) -> None:
             "id": tenant.user_id,
             "name": "User 1",
             "email": tenant.email,
-            "type": {"number": 2, "name": "USER"},
+            "type": {"number": 1, "name": "ADMIN"},  # a user sees the whole account
             "created_at": body["result"]["created_at"],
         },
         "message": "User successfully retrieved",

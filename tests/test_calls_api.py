@@ -445,6 +445,9 @@ def test_show(client: TestClient, seeded: list[int], tenant: Tenant) -> None:
             "ended_at": "2026-01-13 17:03:01",
             "pbx_call_id": "pbx-2",
             "legs": 1,
+            "caller_name": None,  # ingested as JSON: no caller id, no legs
+            "wait": None,
+            "route": [],
         }
     }
     answered = client.get(f"{URL}/1", headers=tenant.headers).json()["data"]

@@ -282,8 +282,8 @@ def test_list_accounts_users_tokens_and_revoke_one(
         "1   Acme LLC  Asia/Tashkent  1",
     ]
     users = run("users", "list", "--account", "1")
-    assert users[0].split() == ["ID", "EMAIL", "NAME", "TYPE", "CREATED", "STATUS"]
-    assert users[1].split()[:4] == ["1", "boss@acme.uz", "Boss", "USER"]
+    assert users[0].split() == ["ID", "EMAIL", "NAME", "ROLE", "EXTENSIONS", "CREATED", "STATUS"]
+    assert users[1].split()[:5] == ["1", "boss@acme.uz", "Boss", "ADMIN", "-"]
     assert users[1].split()[-1] == "active"
     tokens = run("tokens", "list", "--email", "boss@acme.uz")
     assert tokens[0].split() == ["ID", "NAME", "ABILITIES", "LAST", "USED", "CREATED"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import string
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from argon2 import PasswordHasher
@@ -18,9 +21,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, func, select, update
 
 from callhistory.classify import PbxConfig
-from callhistory.models import ABILITIES, DEFAULT_TIMEZONE, UserType
-from callhistory.schema import accounts, login_failures, personal_access_tokens, users
-from callhistory.store import AnyRow, utcnow
+from callhistory.models import ABILITIES, ADMIN_ABILITIES, DEFAULT_TIMEZONE, UserType
+from callhistory.schema import (
+    accounts,
+    login_failures,
+    personal_access_tokens,
+    user_extensions,
+    users,
+)
+from callhistory.store import AnyRow, Scope, utcnow
 
 # OWASP's argon2id minimum (m=19 MiB, t=2, p=1): sound, and cheap enough that a few hashes at once
 # never threaten the server's memory. Hashes made with other parameters still verify and are
@@ -37,15 +46,29 @@ class AccountError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as: the token, its user and the user's account."""
+    """Who a request acts as: the token, its user, the user's role and account. A USER's
+    `extensions` are the only calls it sees (None for an ADMIN: the whole account)."""
 
     token_id: int
     abilities: tuple[str, ...]
     user_id: int
     account_id: int
     timezone: ZoneInfo
+    role: UserType = UserType.ADMIN
+    extensions: frozenset[str] | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is UserType.ADMIN
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.account_id, None if self.is_admin else (self.extensions or frozenset()))
 
     def can(self, ability: str) -> bool:
+        """The token grants the ability, and the role allows it (a USER only reads)."""
+        if ability in ADMIN_ABILITIES and not self.is_admin:
+            return False
         return "*" in self.abilities or ability in self.abilities
 
 
@@ -250,6 +273,37 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+#: An email address, as the API checks one (the database's unique index does the rest).
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+#: What an extension may look like: a dial string's digits, or a name some PBXs use (`SIP-101`).
+_EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]{1,64}")
+
+
+def parse_role(text: str) -> UserType:
+    """`admin` or `user` (any case, or the original's numbers 1 and 2)."""
+    for role in UserType:
+        if text.strip().lower() in (role.name.lower(), str(int(role))):
+            return role
+    raise AccountError(f"Unknown role {text!r}; use admin or user.")
+
+
+def check_role(role: UserType, extensions: Sequence[str]) -> tuple[str, ...]:
+    """The extensions, checked against the role: a USER needs at least one (they are all it
+    sees), an ADMIN has none (it sees the whole account)."""
+    found = tuple(dict.fromkeys(e.strip() for e in extensions))
+    for extension in found:
+        if _EXTENSION.fullmatch(extension) is None:
+            raise AccountError(
+                f"{extension!r} is not an extension (1-64 of 0-9 A-Z a-z * # + _ . -)."
+            )
+    if role is UserType.USER and not found:
+        raise AccountError("A user with role user needs at least one extension.")
+    if role is UserType.ADMIN and found:
+        raise AccountError("An admin sees the whole account; extensions are for role user.")
+    return found
+
+
 def create_user(
     conn: Connection,
     account_id: int,
@@ -257,6 +311,8 @@ def create_user(
     name: str,
     password: str,
     *,
+    role: UserType = UserType.ADMIN,
+    extensions: Sequence[str] = (),
     password_hash: str | None = None,
 ) -> int:
     email = email.strip().lower()
@@ -266,17 +322,51 @@ def create_user(
         raise AccountError(f"No account with id {account_id}.")
     if find_user(conn, email) is not None:
         raise AccountError(f"A user with email {email} already exists.")
+    owned = check_role(role, extensions)
     now = utcnow()
     stmt = users.insert().values(
         account_id=account_id,
         email=email,
         name=name,
         password=password_hash or hash_password(password),
-        type=int(UserType.USER),
+        type=int(role),
         created_at=now,
         updated_at=now,
     )
-    return int(conn.execute(stmt.returning(users.c.id)).scalar_one())
+    user_id = int(conn.execute(stmt.returning(users.c.id)).scalar_one())
+    _set_extensions(conn, user_id, owned)
+    return user_id
+
+
+def _set_extensions(conn: Connection, user_id: int, extensions: Sequence[str]) -> None:
+    conn.execute(delete(user_extensions).where(user_extensions.c.user_id == user_id))
+    if extensions:
+        conn.execute(
+            user_extensions.insert(), [{"user_id": user_id, "extension": e} for e in extensions]
+        )
+
+
+def set_role(conn: Connection, user_id: int, role: UserType, extensions: Sequence[str]) -> None:
+    """Give a user a role and (for USER) the extensions it owns, replacing the ones it had."""
+    owned = check_role(role, extensions)
+    conn.execute(
+        update(users).where(users.c.id == user_id).values(type=int(role), updated_at=utcnow())
+    )
+    _set_extensions(conn, user_id, owned)
+
+
+def extensions_of(conn: Connection, user_ids: Iterable[int]) -> dict[int, list[str]]:
+    """Each user's extensions, sorted (an empty list for an ADMIN)."""
+    found: dict[int, list[str]] = {user_id: [] for user_id in user_ids}
+    if found:
+        stmt = (
+            select(user_extensions.c.user_id, user_extensions.c.extension)
+            .where(user_extensions.c.user_id.in_(list(found)))
+            .order_by(user_extensions.c.user_id, user_extensions.c.extension)
+        )
+        for user_id, extension in conn.execute(stmt):
+            found[user_id].append(extension)
+    return found
 
 
 def find_user(conn: Connection, email: str) -> AnyRow | None:
@@ -385,6 +475,7 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
         personal_access_tokens.c.abilities,
         users.c.id.label("user_id"),
         users.c.account_id,
+        users.c.type,
         accounts.c.timezone,
     ).select_from(personal_access_tokens.join(users).join(accounts))
     query = query.where(users.c.disabled_at.is_(None))  # a disabled user's tokens are refused
@@ -398,12 +489,18 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
     row = conn.execute(query).first()
     if row is None or not hmac.compare_digest(row.token, _token_hash(secret)):
         return None
+    role = UserType.ADMIN if row.type == UserType.ADMIN else UserType.USER
+    owned = None
+    if role is UserType.USER:  # one more query, for operators only
+        owned = frozenset(extensions_of(conn, [int(row.user_id)])[int(row.user_id)])
     return Principal(
         token_id=int(row.id),
         abilities=tuple(json.loads(row.abilities)),
         user_id=int(row.user_id),
         account_id=int(row.account_id),
         timezone=ZoneInfo(row.timezone),
+        role=role,
+        extensions=owned,
     )
 
 
@@ -452,9 +549,33 @@ def list_users(conn: Connection, account_id: int) -> list[AnyRow]:
 
 def list_tokens(conn: Connection, user_id: int) -> list[AnyRow]:
     """The user's tokens by id: name, abilities, last use; never the secret or its hash."""
+    return list(conn.execute(_tokens().where(personal_access_tokens.c.user_id == user_id)))
+
+
+def _tokens() -> Any:
     t = personal_access_tokens
-    stmt = select(t.c.id, t.c.name, t.c.abilities, t.c.last_used_at, t.c.created_at)
-    return list(conn.execute(stmt.where(t.c.user_id == user_id).order_by(t.c.id)))
+    return select(
+        t.c.id, t.c.user_id, t.c.name, t.c.abilities, t.c.last_used_at, t.c.created_at
+    ).order_by(t.c.id)
+
+
+def account_tokens(
+    conn: Connection, account_id: int, user_id: int | None = None, token_id: int | None = None
+) -> list[AnyRow]:
+    """The tokens of the account's users (of one of them, given `user_id`; the one with
+    `token_id`, given that), by id."""
+    stmt = _tokens().join(users).where(users.c.account_id == account_id)
+    if user_id is not None:
+        stmt = stmt.where(users.c.id == user_id)
+    if token_id is not None:
+        stmt = stmt.where(personal_access_tokens.c.id == token_id)
+    return list(conn.execute(stmt))
+
+
+def account_user(conn: Connection, account_id: int, user_id: int) -> AnyRow | None:
+    """The account's user with this id (None for another account's)."""
+    stmt = select(users).where(users.c.account_id == account_id, users.c.id == user_id)
+    return conn.execute(stmt).first()
 
 
 def revoke_tokens_named(conn: Connection, user_id: int, name: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import fields
 from sqlalchemy import Connection, select, update
 
 from callhistory.ingest.cdr import Cdr
+from callhistory.ingest.merge import leg_order
 from callhistory.schema import call_legs, dialect_insert, import_files
 from callhistory.store import in_chunks, utcnow
 
@@ -37,6 +38,16 @@ def legs_of(conn: Connection, account_id: int, call_keys: Sequence[str]) -> dict
                 Cdr(**{name: getattr(row, name) for name in _CDR_FIELDS})
             )
     return found
+
+
+def legs_of_call(conn: Connection, account_id: int, call_pk: int) -> list[Cdr]:
+    """The stored legs of one call, in the merge's order (the caller's leg first); none for a
+    call that came without legs (the JSON ingest)."""
+    stmt = select(*(call_legs.c[name] for name in _CDR_FIELDS)).where(
+        call_legs.c.account_id == account_id, call_legs.c.call_history_id == call_pk
+    )
+    legs = [Cdr(**row._asdict()) for row in conn.execute(stmt)]
+    return sorted(legs, key=leg_order)
 
 
 def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr]]) -> None:

@@ -61,12 +61,16 @@ ABILITY_CALLS_READ = "calls:read"
 ABILITY_CALLS_WRITE = "calls:write"
 ABILITY_RECORDINGS_READ = "recordings:read"
 ABILITY_RECORDINGS_DELETE = "recordings:delete"
+ABILITY_USERS_MANAGE = "users:manage"
 ABILITIES = (
     ABILITY_CALLS_READ,
     ABILITY_CALLS_WRITE,
     ABILITY_RECORDINGS_READ,
     ABILITY_RECORDINGS_DELETE,
+    ABILITY_USERS_MANAGE,
 )
+#: What only an ADMIN may do, whatever its token grants: a USER (an operator) reads its calls.
+ADMIN_ABILITIES = (ABILITY_CALLS_WRITE, ABILITY_RECORDINGS_DELETE, ABILITY_USERS_MANAGE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,15 @@ users = Table(
     Index("ix_users_account_id", "account_id"),
 )
 
+#: The extensions a USER (an operator) owns: the calls it sees are those where one of them is the
+#: caller or the answering party. An ADMIN has none and sees the whole account.
+user_extensions = Table(
+    "user_extensions",
+    metadata,
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("extension", String(64), primary_key=True),
+)
+
 personal_access_tokens = Table(
     "personal_access_tokens",
     metadata,

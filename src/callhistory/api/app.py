@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callhistory import __version__, web
-from callhistory.api import auth, calls, docs, statistics, storage
+from callhistory.api import auth, calls, docs, people, statistics, storage
 from callhistory.api.auth import HashGate, LoginThrottle
 from callhistory.api.responses import JSONResponse
 from callhistory.config import Settings
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(auth.router)
     app.include_router(calls.router)
     app.include_router(statistics.router)
+    app.include_router(people.router)
     app.include_router(storage.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     app.include_router(pages.router)

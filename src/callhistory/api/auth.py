@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,6 @@ router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 
 T = TypeVar("T")
 BAD_CREDENTIALS = "These credentials do not match our records."
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class LoginThrottle:
@@ -112,7 +110,7 @@ def _success(result: Any, message: str) -> JSONResponse:
     return JSONResponse({"status": "success", "code": 200, "result": result, "message": message})
 
 
-def _string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> str:
+def string_field(body: dict[str, Any], name: str, errors: ValidationErrors) -> str:
     value = body.get(name)
     attribute = name.replace("_", " ")
     if value is None or value == "":
@@ -172,10 +170,10 @@ async def login(request: Request, body: JsonBodyDep, settings: SettingsDep) -> J
     only the hash and its queries run in the thread pool."""
     body = body if isinstance(body, dict) else {}
     errors = ValidationErrors()
-    email = _string_field(body, "email", errors)
-    if email and _EMAIL.fullmatch(email) is None:
+    email = string_field(body, "email", errors)
+    if email and accounts.EMAIL.fullmatch(email) is None:
         errors.add("email", "The email field must be a valid email address.")
-    password = _string_field(body, "password", errors)
+    password = string_field(body, "password", errors)
     errors.raise_if_any()
 
     token = await sign_in(request, settings, email, password, token_name="login")
@@ -224,8 +222,8 @@ def logout(principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
 def change_password(body: JsonBodyDep, principal: PrincipalDep, conn: ConnDep) -> JSONResponse:
     body = body if isinstance(body, dict) else {}
     errors = ValidationErrors()
-    old_password = _string_field(body, "old_password", errors)
-    password = _string_field(body, "password", errors)
+    old_password = string_field(body, "old_password", errors)
+    password = string_field(body, "password", errors)
     if password and len(password) < 6:
         errors.add("password", "The password field must be at least 6 characters.")
     if password and body.get("password_confirmation") != password:

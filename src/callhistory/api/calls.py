@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from callhistory import (
     accounts,
+    cdrstore,
     crmstore,
     pagination,
     phpquery,
@@ -47,10 +48,10 @@ def path_id(value: str) -> int | None:
     return int(value) if _ID.fullmatch(value) else None
 
 
-def account_call(conn: Connection, account_id: int, call: str) -> AnyRow:
-    """The account's call with this id, or 404 `Call not found.`"""
+def account_call(conn: Connection, scope: store.Scope, call: str) -> AnyRow:
+    """The call with this id if the scope sees it, or 404 `Call not found.`"""
     call_pk = path_id(call)
-    row = store.get(conn, account_id, call_pk) if call_pk is not None else None
+    row = store.get(conn, scope, call_pk) if call_pk is not None else None
     if row is None:
         raise ApiError(404, CALL_NOT_FOUND)
     return row
@@ -76,7 +77,7 @@ def list_calls(
 ) -> JSONResponse:
     params = phpquery.parse(request.scope.get("query_string", b""))
     call_query = query.parse(params, principal.timezone)
-    total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
+    total, rows, integrations = store.list_page(conn, principal.scope, call_query)
     data = [
         resources.call_index(row, integrations[row.id], principal.timezone, recording_url)
         for row in rows
@@ -101,11 +102,11 @@ def list_calls(
 def show_call(
     call: str, principal: ReaderDep, conn: ConnDep, recording_url: RecordingUrlDep
 ) -> JSONResponse:
-    row = account_call(conn, principal.account_id, call)
+    row = account_call(conn, principal.scope, call)
     integrations = store.integrations_for(conn, [row.id])[row.id]
-    return JSONResponse(
-        {"data": resources.call_show(row, integrations, principal.timezone, recording_url)}
-    )
+    legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
+    shown = resources.call_show(row, integrations, principal.timezone, recording_url, legs)
+    return JSONResponse({"data": shown})
 
 
 @router.post(
@@ -145,7 +146,7 @@ def ingest_calls(
 def delete_recording(
     call: str, principal: RecordingsDeleterDep, conn: ConnDep, roots: RootsDep
 ) -> Response:
-    row = account_call(conn, principal.account_id, call)
+    row = account_call(conn, principal.scope, call)
     if row.recording is None:
         raise ApiError(404, RECORDING_NOT_FOUND)
     # The file first (only the account's own, and only if no other account's call links it):
@@ -165,7 +166,7 @@ def delete_recording(
 def retry_integration(
     call: str, integration: str, principal: WriterDep, conn: ConnDep
 ) -> JSONResponse:
-    call_pk = account_call(conn, principal.account_id, call).id
+    call_pk = account_call(conn, principal.scope, call).id
     row_id = path_id(integration)
     before = crmstore.find_row(conn, principal.account_id, call_pk, row_id) if row_id else None
     if before is None or row_id is None:

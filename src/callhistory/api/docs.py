@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
 from callhistory.ingest.http import MAX_BATCH
-from callhistory.models import DISPOSITIONS
+from callhistory.models import ABILITIES, DISPOSITIONS
 from callhistory.query import ALLOWED_SORTS, DEFAULT_PER_PAGE, MAX_PER_PAGE
 
 DESCRIPTION = """
@@ -56,12 +56,31 @@ class CallIndex(BaseModel):
     integration: list[Integration]
 
 
+class LegStep(BaseModel):
+    src: str
+    dst: str
+    channel: str
+    dstchannel: str | None
+    app: str = Field(description="the dialplan application of the leg (Dial, Queue...)")
+    started_at: str
+    answered_at: str | None
+    ended_at: str
+    ring: int = Field(description="seconds before the answer (all of the leg when unanswered)")
+    talk: int = Field(description="billsec")
+    disposition: str
+
+
 class CallShow(CallIndex):
     disposition: Literal[DISPOSITIONS]  # type: ignore[valid-type]
     answered_at: str | None
     ended_at: str | None
     pbx_call_id: str | None
-    legs: int
+    legs: int = Field(description="how many CDR legs were merged into this call")
+    caller_name: str | None = Field(description='the name in the caller id (`"Ali" <998...>`)')
+    wait: int | None = Field(description="seconds from the start to the answer; null if missed")
+    route: list[LegStep] = Field(
+        description="the call's CDR legs, the caller's first (empty for calls ingested as JSON)"
+    )
 
 
 class IntegrationEnvelope(BaseModel):
@@ -173,6 +192,50 @@ class MeResult(BaseModel):
     message: str
 
 
+class User(BaseModel):
+    id: int
+    name: str
+    email: str
+    type: EnumValue = Field(description="1 ADMIN (the whole account), 2 USER (its extensions)")
+    extensions: list[str] = Field(
+        description="a USER sees the calls where one of these is the caller or the answering party"
+    )
+    disabled_at: str | None = Field(description="set: no login, and every token refused")
+    created_at: str
+
+
+class UserList(BaseModel):
+    data: list[User]
+
+
+class UserEnvelope(BaseModel):
+    data: User
+
+
+class Token(BaseModel):
+    id: int
+    user_id: int
+    name: str
+    abilities: list[str]
+    last_used_at: str | None = Field(description="updated at most once a minute")
+    created_at: str
+
+
+class NewToken(Token):
+    plain_text_token: str = Field(
+        description="the bearer token; shown this once, only its hash is kept",
+        examples=["7|i5poMifK2y0Sd1Wf8TVKeLVRjJKR8RyPb92YUbKH61170f51"],
+    )
+
+
+class TokenList(BaseModel):
+    data: list[Token]
+
+
+class NewTokenEnvelope(BaseModel):
+    data: NewToken
+
+
 class EmptyResult(BaseModel):
     status: Literal["success"]
     code: Literal[200]
@@ -183,7 +246,7 @@ class EmptyResult(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: ("Unknown filter or sort", Message),
     401: ("Missing or invalid token: `Unauthenticated.`", Message),
-    403: ("The token lacks the ability: `This action is unauthorized.`", Message),
+    403: ("The token or the role lacks the right: `This action is unauthorized.`", Message),
     404: ("Not found", Message),
     422: ("Validation failed (Laravel's message and errors)", LaravelValidationError),
     429: ("Too many failed logins: `Too Many Attempts.`", Message),
@@ -344,6 +407,47 @@ CHANGE_PASSWORD_BODY = _json_body(
             "old_password": {"type": "string"},
             "password": {"type": "string", "minLength": 6},
             "password_confirmation": {"type": "string"},
+        },
+    }
+)
+
+_ROLE = {"type": "integer", "enum": [1, 2], "description": "1 ADMIN (default), 2 USER"}
+_EXTENSIONS = {
+    "type": "array",
+    "items": {"type": "string", "pattern": "^[0-9A-Za-z*#+_.-]{1,64}$"},
+    "description": "required (one or more) for a USER; none for an ADMIN",
+}
+USER_BODY = _json_body(
+    {
+        "type": "object",
+        "required": ["name", "email", "password"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "email": {"type": "string", "format": "email"},
+            "password": {"type": "string", "minLength": 6},
+            "type": _ROLE,
+            "extensions": _EXTENSIONS,
+        },
+    }
+)
+USER_PATCH_BODY = _json_body(
+    {
+        "type": "object",
+        "properties": {"type": _ROLE, "extensions": _EXTENSIONS, "disabled": {"type": "boolean"}},
+    }
+)
+TOKEN_BODY = _json_body(
+    {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 255},
+            "abilities": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "enum": ["*", *ABILITIES]},
+                "description": "default `*`; never more than the token that creates it",
+            },
         },
     }
 )

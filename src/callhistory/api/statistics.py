@@ -131,7 +131,7 @@ def _params(request: Request) -> dict[str, Any]:
 )
 def calls_count(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
-    counts = stats_store.counts(conn, principal.account_id, stats_query)
+    counts = stats_store.counts(conn, principal.scope, stats_query)
     return JSONResponse(report.envelope(report.calls_count(counts)))
 
 
@@ -140,9 +140,7 @@ def _by_period(
 ) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, limit)
     per = report.UNITS[unit][2]
-    rows = stats_store.local_counts(
-        conn, principal.account_id, stats_query, principal.timezone, per
-    )
+    rows = stats_store.local_counts(conn, principal.scope, stats_query, principal.timezone, per)
     return JSONResponse(report.envelope(report.by_period(rows, unit)))
 
 
@@ -184,7 +182,7 @@ def calls_by_month(request: Request, principal: ReaderDep, conn: ConnDep) -> JSO
 )
 def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
-    rows = stats_store.by_external_number(conn, principal.account_id, stats_query)
+    rows = stats_store.by_external_number(conn, principal.scope, stats_query)
     return JSONResponse(report.envelope(report.by_external_number(rows)))
 
 
@@ -198,7 +196,7 @@ def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnD
 def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, with_status=True)
     config, _tz = accounts.pbx_settings(conn, principal.account_id)
-    rows = stats_store.by_number(conn, principal.account_id, stats_query)
+    rows = stats_store.by_number(conn, principal.scope, stats_query)
     return JSONResponse(report.envelope(report.by_users(rows, config.is_extension)))
 
 
@@ -214,7 +212,7 @@ def missed_unreturned(
 ) -> JSONResponse:
     raw = _params(request)
     stats_query = params.parse(raw, principal.timezone, params.DAY_LIMIT, paged=True)
-    rows, total = stats_store.unreturned_page(conn, principal.account_id, stats_query)
+    rows, total = stats_store.unreturned_page(conn, principal.scope, stats_query)
     body = pagination.envelope(
         report.missed_rows(rows, principal.timezone),
         total=total,
@@ -235,7 +233,7 @@ def missed_unreturned(
 def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, params.DAY_LIMIT)
     zone = principal.timezone
-    rows = stats_store.local_counts(conn, principal.account_id, stats_query, zone, report.HOUR)
+    rows = stats_store.local_counts(conn, principal.scope, stats_query, zone, report.HOUR)
     return JSONResponse(report.envelope(report.heatmap(rows)))
 
 
@@ -250,5 +248,5 @@ def heatmap(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONRespon
 )
 def calls_count_by_history(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     call_query = query.parse(_params(request), principal.timezone)
-    counts = store.counts(conn, principal.account_id, call_query)
+    counts = store.counts(conn, principal.scope, call_query)
     return JSONResponse(report.envelope(report.calls_count(counts)))

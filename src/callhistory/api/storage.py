@@ -60,7 +60,7 @@ def _token_account(request: Request, path: str) -> int | None:
         if (
             principal is not None
             and principal.can(ABILITY_RECORDINGS_READ)
-            and store.has_recording(conn, principal.account_id, path)
+            and store.has_recording(conn, principal.scope, path)
         ):
             return principal.account_id
     return None

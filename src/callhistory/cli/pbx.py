@@ -239,7 +239,7 @@ def stats_rebuild(
         for account_id in ids:
             with engine.begin() as conn:
                 tallies.rebuild(conn, account_id)
-                total = store.count(conn, account_id, CallQuery())  # from the counters
+                total = store.count(conn, store.Scope(account_id), CallQuery())  # from the counters
             typer.echo(f"account {account_id}: {total} calls tallied")
 
 

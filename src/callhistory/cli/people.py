@@ -28,6 +28,16 @@ from callhistory.models import DEFAULT_TIMEZONE
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts (companies).", no_args_is_help=True)
 users_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
+RoleOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="ROLE", help="admin (the whole account) or user (only its extensions' calls)"
+    ),
+]
+ExtensionOpt = Annotated[
+    list[str] | None,
+    typer.Option(metavar="EXT", help="an extension the user owns (repeat for more; role user)"),
+]
 tokens_app = typer.Typer(help="API tokens (Sanctum format).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
@@ -244,19 +254,49 @@ def users_create(
     email: Annotated[str, typer.Option(metavar="EMAIL")],
     name: Annotated[str, typer.Option(metavar="NAME")],
     password: Annotated[str, typer.Option(metavar="PASSWORD", prompt=True, hide_input=True)],
+    role: RoleOpt = "admin",
+    extension: ExtensionOpt = None,
 ) -> None:
-    """Create a user in an account; prints its id."""
+    """Create a user in an account; prints its id. An admin sees the whole account; a user (an
+    operator) only the calls of its extensions: `--role user --extension 101 --extension 102`."""
     from callhistory import accounts
     from callhistory.config import Settings
 
     if len(password) < 6:
         raise fail("the password must be at least 6 characters")
     try:
+        parsed = accounts.parse_role(role)
         with database(Settings()) as engine, engine.begin() as conn:
-            user_id = accounts.create_user(conn, account, email, name, password)
+            user_id = accounts.create_user(
+                conn, account, email, name, password, role=parsed, extensions=extension or ()
+            )
     except accounts.AccountError as exc:
         raise fail(str(exc)) from None
     typer.echo(user_id)
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Option(metavar="EMAIL", help="the user's email")],
+    role: RoleOpt,
+    extension: ExtensionOpt = None,
+) -> None:
+    """Change a user's role and extensions (replacing the ones it had); its tokens see the new
+    scope from their next request."""
+    from callhistory import accounts
+    from callhistory.config import Settings
+
+    try:
+        parsed = accounts.parse_role(role)
+        with database(Settings()) as engine, engine.begin() as conn:
+            user = accounts.find_user(conn, email)
+            if user is None:
+                raise accounts.AccountError(f"No user with email {email}.")
+            accounts.set_role(conn, int(user.id), parsed, extension or ())
+    except accounts.AccountError as exc:
+        raise fail(str(exc)) from None
+    owned = f" ({', '.join(extension or ())})" if extension else ""
+    typer.echo(f"{email} is now {parsed.name.lower()}{owned}")
 
 
 @tokens_app.command("create")
@@ -337,7 +377,7 @@ def accounts_list() -> None:
 
 @users_app.command("list")
 def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account id")]) -> None:
-    """The account's users: id, email, name, type, created, active or disabled."""
+    """The account's users: id, email, name, role, extensions, created, active or disabled."""
     from callhistory import accounts
     from callhistory.config import Settings
     from callhistory.models import UserType
@@ -345,13 +385,15 @@ def users_list(account: Annotated[int, typer.Option(metavar="ID", help="account 
     try:
         with database(Settings()) as engine, engine.connect() as conn:
             rows = accounts.list_users(conn, account)
+            owned = accounts.extensions_of(conn, [r.id for r in rows])
     except accounts.AccountError as exc:
         raise fail(str(exc)) from None
     _table(
-        ("ID", "EMAIL", "NAME", "TYPE", "CREATED", "STATUS"),
+        ("ID", "EMAIL", "NAME", "ROLE", "EXTENSIONS", "CREATED", "STATUS"),
         [
             (
-                r.id, r.email, r.name, UserType(r.type).name, f"{r.created_at:%Y-%m-%d %H:%M}",
+                r.id, r.email, r.name, UserType(r.type).name, ",".join(owned[r.id]) or None,
+                f"{r.created_at:%Y-%m-%d %H:%M}",
                 "active" if r.disabled_at is None else f"disabled {r.disabled_at:%Y-%m-%d}",
             )
             for r in rows

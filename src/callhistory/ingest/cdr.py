@@ -38,6 +38,19 @@ class BadCdr(ValueError):
     """A line or event that is not a CDR; the message says why."""
 
 
+#: Asterisk's caller id: `"Ali Valiyev" <998901234567>`, or `Ali <100>`, or a bare number.
+_CLID = re.compile(r'\s*"?(?P<name>[^"<]*?)"?\s*<(?P<number>[^>]*)>\s*')
+
+
+def caller_name(clid: str) -> str | None:
+    """The name part of a caller id, or None when there is none (or it only repeats the number)."""
+    found = _CLID.fullmatch(clid)
+    if found is None:
+        return None
+    name = found.group("name").strip()
+    return name if name and name != found.group("number").strip() else None
+
+
 @dataclass(frozen=True, slots=True)
 class Cdr:
     """One leg. Times are naive UTC."""

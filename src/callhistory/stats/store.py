@@ -26,7 +26,7 @@ from callhistory.query import CallQuery
 from callhistory.schema import calls
 from callhistory.stats import report
 from callhistory.stats.params import StatsQuery
-from callhistory.store import AnyRow
+from callhistory.store import AnyRow, Scope
 
 
 def _call_query(query: StatsQuery) -> CallQuery:
@@ -39,21 +39,22 @@ def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
 
 
 def local_counts(
-    conn: Connection, account_id: int, query: StatsQuery, zone: ZoneInfo, per: int
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo, per: int
 ) -> Sequence[AnyRow]:
-    """The account's calls in the period per (local hour or day key, type, status), counted in
+    """The scope's calls in the period per (local hour or day key, type, status), counted in
     the database: `per` is 4 (hours) or 96 (days) quarter-hours; `tallies.key_start` reads a
-    key. Whole buckets come from the rollups, unless external numbers filter (the rollups do not
-    keep them); the partial buckets at the ends from the calls."""
+    key. Whole buckets come from the rollups, unless external numbers filter or the scope is
+    narrower than the account (the rollups keep neither); the partial buckets at the ends from
+    the calls."""
     dialect = conn.dialect.name
     period = tallies.Period.of(query.started_from, query.started_to)
-    if query.external_numbers or period is None:
-        conditions = [calls.c.account_id == account_id, *_period(query)]
+    if query.external_numbers or period is None or not scope.whole:
+        conditions = [*scope.conditions(), *_period(query)]
         if query.external_numbers:
             conditions.append(calls.c.external_number.in_(query.external_numbers))
         parts = store.by_bucket(dialect, *conditions).subquery()
     else:
-        parts = store.period_buckets(dialect, account_id, _call_query(query), period)
+        parts = store.period_buckets(dialect, scope.account_id, _call_query(query), period)
     shifts = tallies.offsets(
         zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
     )
@@ -65,10 +66,10 @@ def local_counts(
     return conn.execute(stmt).all()
 
 
-def by_external_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+def by_external_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
     """Calls in the period per (external_number, type, status); internal calls left out."""
     conditions = [
-        calls.c.account_id == account_id,
+        *scope.conditions(),
         *_period(query),
         calls.c.type != int(CallType.INTERNAL),
         calls.c.external_number.is_not(None),
@@ -84,24 +85,24 @@ def by_external_number(conn: Connection, account_id: int, query: StatsQuery) -> 
     return conn.execute(stmt).all()
 
 
-def counts(conn: Connection, account_id: int, query: StatsQuery) -> Counter[tuple[int, int]]:
+def counts(conn: Connection, scope: Scope, query: StatsQuery) -> Counter[tuple[int, int]]:
     """Calls in the period by (type, status): the Call History API's strategies (counters,
     rollups), or grouped calls when external numbers filter."""
     if not query.external_numbers:
-        return store.counts(conn, account_id, _call_query(query))
+        return store.counts(conn, scope, _call_query(query))
     stmt = store.grouped(
-        calls.c.account_id == account_id,
+        *scope.conditions(),
         calls.c.external_number.in_(query.external_numbers),
         *_period(query),
     )
     return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
 
 
-def by_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+def by_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
     """Calls in the period per (number, direction): `outgoing` by their `src` (outgoing and
     internal calls), `incoming` by their `dst` (incoming and internal calls); count and summed
     duration and conversation."""
-    conditions = [calls.c.account_id == account_id, *_period(query)]
+    conditions = [*scope.conditions(), *_period(query)]
     if query.external_numbers:
         conditions.append(calls.c.external_number.in_(query.external_numbers))
     if query.status is not None:
@@ -125,9 +126,9 @@ def by_number(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[
     return conn.execute(union_all(*sides)).all()
 
 
-def _missed_conditions(account_id: int, query: StatsQuery) -> list[ColumnElement[bool]]:
+def _missed_conditions(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:
     conditions = [
-        calls.c.account_id == account_id,
+        *scope.conditions(),
         *_period(query),
         calls.c.type == int(CallType.INCOMING),
         calls.c.status == int(CallStatus.NOT_ANSWERED),
@@ -138,7 +139,7 @@ def _missed_conditions(account_id: int, query: StatsQuery) -> list[ColumnElement
     return conditions
 
 
-def missed_callers(conn: Connection, account_id: int, query: StatsQuery) -> Sequence[AnyRow]:
+def missed_callers(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
     """Per calling number with missed incoming calls in the period: how many, first and last."""
     stmt = (
         select(
@@ -147,7 +148,7 @@ def missed_callers(conn: Connection, account_id: int, query: StatsQuery) -> Sequ
             func.min(calls.c.started_at).label("first_missed_at"),
             func.max(calls.c.started_at).label("last_missed_at"),
         )
-        .where(*_missed_conditions(account_id, query))
+        .where(*_missed_conditions(scope, query))
         .group_by(calls.c.src)
     )
     return conn.execute(stmt).all()
@@ -176,13 +177,13 @@ def contacts_after(
 
 
 def last_missed_ids(
-    conn: Connection, account_id: int, query: StatsQuery, numbers: Sequence[str]
+    conn: Connection, scope: Scope, query: StatsQuery, numbers: Sequence[str]
 ) -> dict[str, int]:
     """The id of each number's last missed call in the period (the latest start, then id)."""
     latest: dict[str, tuple[datetime, int]] = {}
     for chunk in store.in_chunks(list(numbers)):
         stmt = select(calls.c.src, calls.c.started_at, calls.c.id).where(
-            *_missed_conditions(account_id, query), calls.c.src.in_(chunk)
+            *_missed_conditions(scope, query), calls.c.src.in_(chunk)
         )
         for number, started_at, pk in conn.execute(stmt):
             if number not in latest or (started_at, pk) > latest[number]:
@@ -191,15 +192,16 @@ def last_missed_ids(
 
 
 def unreturned_page(
-    conn: Connection, account_id: int, query: StatsQuery
+    conn: Connection, scope: Scope, query: StatsQuery
 ) -> tuple[list[dict[str, Any]], int]:
     """The query's page of missed callers nobody reached (each with `last_call_id`), and how many
-    there are in all."""
-    missed = missed_callers(conn, account_id, query)
+    there are in all. The missed calls are the scope's; a call back counts from anyone in the
+    account (an operator's missed caller whom a colleague rang back is not waiting)."""
+    missed = missed_callers(conn, scope, query)
     since = min((row.last_missed_at for row in missed), default=query.started_to)
-    contacts = contacts_after(conn, account_id, [row.number for row in missed], since)
+    contacts = contacts_after(conn, scope.account_id, [row.number for row in missed], since)
     waiting = report.unreturned(missed, contacts, timedelta(hours=query.within_hours))
     start = (query.page - 1) * query.per_page
     page = waiting[start : start + query.per_page]
-    last_ids = last_missed_ids(conn, account_id, query, [row.number for row in page])
+    last_ids = last_missed_ids(conn, scope, query, [row.number for row in page])
     return [{**row._asdict(), "last_call_id": last_ids[row.number]} for row in page], len(waiting)

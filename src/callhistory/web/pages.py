@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from callhistory import accounts, pagination, phpquery, query, resources, store
+from callhistory import accounts, cdrstore, pagination, phpquery, query, resources, store
 from callhistory.accounts import Principal
 from callhistory.api.auth import sign_in
 from callhistory.api.calls import path_id
@@ -168,7 +168,7 @@ def calls_page(request: Request, settings: SettingsDep, conn: ConnDep) -> Respon
         call_query = query.parse(params, principal.timezone)
     except ApiError as exc:
         error, call_query, params = exc.message, query.CallQuery(), {}
-    total, rows, integrations = store.list_page(conn, principal.account_id, call_query)
+    total, rows, integrations = store.list_page(conn, principal.scope, call_query)
     user = accounts.get_user(conn, principal.user_id)
     signed = recording_signer(request, settings, principal.account_id)
     calls = [
@@ -201,14 +201,15 @@ def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep)
     if principal is None:
         return _to_login(request)
     call_pk = path_id(call)
-    row = store.get(conn, principal.account_id, call_pk) if call_pk is not None else None
+    row = store.get(conn, principal.scope, call_pk) if call_pk is not None else None
     user = accounts.get_user(conn, principal.user_id)
     if row is None:
         context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
         return templates.TemplateResponse(request, "call.html", context, status_code=404)
     integrations = store.integrations_for(conn, [row.id])[row.id]
     signed = recording_signer(request, settings, principal.account_id)
-    shown = resources.call_show(row, integrations, principal.timezone, signed)
+    legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
+    shown = resources.call_show(row, integrations, principal.timezone, signed, legs)
     context = {"csrf": csrf_token(request), "user": user, "call": shown}
     return templates.TemplateResponse(request, "call.html", context)
 
@@ -241,9 +242,9 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
     except ApiError as exc:
         error, period = exc.message, {**default, "per_page": "10"}
         stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
-    account = principal.account_id
+    account = principal.scope
     user = accounts.get_user(conn, principal.user_id)
-    config, _ = accounts.pbx_settings(conn, account)
+    config, _ = accounts.pbx_settings(conn, principal.account_id)
     counts = report.calls_count(stats_store.counts(conn, account, stats_query))
     days = report.by_period(
         stats_store.local_counts(conn, account, stats_query, tz, report.DAY), "day"
@@ -310,7 +311,7 @@ def export_csv(request: Request, conn: ConnDep) -> Response:
         writer = csv.writer(out)
         writer.writerow(EXPORT_COLUMNS)
         with engine.connect() as conn:
-            for batch in store.stream(conn, principal.account_id, call_query):
+            for batch in store.stream(conn, principal.scope, call_query):
                 for row in batch:
                     writer.writerow(
                         (
