@@ -196,6 +196,8 @@ STATS_QUERIES = [
     ("calls-by-users", PERIOD),
     ("calls-by-users", {**PERIOD, "status": "2"}),
     ("heatmap", PERIOD),
+    ("summary", PERIOD),
+    ("summary", {**PERIOD, "sla": "5", "external_number": "781130590"}),
     ("missed-unreturned", PERIOD),
     ("calls-count-by-history", {}),
     ("calls-count-by-history", {"filter[src]": "10", "filter[status]": "2"}),

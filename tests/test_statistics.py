@@ -302,6 +302,12 @@ FORMAT = "The {} field must match the format Y-m-d H:i:s."
          {"to": ["The to field must be a date before or equal to 2034-02-28 00:00:00."]}),
         ("calls-count", {"from": "2026-01-01", "to": "2026-01-02", "external_number[]": "1"},
          {"external_number": ["The external number field must be a string."]}),
+        ("summary", {"from": "2026-01-01", "to": "2026-01-02", "sla": "x"},
+         {"sla": ["The sla field must be an integer."]}),
+        ("summary", {"from": "2026-01-01", "to": "2026-01-02", "sla": "3601"},
+         {"sla": ["The sla field must be between 0 and 3600."]}),
+        ("summary", {"from": "2026-01-01", "to": "2027-01-03"},
+         {"to": ["The to field must be a date before or equal to 2027-01-02 00:00:00."]}),
     ],
 )  # fmt: skip
 def test_validation_errors(
@@ -342,11 +348,13 @@ def random_calls(rng: random.Random, account_id: int) -> list[NewCall]:
             seconds = seconds // 900 * 900 + rng.choice([-1, 0, 1])
         kind = rng.choice([IN, IN, OUT, INT])
         conversation = rng.choice([0, 12, 95])
+        caller = f"99890{rng.randrange(40):07d}" if kind is IN else "100"
         out.append(
             new_call(
                 account_id,
                 n,
                 type=kind,
+                src=caller,
                 conversation=conversation,
                 duration=conversation + rng.randrange(1, 30),
                 started_at=START + timedelta(seconds=max(seconds, 0)),
@@ -434,6 +442,93 @@ def test_reports_match_a_plain_reading(
             grid[CallStatus.ANSWERED],
             grid[CallStatus.NOT_ANSWERED],
         ), period
+
+        sla = rng.choice([None, 0, 20, 60])
+        asked = period if sla is None else {**period, "sla": str(sla)}
+        assert get(client, tenant, "summary", **asked) == (
+            200,
+            ok(plain_summary(inside, stored, lo, 20 if sla is None else sla, local)),
+        ), asked
+
+
+def plain_summary(
+    inside: list[NewCall],
+    stored: list[NewCall],
+    lo: datetime,
+    sla: int,
+    local: Callable[[datetime], datetime],
+) -> dict[str, Any]:
+    """The summary read plainly from the calls in the period (and, for new callers, all)."""
+
+    def ratio(part: float, whole: int, digits: int) -> float | None:
+        return round(part / whole, digits) if whole else None
+
+    result: dict[str, Any] = {}
+    waits: dict[CallType, list[int]] = {}
+    for kind, name in NAMES.items():
+        mine = [c for c in inside if c.type == kind]
+        answered = [c for c in mine if c.answered_at is not None]
+        waits[kind] = [int((c.answered_at - c.started_at).total_seconds()) for c in answered]  # type: ignore[operator]
+        talk = sum(c.conversation for c in answered)
+        result[name] = {
+            "calls": len(mine),
+            "answered": len(answered),
+            "not_answered": len(mine) - len(answered),
+            "answer_rate": ratio(len(answered), len(mine), 4),
+            "wait_avg": ratio(sum(waits[kind]), len(answered), 1) if mine else None,
+            "wait_max": max(waits[kind], default=None),
+            "talk_total": talk,
+            "talk_avg": ratio(talk, len(answered), 1),
+        }
+    within = sum(1 for w in waits[IN] if w <= sla)
+    incoming = result["incoming"]["calls"]
+    result["service_level"] = {"sla": sla, "answered_within": within,
+                               "rate": ratio(within, incoming, 4)}  # fmt: skip
+    callers = {c.src for c in inside if c.type == IN}
+    known = {c.src for c in stored if local(c.started_at) < lo}
+    result["unique_callers"], result["new_callers"] = len(callers), len(callers - known)
+    hours = Counter(local(c.started_at).strftime("%Y-%m-%d %H:00:00") for c in inside)
+    busiest = min(hours.items(), key=lambda item: (-item[1], item[0]), default=None)
+    result["busiest_hour"] = busiest and {"date_hour": busiest[0], "call_count": busiest[1]}
+    return result
+
+
+def test_summary_exact_body(client: TestClient, tenant: Tenant, add_calls: AddCalls) -> None:
+    a = tenant.account_id
+    at = datetime(2026, 1, 13, 5, 0, 0)  # 10:00 in Tashkent
+    add_calls(
+        a,
+        [
+            new_call(a, 0, type=IN, src="998900000001", started_at=at - timedelta(days=30)),
+            # answered after 10 s (talk 20) and after 40 s (talk 60); one missed
+            new_call(a, 1, type=IN, src="998900000001", started_at=at, duration=30),
+            new_call(a, 2, type=IN, src="998900000002", started_at=at + timedelta(minutes=5),
+                     duration=100, conversation=60),
+            new_call(a, 3, type=IN, src="998900000003", started_at=at + timedelta(hours=2),
+                     conversation=0),
+            new_call(a, 4, type=OUT, started_at=at + timedelta(hours=2, minutes=1), duration=25,
+                     conversation=20),
+        ],
+    )  # fmt: skip
+    status, body = get(client, tenant, "summary", **{"from": "2026-01-13", "to": "2026-01-13"})
+    assert status == 200
+    assert body == ok(
+        {
+            "incoming": {"calls": 3, "answered": 2, "not_answered": 1, "answer_rate": 0.6667,
+                         "wait_avg": 25.0, "wait_max": 40, "talk_total": 80, "talk_avg": 40.0},
+            "outgoing": {"calls": 1, "answered": 1, "not_answered": 0, "answer_rate": 1.0,
+                         "wait_avg": 5.0, "wait_max": 5, "talk_total": 20, "talk_avg": 20.0},
+            "internal": {"calls": 0, "answered": 0, "not_answered": 0, "answer_rate": None,
+                         "wait_avg": None, "wait_max": None, "talk_total": 0, "talk_avg": None},
+            "service_level": {"sla": 20, "answered_within": 1, "rate": 0.3333},
+            "unique_callers": 3,
+            "new_callers": 2,
+            "busiest_hour": {"date_hour": "2026-01-13 10:00:00", "call_count": 2},
+        }
+    )  # fmt: skip
+    empty = get(client, tenant, "summary", **{"from": "2026-02-01", "to": "2026-02-01"})[1]
+    assert empty["result"]["busiest_hour"] is None
+    assert empty["result"]["service_level"] == {"sla": 20, "answered_within": 0, "rate": None}
 
 
 def test_calls_count_by_history_agrees_with_the_list(

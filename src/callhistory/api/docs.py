@@ -372,6 +372,11 @@ MISSED_PARAMETERS = [
     LIST_PARAMETERS[0],  # page
     LIST_PARAMETERS[1],  # per_page
 ]
+SLA_PARAMETER = _param(
+    "sla",
+    {"type": "integer", "minimum": 0, "maximum": 3600, "default": 20},
+    "Seconds within which an incoming call must be answered to count for the service level.",
+)
 STATUS_PARAMETER = _param(
     "status", {"type": "string", "enum": ["1", "2"]}, "1 Answered, 2 Not answered."
 )

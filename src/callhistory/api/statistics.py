@@ -111,6 +111,33 @@ class Heatmap(BaseModel):
     not_answered: list[list[int]]
 
 
+class DirectionSummary(BaseModel):
+    calls: int
+    answered: int
+    not_answered: int
+    answer_rate: float | None = Field(description="answered / calls, 4 decimals; null: no calls")
+    wait_avg: float | None = Field(description="seconds from start to answer, answered calls")
+    wait_max: int | None
+    talk_total: int = Field(description="seconds of conversation")
+    talk_avg: float | None = Field(description="per answered call")
+
+
+class ServiceLevel(BaseModel):
+    sla: int = Field(description="seconds, the `sla` parameter (default 20)")
+    answered_within: int = Field(description="incoming calls answered within `sla` seconds")
+    rate: float | None = Field(description="answered_within / incoming calls (missed included)")
+
+
+class Summary(BaseModel):
+    incoming: DirectionSummary
+    outgoing: DirectionSummary
+    internal: DirectionSummary
+    service_level: ServiceLevel
+    unique_callers: int = Field(description="numbers with incoming calls in the period")
+    new_callers: int = Field(description="of them, those that never called before the period")
+    busiest_hour: HourBucket | None
+
+
 router = APIRouter(prefix="/api/v1/statistic", tags=["statistics"])
 
 _COMMON: dict[str, Any] = {
@@ -222,6 +249,27 @@ def missed_unreturned(
         params=raw,
     )
     return JSONResponse(report.envelope(body))
+
+
+@router.get(
+    "/summary",
+    summary="Per direction: answer rate, wait, talk time; service level, callers, busiest hour",
+    response_model=Envelope[Summary],
+    responses=docs.errors(401, 403, 422),
+    openapi_extra={"parameters": [*docs.STATS_PARAMETERS, docs.SLA_PARAMETER]},
+)
+def summary(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
+    stats_query = params.parse(
+        _params(request), principal.timezone, params.DAY_LIMIT, with_sla=True
+    )
+    scope, zone = principal.scope, principal.timezone
+    result = report.summary(
+        stats_store.summary_rows(conn, scope, stats_query),
+        stats_query.sla_seconds,
+        stats_store.callers(conn, scope, stats_query),
+        stats_store.local_counts(conn, scope, stats_query, zone, report.HOUR),
+    )
+    return JSONResponse(report.envelope(result))
 
 
 @router.get(

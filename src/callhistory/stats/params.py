@@ -22,6 +22,9 @@ from callhistory.query import (
 
 DEFAULT_WITHIN_HOURS = 24
 MAX_WITHIN_HOURS = 24 * 30
+#: summary: seconds within which an answer counts for the service level
+DEFAULT_SLA_SECONDS = 20
+MAX_SLA_SECONDS = 3600
 
 #: How long a period each bucketed report accepts (None: any).
 HOUR_LIMIT = timedelta(days=31)
@@ -41,6 +44,7 @@ class StatsQuery:
     within_hours: int = DEFAULT_WITHIN_HOURS
     page: int = 1
     per_page: int = DEFAULT_PER_PAGE
+    sla_seconds: int = DEFAULT_SLA_SECONDS
 
 
 def _later(local: datetime, limit: timedelta | int) -> datetime:
@@ -59,8 +63,10 @@ def parse(
     limit: timedelta | int | None = None,
     with_status: bool = False,
     paged: bool = False,
+    with_sla: bool = False,
 ) -> StatsQuery:
-    """Validate `from`, `to` (account-local), `external_number` (and `status` when asked)."""
+    """Validate `from`, `to` (account-local), `external_number` (and `status`, `within` with
+    the page, `sla` when asked)."""
     errors = ValidationErrors()
     bounds: dict[str, datetime] = {}
     for name in ("from", "to"):
@@ -109,6 +115,15 @@ def parse(
                 within = number
         page = parse_page(params.get("page"))
         per_page = parse_per_page(params.get("per_page"), errors)
+    sla = DEFAULT_SLA_SECONDS
+    if with_sla and params.get("sla") is not None:
+        number = php_int(params["sla"])
+        if number is None:
+            errors.add("sla", "The sla field must be an integer.")
+        elif not 0 <= number <= MAX_SLA_SECONDS:
+            errors.add("sla", f"The sla field must be between 0 and {MAX_SLA_SECONDS}.")
+        else:
+            sla = number
     errors.raise_if_any()
     return StatsQuery(
         started_from=to_utc(bounds["from"], tz),
@@ -118,4 +133,5 @@ def parse(
         within_hours=within,
         page=page,
         per_page=per_page,
+        sla_seconds=sla,
     )

@@ -80,6 +80,59 @@ def by_period(rows: Iterable[Sequence[Any]], unit: Unit) -> dict[str, Any]:
     }
 
 
+def _ratio(part: int, whole: int, digits: int) -> float | None:
+    return round(part / whole, digits) if whole else None
+
+
+def summary(
+    rows: Iterable[Any],
+    sla: int,
+    callers: tuple[int, int],
+    hours: Iterable[Sequence[Any]],
+) -> dict[str, Any]:
+    """Per direction: calls, answered, not answered, answer rate, average and longest wait before
+    the answer, total and average talk (per answered call); the service level of incoming calls
+    (answered within `sla` seconds, of all incoming); unique and new callers; the busiest local
+    hour. Rows: `summary_rows`; hours: (local hour key, type, status, calls)."""
+    found = {row.type: row for row in rows}
+    result: dict[str, Any] = {}
+    for name, kind in DIRECTIONS:
+        row = found.get(int(kind))
+        calls, answered = (row.calls, row.answered) if row else (0, 0)
+        talk = row.talk_total if row else 0
+        result[name] = {
+            "calls": calls,
+            "answered": answered,
+            "not_answered": calls - answered,
+            "answer_rate": _ratio(answered, calls, 4),
+            "wait_avg": _ratio(row.wait_total or 0, answered, 1) if row else None,
+            "wait_max": row.wait_max if row else None,
+            "talk_total": talk,
+            "talk_avg": _ratio(talk, answered, 1),
+        }
+    incoming = found.get(int(CallType.INCOMING))
+    within = incoming.within_sla if incoming else 0
+    result["service_level"] = {
+        "sla": sla,
+        "answered_within": within,
+        "rate": _ratio(within, incoming.calls if incoming else 0, 4),
+    }
+    result["unique_callers"], result["new_callers"] = callers
+    per_hour: Counter[int] = Counter()
+    for local, _type, _status, n in hours:
+        per_hour[local] += n
+    busiest = min(per_hour.items(), key=lambda item: (-item[1], item[0]), default=None)
+    result["busiest_hour"] = (
+        {
+            "date_hour": tallies.key_start(busiest[0], HOUR).strftime(UNITS["hour"][1]),
+            "call_count": busiest[1],
+        }
+        if busiest and busiest[1]
+        else None
+    )
+    return result
+
+
 def heatmap(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
     """Calls per local weekday (Monday first) by hour of the day, answered and not. Rows are
     (local hour key, type, status, calls)."""

@@ -13,9 +13,14 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Integer,
+    and_,
+    case,
     cast,
+    exists,
     func,
     literal,
+    literal_column,
     select,
     union_all,
 )
@@ -38,6 +43,65 @@ def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
     return [calls.c.started_at >= query.started_from, calls.c.started_at <= query.started_to]
 
 
+def _selected(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:
+    """The scope's calls in the period, on the query's external numbers if it names any."""
+    conditions = [*scope.conditions(), *_period(query)]
+    if query.external_numbers:
+        conditions.append(calls.c.external_number.in_(query.external_numbers))
+    return conditions
+
+
+#: Whole seconds from a call's start to its answer, in SQL.
+WAIT_SQL = {
+    "postgresql": "CAST(extract(epoch FROM answered_at - started_at) AS integer)",
+    "sqlite": "CAST(strftime('%s', answered_at) AS integer)"
+    " - CAST(strftime('%s', started_at) AS integer)",
+}
+
+
+def summary_rows(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
+    """Per type: calls, answered, the summed and longest wait before the answer, the summed talk
+    time, and how many were answered within the query's `sla_seconds`."""
+    wait: ColumnElement[int] = literal_column(WAIT_SQL[conn.dialect.name], Integer)
+    answered = and_(calls.c.status == int(CallStatus.ANSWERED), calls.c.answered_at.is_not(None))
+    stmt = (
+        select(
+            calls.c.type,
+            func.count().label("calls"),
+            func.sum(case((answered, 1), else_=0)).label("answered"),
+            func.sum(case((answered, wait))).label("wait_total"),
+            func.max(case((answered, wait))).label("wait_max"),
+            func.sum(case((answered, calls.c.conversation), else_=0)).label("talk_total"),
+            func.sum(case((and_(answered, wait <= query.sla_seconds), 1), else_=0)).label(
+                "within_sla"
+            ),
+        )
+        .where(*_selected(scope, query))
+        .group_by(calls.c.type)
+    )
+    return conn.execute(stmt).all()
+
+
+def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int]:
+    """(unique, new): the numbers that called in (incoming calls) in the period, and those of
+    them that had never called the account before it (whoever in the account they reached)."""
+    numbers = (
+        select(calls.c.src.label("number"))
+        .where(*_selected(scope, query), calls.c.type == int(CallType.INCOMING), calls.c.src != "")
+        .distinct()
+        .subquery()
+    )
+    before = calls.alias("before")
+    earlier = exists().where(
+        before.c.account_id == scope.account_id,
+        before.c.src == numbers.c.number,
+        before.c.started_at < query.started_from,
+    )
+    stmt = select(func.count(), func.sum(case((earlier, 0), else_=1))).select_from(numbers)
+    unique, new = conn.execute(stmt).one()
+    return int(unique), int(new or 0)
+
+
 def local_counts(
     conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo, per: int
 ) -> Sequence[AnyRow]:
@@ -49,10 +113,7 @@ def local_counts(
     dialect = conn.dialect.name
     period = tallies.Period.of(query.started_from, query.started_to)
     if query.external_numbers or period is None or not scope.whole:
-        conditions = [*scope.conditions(), *_period(query)]
-        if query.external_numbers:
-            conditions.append(calls.c.external_number.in_(query.external_numbers))
-        parts = store.by_bucket(dialect, *conditions).subquery()
+        parts = store.by_bucket(dialect, *_selected(scope, query)).subquery()
     else:
         parts = store.period_buckets(dialect, scope.account_id, _call_query(query), period)
     shifts = tallies.offsets(
@@ -69,14 +130,11 @@ def local_counts(
 def by_external_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
     """Calls in the period per (external_number, type, status); internal calls left out."""
     conditions = [
-        *scope.conditions(),
-        *_period(query),
+        *_selected(scope, query),
         calls.c.type != int(CallType.INTERNAL),
         calls.c.external_number.is_not(None),
         calls.c.external_number != "",
     ]
-    if query.external_numbers:
-        conditions.append(calls.c.external_number.in_(query.external_numbers))
     stmt = (
         select(calls.c.external_number, calls.c.type, calls.c.status, func.count().label("calls"))
         .where(*conditions)
@@ -90,11 +148,7 @@ def counts(conn: Connection, scope: Scope, query: StatsQuery) -> Counter[tuple[i
     rollups), or grouped calls when external numbers filter."""
     if not query.external_numbers:
         return store.counts(conn, scope, _call_query(query))
-    stmt = store.grouped(
-        *scope.conditions(),
-        calls.c.external_number.in_(query.external_numbers),
-        *_period(query),
-    )
+    stmt = store.grouped(*_selected(scope, query))
     return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
 
 
@@ -102,9 +156,7 @@ def by_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[Any
     """Calls in the period per (number, direction): `outgoing` by their `src` (outgoing and
     internal calls), `incoming` by their `dst` (incoming and internal calls); count and summed
     duration and conversation."""
-    conditions = [*scope.conditions(), *_period(query)]
-    if query.external_numbers:
-        conditions.append(calls.c.external_number.in_(query.external_numbers))
+    conditions = _selected(scope, query)
     if query.status is not None:
         conditions.append(calls.c.status == int(query.status))
     sides = []
@@ -127,16 +179,12 @@ def by_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[Any
 
 
 def _missed_conditions(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:
-    conditions = [
-        *scope.conditions(),
-        *_period(query),
+    return [
+        *_selected(scope, query),
         calls.c.type == int(CallType.INCOMING),
         calls.c.status == int(CallStatus.NOT_ANSWERED),
         calls.c.src != "",
     ]
-    if query.external_numbers:
-        conditions.append(calls.c.external_number.in_(query.external_numbers))
-    return conditions
 
 
 def missed_callers(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
