@@ -56,6 +56,7 @@ class Principal:
     timezone: ZoneInfo
     role: UserType = UserType.ADMIN
     extensions: frozenset[str] | None = None
+    last_used_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -473,6 +474,7 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
         personal_access_tokens.c.id,
         personal_access_tokens.c.token,
         personal_access_tokens.c.abilities,
+        personal_access_tokens.c.last_used_at,
         users.c.id.label("user_id"),
         users.c.account_id,
         users.c.type,
@@ -501,12 +503,17 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
         timezone=ZoneInfo(row.timezone),
         role=role,
         extensions=owned,
+        last_used_at=row.last_used_at,
     )
 
 
-def touch_token(conn: Connection, token_id: int) -> None:
-    """Record use, at most once a minute per token, so reads rarely write."""
+def touch_token(conn: Connection, principal: Principal) -> None:
+    """Record use, at most once a minute per token, so reads rarely write: no statement at all
+    when the token was already used this minute (as read with it)."""
     now = utcnow()
+    if principal.last_used_at is not None and principal.last_used_at >= now.replace(second=0):
+        return
+    token_id = principal.token_id
     conn.execute(
         update(personal_access_tokens)
         .where(personal_access_tokens.c.id == token_id)

@@ -132,6 +132,9 @@ calls = Table(
     Index("ix_calls_account_status", "account_id", "status", "id"),
     Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
     Index("ix_calls_account_recording", "account_id", "recording"),
+    # Exact numbers in time: new callers, call-backs, an operator's extensions (0012).
+    Index("ix_calls_account_src_started", "account_id", "src", "started_at"),
+    Index("ix_calls_account_dst_started", "account_id", "dst", "started_at"),
 )
 
 # How many calls each account has per (type, status), kept in step with `calls` by the store in the

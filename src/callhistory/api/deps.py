@@ -51,7 +51,7 @@ def get_principal(request: Request, conn: ConnDep) -> Principal:
     principal = accounts.find_principal(conn, token) if token else None
     if principal is None:
         raise ApiError(401, UNAUTHENTICATED)
-    accounts.touch_token(conn, principal.token_id)
+    accounts.touch_token(conn, principal)
     return principal
 
 
