@@ -17,12 +17,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from bench.list_calls import BIG, bare_page, percentile, seed, timed
 from callhistory import accounts, migrate
 from callhistory.api import create_app
 from callhistory.config import Settings
+from callhistory.models import UserType
 from callhistory.schema import calls, make_engine
 
 
@@ -65,6 +66,9 @@ def main() -> None:
         "calls-by-external-number one month": f"calls-by-external-number?{month}",
         "calls-by-users one month": f"calls-by-users?{month}",
         "heatmap one month": f"heatmap?{month}",
+        "summary one month": f"summary?{month}",
+        "summary one day": f"summary?from={day}&to={day}",
+        "missed-unreturned one month, first page": f"missed-unreturned?{month}",
         "calls-count one month, one number": f"calls-count?{month}&external_number=781130590",
         "calls-count-by-history type+status+week": (
             f"calls-count-by-history?filter[type]=1&filter[status]=2"
@@ -73,19 +77,36 @@ def main() -> None:
     }
     client = TestClient(create_app(settings, engine))
     headers = {"Authorization": f"Bearer {token}"}
+    operator = {"Authorization": f"Bearer {operator_token(engine, account_id)}"}
 
     base = statistics.median(timed(lambda: bare_page(engine, account_id), args.runs))
     print(
         f"\n{engine.dialect.name}, {args.calls} calls, {args.runs} runs each; floor {base:.2f} ms\n"
     )
     print("| endpoint | median ms | p99 ms | median / floor |\n|---|---:|---:|---:|")
-    for name, path in shapes.items():
-        url = f"/api/v1/statistic/{path}"
-        response = client.get(url, headers=headers)
+    runs = [(name, f"/api/v1/statistic/{path}", headers) for name, path in shapes.items()]
+    runs += [  # an operator (role user) with extensions 101 and 102: counted from its calls
+        ("operator: list, default page", "/api/v1/call-history", operator),
+        ("operator: calls-count one month", f"/api/v1/statistic/calls-count?{month}", operator),
+        ("operator: summary one month", f"/api/v1/statistic/summary?{month}", operator),
+    ]
+    for name, url, who in runs:
+        response = client.get(url, headers=who)
         assert response.status_code == 200, (url, response.text)
-        ms = timed(lambda url=url: client.get(url, headers=headers), args.runs)
+        ms = timed(lambda url=url, who=who: client.get(url, headers=who), args.runs)
         print(f"| {name} | {statistics.median(ms):.1f} | {percentile(ms, 99):.1f} "
               f"| {statistics.median(ms) / base:.0f} |")  # fmt: skip
+
+
+def operator_token(engine: Engine, account_id: int) -> str:
+    """A token of the big account's operator (role user, extensions 101 and 102)."""
+    with engine.begin() as conn:
+        user = accounts.find_user(conn, "operator@example.com")
+        user_id = int(user.id) if user else accounts.create_user(
+            conn, account_id, "operator@example.com", "Operator", "bench1",
+            role=UserType.USER, extensions=["101", "102"],
+        )  # fmt: skip
+        return accounts.create_token(conn, user_id, "bench")
 
 
 if __name__ == "__main__":
