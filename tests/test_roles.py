@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from callhistory import accounts, migrate, store
+from callhistory import accounts, crmstore, migrate, store
 from callhistory.cli import app
 from callhistory.models import CallType, NewCall
 from callhistory.schema import make_engine
@@ -426,3 +426,34 @@ def test_cli_roles(cli_env: dict[str, str], client: TestClient, tenant: Tenant) 
     assert run("users", "list", "--account", account)[1].splitlines()[2].split()[3:5] == [
         "ADMIN", "-"
     ]  # fmt: skip
+
+
+def test_the_call_page_retries_a_failed_sync_for_an_admin_only(
+    make_client: Callable[..., TestClient], world: dict[str, Any], db: Engine
+) -> None:
+    pk = world["visible"][0]
+    with db.begin() as conn:
+        row_id = store.add_integration(conn, pk, "amocrm", "failed", "Contact not found")
+    admin, operator = make_client(), make_client()
+    web_session(admin, world["a"].email)
+    web_session(operator, "op101@example.com")
+    form = f"/calls/{pk}/integrations/{row_id}/retry"
+    page = operator.get(f"/calls/{pk}").text
+    assert "Contact not found" in page and "Retry sync" not in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    response = operator.post(form, data={"csrf": csrf.group(1)}, follow_redirects=False)
+    assert (response.status_code, response.json()) == (403, FORBIDDEN)
+
+    page = admin.get(f"/calls/{pk}").text
+    assert f'action="{form}"' in page and "Retry sync" in page
+    assert admin.post(form, data={"csrf": "forged"}).status_code == 403  # CSRF
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    response = admin.post(form, data={"csrf": csrf.group(1)}, follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, f"/calls/{pk}")
+    with db.connect() as conn:
+        assert crmstore.find_row(conn, world["a"].account_id, pk, row_id).status == "pending"  # type: ignore[union-attr]
+    assert "Retry sync" not in admin.get(f"/calls/{pk}").text
+    hidden = f"/calls/{world['hidden'][0]}/integrations/{row_id}/retry"
+    assert admin.post(hidden, data={"csrf": csrf.group(1)}).status_code == 404

@@ -25,13 +25,22 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from callhistory import accounts, cdrstore, pagination, phpquery, query, resources, store
+from callhistory import (
+    accounts,
+    cdrstore,
+    crmstore,
+    pagination,
+    phpquery,
+    query,
+    resources,
+    store,
+)
 from callhistory.accounts import Principal
 from callhistory.api.auth import sign_in
 from callhistory.api.calls import path_id
 from callhistory.api.deps import ConnDep, SettingsDep, recording_signer
 from callhistory.errors import ApiError
-from callhistory.models import CallStatus, CallType
+from callhistory.models import ABILITY_CALLS_WRITE, CallStatus, CallType
 from callhistory.stats import params as stats_params
 from callhistory.stats import report
 from callhistory.stats import store as stats_store
@@ -210,8 +219,38 @@ def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep)
     signed = recording_signer(request, settings, principal.account_id)
     legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
     shown = resources.call_show(row, integrations, principal.timezone, signed, legs)
-    context = {"csrf": csrf_token(request), "user": user, "call": shown}
+    context = {
+        "csrf": csrf_token(request),
+        "user": user,
+        "call": shown,
+        "can_retry": principal.can(ABILITY_CALLS_WRITE),
+    }
     return templates.TemplateResponse(request, "call.html", context)
+
+
+@router.post("/calls/{call}/integrations/{integration}/retry")
+async def retry_sync(call: str, integration: str, request: Request) -> Response:
+    """The call page's "Retry sync" button: a failed CRM row back in the queue (what the API's
+    retry does; admins only), then back to the call."""
+    await _form(request)
+    return await run_in_threadpool(_retry_sync, request, call, integration)
+
+
+def _retry_sync(request: Request, call: str, integration: str) -> Response:
+    with request.app.state.engine.begin() as conn:
+        principal = _principal(request, conn)
+        if principal is None:
+            return _to_login(request)
+        if not principal.can(ABILITY_CALLS_WRITE):
+            raise ApiError(403, "This action is unauthorized.")
+        call_pk, row_id = path_id(call), path_id(integration)
+        row = store.get(conn, principal.scope, call_pk) if call_pk is not None else None
+        found = row and row_id and crmstore.find_row(conn, principal.account_id, row.id, row_id)
+        if not found:
+            raise ApiError(404, "Integration not found.")
+        if found.status == "failed":
+            crmstore.requeue(conn, found.id)
+    return RedirectResponse(f"/calls/{call_pk}", status_code=303)
 
 
 def _sort_link(params: dict[str, Any], column: str) -> str:
