@@ -340,3 +340,30 @@ def test_export_the_current_filter_to_csv(
         first["external_number"], str(first["duration"]), str(first["conversation"]),
     ]  # fmt: skip
     assert [int(r[0]) for r in rows[1:301]] == [c["id"] for c in listed["data"]]  # the list's order
+
+
+def test_new_calls_appear_on_the_live_first_page(
+    page: Page,
+    site: str,
+    client: TestClient,
+    tenant: Tenant,
+    calls_of: Callable[[Tenant, int], None],
+) -> None:
+    calls_of(tenant, 25)
+    log_in(page, site, tenant.email)
+    assert page.locator("table[data-live]").count() == 1
+    assert total_on(page) == 25
+    item = {"pbx_call_id": "live-1", "date_time": "2026-12-31 23:00:00", "src": "998901112233",
+            "dst": "101", "duration": 40, "conversation": 30, "type": 1, "status": 1}  # fmt: skip
+    response = client.post(API, json=[item], headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    new_id = response.json()["data"][0]["id"]
+    # Without a reload: the new call on top, marked, and the total updated (live.js, every 5 s).
+    row = page.locator(f"tbody tr[data-id='{new_id}']")
+    expect(row).to_have_class("new", timeout=15_000)
+    assert page.locator("tbody tr").first.get_attribute("data-id") == str(new_id)
+    assert total_on(page) == 26
+    assert page.locator("tbody tr").count() == 20
+    # A filtered list stays as it is.
+    page.goto(f"{site}/?filter[type]=2")
+    assert page.locator("table[data-live]").count() == 0

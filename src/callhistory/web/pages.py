@@ -55,6 +55,8 @@ MAX_FORM_BYTES = 16 * 1024
 TOO_MANY = "Too many attempts. Wait a minute and try again."
 #: A person looks for the latest calls first (the API's default is by id).
 DEFAULT_SORT = "-datetime"
+#: How often the live call list fetches its page again, in seconds.
+LIVE_SECONDS = 5
 
 
 def csrf_token(request: Request) -> str:
@@ -199,6 +201,10 @@ def calls_page(request: Request, settings: SettingsDep, conn: ConnDep) -> Respon
         "types": [(str(int(t)), t.label) for t in CallType],
         "statuses": [(str(int(s)), s.label) for s in CallStatus],
         "sort_link": lambda column: _sort_link(params, column),
+        # The unfiltered first page, newest first, shows new calls as they come (live.js).
+        "live": LIVE_SECONDS
+        if not filters and call_query.page == 1 and params.get("sort") == DEFAULT_SORT
+        else None,
     }
     return templates.TemplateResponse(request, "calls.html", context)
 
