@@ -31,6 +31,7 @@ if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
     pytest.skip(f"no {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
+from openpyxl import load_workbook  # noqa: E402
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 
@@ -312,7 +313,7 @@ def test_dashboard_shows_the_statistics_apis_numbers(
     )
 
 
-def test_export_the_current_filter_to_csv(
+def test_export_the_current_filter_to_csv_and_excel(
     page: Page,
     site: str,
     client: TestClient,
@@ -340,6 +341,15 @@ def test_export_the_current_filter_to_csv(
         first["external_number"], str(first["duration"]), str(first["conversation"]),
     ]  # fmt: skip
     assert [int(r[0]) for r in rows[1:301]] == [c["id"] for c in listed["data"]]  # the list's order
+
+    with page.expect_download() as caught:
+        page.click("#export-xlsx")
+    assert caught.value.suggested_filename.endswith(".xlsx")
+    book = load_workbook(io.BytesIO(Path(caught.value.path()).read_bytes()), read_only=True)
+    cells = [
+        ["" if v is None else str(v) for v in r] for r in book.active.iter_rows(values_only=True)
+    ]
+    assert cells == rows  # the same rows as the CSV
 
 
 def test_new_calls_appear_on_the_live_first_page(

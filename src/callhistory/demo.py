@@ -101,30 +101,15 @@ def load(conn: Connection, count: int) -> tuple[int, int, int]:
     now_local = datetime.now(tz).replace(tzinfo=None)
     created = 0
     batch: list[NewCall] = []
-    rng = random.Random(11)
     for call in generate(account_id, count, now_local, tz):
         batch.append(call)
         if len(batch) == 1000:
-            created += _store_batch(conn, account_id, batch, rng)
+            created += len(store.insert_calls(conn, account_id, batch))
             batch = []
-    created += _store_batch(conn, account_id, batch, rng)
+    created += len(store.insert_calls(conn, account_id, batch))
+    # No CRM rows: the demo account has no CRM connected (`integrations amocrm connect` adds it,
+    # and then each new call is queued for it).
     return account_id, user_id, created
-
-
-def _store_batch(
-    conn: Connection, account_id: int, batch: list[NewCall], rng: random.Random
-) -> int:
-    created = store.insert_calls(conn, account_id, batch)
-    if not created:
-        return 0
-    for call in batch:
-        call_pk = created.get(call.call_id)
-        if call_pk is None or call.type is CallType.INTERNAL or rng.random() < 0.5:
-            continue
-        status = rng.choices(("synced", "failed", "pending"), (85, 10, 5))[0]
-        error = "Contact with this phone number not found" if status == "failed" else None
-        store.add_integration(conn, call_pk, "amocrm", status, error)
-    return len(created)
 
 
 def write_clips(root: Path) -> int:
