@@ -377,3 +377,25 @@ def test_new_calls_appear_on_the_live_first_page(
     # A filtered list stays as it is.
     page.goto(f"{site}/?filter[type]=2")
     assert page.locator("table[data-live]").count() == 0
+
+
+def test_switch_language(
+    page: Page, site: str, tenant: Tenant, calls_of: Callable[[Tenant, int], None]
+) -> None:
+    calls_of(tenant, 30)
+    log_in(page, site, tenant.email)
+    page.goto(f"{site}/?per_page=50")
+    page.click("nav.languages >> text=Русский")
+    assert page.url == f"{site}/?per_page=50"  # back where the person was
+    expect(page.locator("html")).to_have_attribute("lang", "ru")
+    expect(page.locator("#total")).to_have_text("30 звонков")
+    expect(page.locator("th").first).to_have_text("Дата и время")
+    shoot(page, "calls-ru")
+    page.goto(f"{site}/dashboard?from=2026-01-10&to=2026-01-20")  # remembered on every page
+    expect(page.locator("header nav a[href='/dashboard']")).to_have_text("Сводка")
+    page.click("nav.languages >> text=Oʻzbekcha")
+    expect(page.locator("html")).to_have_attribute("lang", "uz")
+    expect(page.locator("header nav a[href='/']")).to_have_text("Qoʻngʻiroqlar")
+    shoot(page, "dashboard-uz")
+    page.click("nav.languages >> text=English")
+    expect(page.locator("header nav a[href='/']")).to_have_text("Calls")

@@ -44,7 +44,7 @@ from callhistory.models import ABILITY_CALLS_WRITE, CallStatus, CallType
 from callhistory.stats import params as stats_params
 from callhistory.stats import report
 from callhistory.stats import store as stats_store
-from callhistory.web import TEMPLATES, xlsx
+from callhistory.web import TEMPLATES, i18n, xlsx
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -53,10 +53,33 @@ templates = Jinja2Templates(directory=TEMPLATES)
 SESSION_MAX_AGE = 14 * 24 * 3600
 MAX_FORM_BYTES = 16 * 1024
 TOO_MANY = "Too many attempts. Wait a minute and try again."
+ENTER_BOTH = "Enter your email and password."
 #: A person looks for the latest calls first (the API's default is by id).
 DEFAULT_SORT = "-datetime"
 #: How often the live call list fetches its page again, in seconds.
 LIVE_SECONDS = 5
+
+
+def _render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> Response:
+    """A page in the person's language (see i18n)."""
+    texts = i18n.Texts(i18n.choose(request))
+    return templates.TemplateResponse(
+        request, name, {**context, **texts.context()}, status_code=status_code
+    )
+
+
+@router.get("/language")
+def set_language(request: Request) -> Response:
+    """Switch the pages' language (`?lang=uz|ru|en`), remembered for a year, and go back."""
+    chosen = request.query_params.get("lang", "")
+    response = RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+    if chosen in i18n.LANGUAGES:
+        response.set_cookie(
+            i18n.COOKIE, chosen, max_age=365 * 24 * 3600, httponly=True, samesite="lax"
+        )
+    return response
 
 
 def csrf_token(request: Request) -> str:
@@ -111,7 +134,7 @@ def _render_login(
         "email": email,
         "next": _safe_next(next_),
     }
-    return templates.TemplateResponse(request, "login.html", context, status_code=status)
+    return _render(request, "login.html", context, status_code=status)
 
 
 @router.post("/login")
@@ -120,7 +143,7 @@ async def login_submit(request: Request, settings: SettingsDep) -> Response:
     email, password = fields.get("email", "").strip(), fields.get("password", "")
     next_ = fields.get("next")
     if not email or not password:
-        return _render_login(request, "Enter your email and password.", email, next_, 422)
+        return _render_login(request, ENTER_BOTH, email, next_, 422)
     try:
         token = await sign_in(request, settings, email, password, token_name="web")
     except ApiError as exc:
@@ -206,7 +229,7 @@ def calls_page(request: Request, settings: SettingsDep, conn: ConnDep) -> Respon
         if not filters and call_query.page == 1 and params.get("sort") == DEFAULT_SORT
         else None,
     }
-    return templates.TemplateResponse(request, "calls.html", context)
+    return _render(request, "calls.html", context)
 
 
 @router.get("/calls/{call}")
@@ -220,7 +243,7 @@ def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep)
     user = accounts.get_user(conn, principal.user_id)
     if row is None:
         context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
-        return templates.TemplateResponse(request, "call.html", context, status_code=404)
+        return _render(request, "call.html", context, status_code=404)
     integrations = store.integrations_for(conn, [row.id])[row.id]
     signed = recording_signer(request, settings, principal.account_id)
     legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
@@ -231,7 +254,7 @@ def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep)
         "call": shown,
         "can_retry": principal.can(ABILITY_CALLS_WRITE),
     }
-    return templates.TemplateResponse(request, "call.html", context)
+    return _render(request, "call.html", context)
 
 
 @router.post("/calls/{call}/integrations/{integration}/retry")
@@ -309,7 +332,7 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
         "missed": report.missed_rows(missed, tz),
         "missed_total": missed_total,
     }
-    return templates.TemplateResponse(request, "dashboard.html", context)
+    return _render(request, "dashboard.html", context)
 
 
 def _day_chart(series: dict[str, Any]) -> list[dict[str, Any]]:
