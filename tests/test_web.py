@@ -399,3 +399,61 @@ def test_switch_language(
     shoot(page, "dashboard-uz")
     page.click("nav.languages >> text=English")
     expect(page.locator("header nav a[href='/']")).to_have_text("Calls")
+
+
+#: Every visible form control's accessible name as the browser computes the simple cases: an
+#: aria-label, a <label for>, a wrapping <label>, or (buttons, links) its text.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, a[href]')].filter((el) => {
+  const named = el.getAttribute('aria-label')
+    || (el.id && document.querySelector(`label[for="${el.id}"]`))
+    || el.closest('label') || (el.matches('button, a') && el.textContent.trim());
+  return !named;
+}).map((el) => el.outerHTML)"""
+
+#: WCAG's contrast of each text element against its (opaque or blended) background, lowest first.
+LOWEST_CONTRAST = """() => {
+  const rgb = (s) => s.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => { let color = [255, 255, 255], layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+      if ((c[3] ?? 1) > 0) layers.push(c); if ((c[3] ?? 1) === 1) break; }
+    for (const c of layers.reverse()) { const a = c[3] ?? 1;
+      color = color.map((v, i) => v * (1 - a) + c[i] * a); }
+    return color; };
+  const found = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    found.push([ratio, el.textContent.trim().slice(0, 30)]);
+  }
+  return found.sort((x, y) => x[0] - y[0]).slice(0, 3);
+}"""
+
+
+def test_pages_are_accessible(
+    page: Page, site: str, client: TestClient, tenant: Tenant,
+    calls_of: Callable[[Tenant, int], None],
+) -> None:  # fmt: skip
+    """Every control has a name, every text a contrast of 4.5:1 or more (WCAG AA), and the
+    filters are reachable with Tab in their visual order."""
+    calls_of(tenant, 60)
+    page.goto(f"{site}/login")
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+    log_in(page, site, tenant.email)
+    first = client.get(API, headers=tenant.headers).json()["data"][0]["id"]
+    for path in ("/", f"/calls/{first}", "/dashboard?from=2026-01-10&to=2026-01-31"):
+        page.goto(f"{site}{path}")
+        assert page.evaluate(UNNAMED_CONTROLS) == [], path
+        lowest = page.evaluate(LOWEST_CONTRAST)
+        assert lowest and lowest[0][0] >= 4.5, (path, lowest)
+    page.goto(f"{site}/")
+    page.focus("select[name='filter[type]']")  # (a date input takes a Tab per part of the date)
+    order = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.name"))
+    assert order == ["filter[status]", "filter[src]", "filter[dst]", "per_page"]
