@@ -128,6 +128,22 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
     return account_id, token
 
 
+def bench_database(migrated: bool = True) -> tuple[Settings, Engine]:
+    """The benchmarks' settings and database: DATABASE_URL, else a SQLite file in bench/data;
+    migrated unless asked not to (a baseline checkout may be older)."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=Path(__file__).parent / "data",
+        database_url=os.environ.get("DATABASE_URL") or None,
+        app_key="bench-key-" + "x" * 40,
+    )
+    settings.data_dir.mkdir(exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    if migrated:
+        migrate.upgrade(engine)
+    return settings, engine
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -249,19 +265,12 @@ def main() -> None:
     parser.add_argument("--measure-only", metavar="TOKEN", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    data_dir = Path(__file__).parent / "data"
-    data_dir.mkdir(exist_ok=True)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=data_dir,
-        database_url=os.environ.get("DATABASE_URL") or None,
-        app_key="bench-key-" + "x" * 40,
-    )
-    engine = make_engine(settings.sqlalchemy_url)
     if args.measure_only:  # the baseline's process: the database is seeded, maybe newer
+        settings, engine = bench_database(migrated=False)
         print(json.dumps(measure(engine, settings, args.measure_only, args)))
         return
-    migrate.upgrade(engine)
+    settings, engine = bench_database()
+    data_dir = settings.data_dir
     _, token = seed(engine, args.calls)
     runs = {"new": measure(engine, settings, token, args)}
     saved = data_dir / f"list_calls-{engine.dialect.name}-{args.calls}.json"

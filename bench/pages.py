@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import re
 import statistics
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from bench.list_calls import BIG, bare_page, percentile, seed, timed
-from callhistory import accounts, migrate
+from bench.list_calls import BIG, bare_page, bench_database, percentile, seed, timed
+from callhistory import accounts
 from callhistory.api import create_app
-from callhistory.config import Settings
-from callhistory.schema import calls, make_engine
+from callhistory.schema import calls
 from callhistory.web import STATIC
 
 #: What the pages load (base.html, calls.html, call.html).
@@ -38,15 +35,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=Path(__file__).parent / "data",
-        database_url=os.environ.get("DATABASE_URL") or None,
-        app_key="bench-key-" + "x" * 40,
-    )
-    settings.data_dir.mkdir(exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    migrate.upgrade(engine)
+    settings, engine = bench_database()
     seed(engine, args.calls)
     with engine.connect() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)

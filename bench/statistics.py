@@ -11,20 +11,17 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from datetime import timedelta
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from bench.list_calls import BIG, bare_page, percentile, seed, timed
-from callhistory import accounts, migrate
+from bench.list_calls import BIG, bare_page, bench_database, percentile, seed, timed
+from callhistory import accounts
 from callhistory.api import create_app
-from callhistory.config import Settings
 from callhistory.models import UserType
-from callhistory.schema import calls, make_engine
+from callhistory.schema import calls
 
 
 def main() -> None:
@@ -32,15 +29,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=Path(__file__).parent / "data",
-        database_url=os.environ.get("DATABASE_URL") or None,
-        app_key="bench-key-" + "x" * 40,
-    )
-    settings.data_dir.mkdir(exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    migrate.upgrade(engine)
+    settings, engine = bench_database()
     _, token = seed(engine, args.calls)
     with engine.connect() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)

@@ -363,14 +363,16 @@ EXPORT_COLUMNS = (
 )  # fmt: skip
 
 
-def _export(request: Request, conn: Connection) -> tuple[Iterator[list[tuple[Any, ...]]], str]:
+def _export(
+    request: Request, conn: Connection
+) -> tuple[Iterator[list[tuple[Any, ...]]], str] | None:
     """The list's calls under the same filters and sort, every page, as batches of export rows
     streamed from a server-side cursor (any number of rows in the same memory; times in the
-    account's zone), and the file's name without its extension. ApiError 401 without a session
-    (the caller redirects), 422 for bad filters (as the API)."""
+    account's zone), and the file's name without its extension. None without a session (the
+    caller sends the person to log in); ApiError 422 for bad filters (as the API)."""
     principal = _principal(request, conn)
     if principal is None:
-        raise ApiError(401, "Unauthenticated.")
+        return None
     call_query = query.parse(_list_params(request), principal.timezone)
     engine, tz, scope = request.app.state.engine, principal.timezone, principal.scope
 
@@ -397,12 +399,9 @@ def _download(name: str) -> dict[str, str]:
 @router.get("/export.csv")
 def export_csv(request: Request, conn: ConnDep) -> Response:
     """The list's calls, every page, as CSV (see `_export`)."""
-    try:
-        batches, name = _export(request, conn)
-    except ApiError as exc:
-        if exc.status == 401:
-            return _to_login(request)
-        raise
+    if (exported := _export(request, conn)) is None:
+        return _to_login(request)
+    batches, name = exported
 
     def lines() -> Iterator[str]:
         out = io.StringIO()
@@ -424,12 +423,9 @@ def export_csv(request: Request, conn: ConnDep) -> Response:
 def export_xlsx(request: Request, conn: ConnDep) -> Response:
     """The list's calls, every page, as an Excel workbook written as it goes (see `_export`);
     at most Excel's 1,048,575 rows (CSV has no limit)."""
-    try:
-        batches, name = _export(request, conn)
-    except ApiError as exc:
-        if exc.status == 401:
-            return _to_login(request)
-        raise
+    if (exported := _export(request, conn)) is None:
+        return _to_login(request)
+    batches, name = exported
     return StreamingResponse(
         xlsx.workbook("Calls", EXPORT_COLUMNS, batches),
         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
