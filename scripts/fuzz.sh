@@ -5,6 +5,10 @@
 #
 #   scripts/fuzz.sh [MAX_EXAMPLES]        (DATABASE_URL honoured; SQLite by default)
 #
+# One worker: with two, Hypothesis (describing a strategy) ran ast.parse in two threads at once
+# and CPython 3.11 failed with "SystemError: AST constructor recursion depth mismatch" (a race in
+# the interpreter, not in the API), failing CI once.
+#
 # Excluded:
 # - POST /api/v1/auth/logout and DELETE /api/v1/tokens/{token} can revoke the very token the fuzzer
 #   uses (the rest would be only 401s);
@@ -30,7 +34,7 @@ done
   -H "Authorization: Bearer $TOKEN" \
   --checks all --exclude-checks positive_data_acceptance \
   --exclude-path /api/v1/auth/logout --exclude-path '/api/v1/tokens/{token}' \
-  --max-examples "$MAX_EXAMPLES" --workers 2 --seed 1
+  --max-examples "$MAX_EXAMPLES" --workers 1 --seed 1
 if grep -q "Traceback" "$DATA/serve.log"; then
   echo "the server logged a traceback:" >&2
   grep -B2 -A30 "Traceback" "$DATA/serve.log" | head -80 >&2
