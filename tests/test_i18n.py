@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel.messages.pofile import read_po
@@ -39,6 +40,7 @@ def shown_texts() -> set[str | tuple[str, ...]]:
     found |= {day.capitalize() for day in report.heatmap([])["weekdays"]}
     found |= {"synced", "failed", "pending", pagination.PREVIOUS_LABEL, pagination.NEXT_LABEL}
     found |= {BAD_CREDENTIALS, pages.TOO_MANY, pages.ENTER_BOTH}
+    found |= {label for label, _, _ in pages._presets({}, ZoneInfo("UTC"))}
     return found
 
 

@@ -7,15 +7,16 @@ import csv
 import io
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from callhistory import accounts, demo
+from callhistory import accounts, demo, store
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.models import CallType
@@ -457,3 +458,45 @@ def test_pages_are_accessible(
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.name"))
     assert order == ["filter[status]", "filter[src]", "filter[dst]", "per_page"]
+
+
+def test_presets_duration_external_number_and_sync_badges(
+    page: Page,
+    site: str,
+    client: TestClient,
+    tenant: Tenant,
+    db: Engine,
+    add_calls: Callable[..., list[int]],
+) -> None:
+    a = tenant.account_id
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pks = add_calls(a, [
+        new_call(a, n, started_at=now - timedelta(hours=13 * n), duration=20 + 25 * n,
+                 conversation=10, external_number=["781130590", "712005060"][n % 2])
+        for n in range(12)
+    ])  # fmt: skip
+    with db.begin() as conn:
+        store.add_integration(conn, pks[0], "amocrm", "failed", "Contact not found")
+        store.add_integration(conn, pks[1], "amocrm", "synced", None)
+    log_in(page, site, tenant.email)
+    expect(page.locator(f"tr[data-id='{pks[0]}'] .badge")).to_have_text("failed")
+    expect(page.locator(f"tr[data-id='{pks[1]}'] .badge")).to_have_text("synced")
+    assert page.locator(f"tr[data-id='{pks[2]}'] .badge").count() == 0
+
+    today = datetime.now(ZoneInfo("Asia/Tashkent")).strftime("%Y-%m-%d")
+    page.click(".presets >> text=Today")
+    expect(page.locator(".presets [aria-current]")).to_have_text("Today")
+    assert total_on(page) == api_total(
+        client, tenant, **{"filter[from]": today, "filter[to]": today}
+    )
+    page.click(".presets >> text=This week")  # Monday to today
+    page.select_option("select[name='filter[duration]']", ">60")
+    page.fill("input[name='filter[external_number]']", "7811")
+    page.click("form.filters button")
+    query = dict(item.split("=", 1) for item in page.url.split("?", 1)[1].split("&"))
+    asked = {k.replace("%5B", "[").replace("%5D", "]"): v for k, v in query.items()}
+    expected = api_total(
+        client, tenant, **{"filter[from]": asked["filter[from]"], "filter[to]": asked["filter[to]"],
+                           "filter[duration]": ">60", "filter[external_number]": "7811"}
+    )  # fmt: skip
+    assert total_on(page) == expected > 0

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.templating import Jinja2Templates
@@ -224,6 +225,8 @@ def calls_page(request: Request, settings: SettingsDep, conn: ConnDep) -> Respon
         "types": [(str(int(t)), t.label) for t in CallType],
         "statuses": [(str(int(s)), s.label) for s in CallStatus],
         "sort_link": lambda column: _sort_link(params, column),
+        "presets": _presets(params, principal.timezone),
+        "durations": DURATIONS,
         # The unfiltered first page, newest first, shows new calls as they come (live.js).
         "live": LIVE_SECONDS
         if not filters and call_query.page == 1 and params.get("sort") == DEFAULT_SORT
@@ -280,6 +283,29 @@ def _retry_sync(request: Request, call: str, integration: str) -> Response:
         if found.status == "failed":
             crmstore.requeue(conn, found.id)
     return RedirectResponse(f"/calls/{call_pk}", status_code=303)
+
+
+#: The list form's duration choices: the API's `filter[duration]` value and its label.
+DURATIONS = ((">30", "> 0:30"), (">60", "> 1:00"), (">300", "> 5:00"), (">900", "> 15:00"))
+
+
+def _presets(params: dict[str, Any], tz: ZoneInfo) -> list[tuple[str, str, bool]]:
+    """Today, yesterday and this week (from Monday) in the account's zone: (label, link, chosen),
+    each keeping the other filters and the sort."""
+    today = datetime.now(tz).date()
+    given = params.get("filter")
+    filters: dict[str, Any] = given if isinstance(given, dict) else {}
+    found = []
+    for label, start, end in (
+        ("Today", today, today),
+        ("Yesterday", today - timedelta(days=1), today - timedelta(days=1)),
+        ("This week", today - timedelta(days=today.weekday()), today),
+    ):
+        period = {"from": f"{start:%Y-%m-%d}", "to": f"{end:%Y-%m-%d}"}
+        link = pagination.page_url("/", {**params, "filter": {**filters, **period}}, 1)
+        chosen = filters.get("from") == period["from"] and filters.get("to") == period["to"]
+        found.append((label, link, chosen))
+    return found
 
 
 def _sort_link(params: dict[str, Any], column: str) -> str:
