@@ -457,7 +457,7 @@ def test_pages_are_accessible(
     for _ in range(4):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.name"))
-    assert order == ["filter[status]", "filter[src]", "filter[dst]", "per_page"]
+    assert order == ["filter[status]", "filter[src]", "filter[dst]", "filter[external_number]"]
 
 
 def test_presets_duration_external_number_and_sync_badges(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -184,21 +183,6 @@ MEASURES = ("count", "duration", "conversation")
 
 def _number_order(number: str) -> tuple[int, str]:
     return (len(number), number) if number.isdigit() else (1 << 30, number)
-
-
-def unreturned(
-    missed: Iterable[Any], contacts: dict[str, list[datetime]], within: timedelta
-) -> list[Any]:
-    """The missed callers nobody reached: no callback and no answered call from them within
-    `within` after their last miss. Latest miss first, then by number."""
-    waiting = [
-        row
-        for row in missed
-        if not any(
-            row.last_missed_at < at <= row.last_missed_at + within for at in contacts[row.number]
-        )
-    ]
-    return sorted(waiting, key=lambda row: (-tallies.unix(row.last_missed_at), row.number))
 
 
 def missed_rows(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> list[Any]:

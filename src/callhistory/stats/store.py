@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,6 @@ from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
 from callhistory.schema import calls
-from callhistory.stats import report
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
 
@@ -187,41 +186,35 @@ def _missed_conditions(scope: Scope, query: StatsQuery) -> list[ColumnElement[bo
     ]
 
 
-def missed_callers(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
-    """Per calling number with missed incoming calls in the period: how many, first and last."""
-    stmt = (
-        select(
-            calls.c.src.label("number"),
-            func.count().label("missed_count"),
-            func.min(calls.c.started_at).label("first_missed_at"),
-            func.max(calls.c.started_at).label("last_missed_at"),
+def _reached(
+    dialect: str, account_id: int, number: Any, last_missed: Any, hours: int
+) -> ColumnElement[bool]:
+    """Whether the number was reached within `hours` after `last_missed`: called back (an
+    outgoing call to it) or got through (an answered incoming call from it). Two probes of the
+    exact-number indexes (migration 0012), whoever in the account made the call."""
+    later: Any = calls.alias("later")
+    if dialect == "postgresql":
+        deadline = later.c.started_at <= last_missed + func.make_interval(0, 0, 0, 0, hours)
+    else:  # SQLite: whole seconds since the epoch (its stored times carry microseconds)
+        epoch = func.strftime("%s", later.c.started_at)
+        deadline = cast(epoch, Integer) <= cast(func.strftime("%s", last_missed), Integer) + (
+            hours * 3600
         )
-        .where(*_missed_conditions(scope, query))
-        .group_by(calls.c.src)
+    window = [
+        later.c.account_id == account_id,
+        later.c.started_at > last_missed,
+        deadline,
+    ]
+    called_back = exists().where(
+        *window, later.c.type == int(CallType.OUTGOING), later.c.dst == number
     )
-    return conn.execute(stmt).all()
-
-
-def contacts_after(
-    conn: Connection, account_id: int, numbers: Sequence[str], since: datetime
-) -> dict[str, list[datetime]]:
-    """When each number was called back (an outgoing call to it) or got through (an answered
-    incoming call from it), after `since`."""
-    found: dict[str, list[datetime]] = {number: [] for number in numbers}
-    mine = [calls.c.account_id == account_id, calls.c.started_at > since]
-    for chunk in store.in_chunks(list(numbers)):
-        called = select(calls.c.dst, calls.c.started_at).where(
-            *mine, calls.c.type == int(CallType.OUTGOING), calls.c.dst.in_(chunk)
-        )
-        answered = select(calls.c.src, calls.c.started_at).where(
-            *mine,
-            calls.c.type == int(CallType.INCOMING),
-            calls.c.status == int(CallStatus.ANSWERED),
-            calls.c.src.in_(chunk),
-        )
-        for number, started_at in conn.execute(union_all(called, answered)):
-            found[number].append(started_at)
-    return found
+    got_through = exists().where(
+        *window,
+        later.c.type == int(CallType.INCOMING),
+        later.c.status == int(CallStatus.ANSWERED),
+        later.c.src == number,
+    )
+    return called_back | got_through
 
 
 def last_missed_ids(
@@ -242,14 +235,31 @@ def last_missed_ids(
 def unreturned_page(
     conn: Connection, scope: Scope, query: StatsQuery
 ) -> tuple[list[dict[str, Any]], int]:
-    """The query's page of missed callers nobody reached (each with `last_call_id`), and how many
-    there are in all. The missed calls are the scope's; a call back counts from anyone in the
-    account (an operator's missed caller whom a colleague rang back is not waiting)."""
-    missed = missed_callers(conn, scope, query)
-    since = min((row.last_missed_at for row in missed), default=query.started_to)
-    contacts = contacts_after(conn, scope.account_id, [row.number for row in missed], since)
-    waiting = report.unreturned(missed, contacts, timedelta(hours=query.within_hours))
-    start = (query.page - 1) * query.per_page
-    page = waiting[start : start + query.per_page]
+    """The query's page of missed callers nobody reached (each with `last_call_id`), latest miss
+    first, and how many there are in all: one query finds them, one counts them. The missed
+    calls are the scope's; a call back counts from anyone in the account (an operator's missed
+    caller whom a colleague rang back is not waiting)."""
+    missed = (
+        select(
+            calls.c.src.label("number"),
+            func.count().label("missed_count"),
+            func.min(calls.c.started_at).label("first_missed_at"),
+            func.max(calls.c.started_at).label("last_missed_at"),
+        )
+        .where(*_missed_conditions(scope, query))
+        .group_by(calls.c.src)
+        .cte("missed")
+    )
+    reached = _reached(
+        conn.dialect.name, scope.account_id, missed.c.number, missed.c.last_missed_at,
+        query.within_hours,
+    )  # fmt: skip
+    waiting = select(missed).where(~reached)
+    total = conn.execute(select(func.count()).select_from(waiting.subquery())).scalar_one()
+    page = conn.execute(
+        waiting.order_by(missed.c.last_missed_at.desc(), missed.c.number)
+        .limit(query.per_page)
+        .offset((query.page - 1) * query.per_page)
+    ).all()
     last_ids = last_missed_ids(conn, scope, query, [row.number for row in page])
-    return [{**row._asdict(), "last_call_id": last_ids[row.number]} for row in page], len(waiting)
+    return [{**row._asdict(), "last_call_id": last_ids[row.number]} for row in page], int(total)
