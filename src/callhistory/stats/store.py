@@ -236,7 +236,7 @@ def unreturned_page(
     conn: Connection, scope: Scope, query: StatsQuery
 ) -> tuple[list[dict[str, Any]], int]:
     """The query's page of missed callers nobody reached (each with `last_call_id`), latest miss
-    first, and how many there are in all: one query finds them, one counts them. The missed
+    first, and how many there are in all, in one query. The missed
     calls are the scope's; a call back counts from anyone in the account (an operator's missed
     caller whom a colleague rang back is not waiting)."""
     missed = (
@@ -255,11 +255,16 @@ def unreturned_page(
         query.within_hours,
     )  # fmt: skip
     waiting = select(missed).where(~reached)
-    total = conn.execute(select(func.count()).select_from(waiting.subquery())).scalar_one()
-    page = conn.execute(
-        waiting.order_by(missed.c.last_missed_at.desc(), missed.c.number)
+    rows = conn.execute(
+        waiting.add_columns(func.count().over().label("waiting"))
+        .order_by(missed.c.last_missed_at.desc(), missed.c.number)
         .limit(query.per_page)
         .offset((query.page - 1) * query.per_page)
     ).all()
-    last_ids = last_missed_ids(conn, scope, query, [row.number for row in page])
-    return [{**row._asdict(), "last_call_id": last_ids[row.number]} for row in page], int(total)
+    if rows:
+        total = rows[0].waiting
+    else:  # a page past the end still says how many there are
+        total = conn.execute(select(func.count()).select_from(waiting.subquery())).scalar_one()
+    page = [{k: v for k, v in row._asdict().items() if k != "waiting"} for row in rows]
+    last_ids = last_missed_ids(conn, scope, query, [row["number"] for row in page])
+    return [{**row, "last_call_id": last_ids[row["number"]]} for row in page], int(total)
