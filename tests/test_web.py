@@ -292,6 +292,21 @@ def test_dashboard_shows_the_statistics_apis_numbers(
         for bar in page.locator(".bar").all()
     }  # fmt: skip
     assert bars == by_day and len(bars) == 7
+    # One direction at a time: the Statistics API's series for it.
+    page.click("#directions >> text=Incoming")
+    expect(page.locator("#directions [aria-current]")).to_have_text("Incoming")
+    incoming = api("calls-by-day")["incoming"]
+    bars = {
+        bar.get_attribute("data-day"): [int(bar.get_attribute("data-calls") or 0),
+                                        int(bar.get_attribute("data-missed") or 0)]
+        for bar in page.locator(".bar").all()
+    }  # fmt: skip
+    missed_by_day = {b["date_day"]: b["call_count"] for b in incoming["not_answered"]}
+    assert bars == {
+        b["date_day"]: [b["call_count"], missed_by_day.get(b["date_day"], 0)]
+        for b in incoming["all"]
+    }
+    assert "from=2026-01-11" in page.url  # the period kept
     missed = api("missed-unreturned")
     shown = [
         row.get_attribute("data-number")

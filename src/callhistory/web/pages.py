@@ -330,6 +330,9 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
     default = {"from": f"{today - timedelta(days=DASHBOARD_DAYS - 1)}", "to": f"{today}"}
     asked = {name: request.query_params.get(name) or default[name] for name in default}
     period = {**asked, "per_page": "10"}
+    direction = request.query_params.get("direction", "all")
+    if direction not in dict(report.DIRECTIONS):
+        direction = "all"
     error = None
     try:
         stats_query = stats_params.parse(period, tz, stats_params.DAY_LIMIT, paged=True)
@@ -352,7 +355,12 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
         "error": error,
         "period": period,
         "counts": counts,
-        "chart": _day_chart(days),
+        "chart": _day_chart(days, direction),
+        "direction": direction,
+        "directions": [
+            (name, pagination.page_url("/dashboard", {**asked, "direction": name}, 1))
+            for name in ("all", *(name for name, _ in report.DIRECTIONS))
+        ],
         "heat": report.heatmap(hours),
         "users": users,
         "missed": report.missed_rows(missed, tz),
@@ -361,14 +369,16 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
     return _render(request, "dashboard.html", context)
 
 
-def _day_chart(series: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per local day: all calls and the missed ones (every direction), with bar heights in %."""
+def _day_chart(series: dict[str, Any], direction: str = "all") -> list[dict[str, Any]]:
+    """Per local day: the calls and the missed ones of one direction (or all), bar heights in %."""
     every: dict[str, int] = {}
     missed: dict[str, int] = {}
-    for direction in series.values():
-        for bucket in direction["all"]:
+    for name, buckets in series.items():
+        if direction not in ("all", name):
+            continue
+        for bucket in buckets["all"]:
             every[bucket["date_day"]] = every.get(bucket["date_day"], 0) + bucket["call_count"]
-        for bucket in direction["not_answered"]:
+        for bucket in buckets["not_answered"]:
             missed[bucket["date_day"]] = missed.get(bucket["date_day"], 0) + bucket["call_count"]
     top = max(every.values(), default=0) or 1
     return [
