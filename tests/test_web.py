@@ -255,6 +255,15 @@ def test_open_a_call_and_play_its_recording(
     expect(page.locator("h1")).to_have_text("Call not found.")
 
 
+def bars_on(page: Page) -> dict[str | None, list[int]]:
+    """The day chart's bars: day → [calls, missed]."""
+    return {
+        bar.get_attribute("data-day"): [int(bar.get_attribute("data-calls") or 0),
+                                        int(bar.get_attribute("data-missed") or 0)]
+        for bar in page.locator(".bar").all()
+    }  # fmt: skip
+
+
 def test_dashboard_shows_the_statistics_apis_numbers(
     page: Page,
     site: str,
@@ -286,21 +295,13 @@ def test_dashboard_shows_the_statistics_apis_numbers(
         for key, index in (("all", 0), ("not_answered", 1)):
             for bucket in direction[key]:
                 by_day.setdefault(bucket["date_day"], [0, 0])[index] += bucket["call_count"]
-    bars = {
-        bar.get_attribute("data-day"): [int(bar.get_attribute("data-calls") or 0),
-                                        int(bar.get_attribute("data-missed") or 0)]
-        for bar in page.locator(".bar").all()
-    }  # fmt: skip
+    bars = bars_on(page)
     assert bars == by_day and len(bars) == 7
     # One direction at a time: the Statistics API's series for it.
     page.click("#directions >> text=Incoming")
     expect(page.locator("#directions [aria-current]")).to_have_text("Incoming")
     incoming = api("calls-by-day")["incoming"]
-    bars = {
-        bar.get_attribute("data-day"): [int(bar.get_attribute("data-calls") or 0),
-                                        int(bar.get_attribute("data-missed") or 0)]
-        for bar in page.locator(".bar").all()
-    }  # fmt: skip
+    bars = bars_on(page)
     missed_by_day = {b["date_day"]: b["call_count"] for b in incoming["not_answered"]}
     assert bars == {
         b["date_day"]: [b["call_count"], missed_by_day.get(b["date_day"], 0)]

@@ -57,6 +57,23 @@ def _later(local: datetime, limit: timedelta | int) -> datetime:
         return local.replace(year=local.year + limit, day=28)
 
 
+def _bounded(
+    params: dict[str, Any], name: str, low: int, high: int, default: int, errors: ValidationErrors
+) -> int:
+    """An optional integer parameter within [low, high], Laravel's messages when it is not."""
+    value = params.get(name)
+    if value is None:
+        return default
+    number = php_int(value)
+    if number is None:
+        errors.add(name, f"The {name} field must be an integer.")
+    elif not low <= number <= high:
+        errors.add(name, f"The {name} field must be between {low} and {high}.")
+    else:
+        return number
+    return default
+
+
 def parse(
     params: dict[str, Any],
     tz: ZoneInfo,
@@ -104,26 +121,12 @@ def parse(
             status = CallStatus(int(value))
     within, page, per_page = DEFAULT_WITHIN_HOURS, 1, DEFAULT_PER_PAGE
     if paged:
-        value = params.get("within")
-        if value is not None:
-            number = php_int(value)
-            if number is None:
-                errors.add("within", "The within field must be an integer.")
-            elif not 1 <= number <= MAX_WITHIN_HOURS:
-                errors.add("within", f"The within field must be between 1 and {MAX_WITHIN_HOURS}.")
-            else:
-                within = number
+        within = _bounded(params, "within", 1, MAX_WITHIN_HOURS, DEFAULT_WITHIN_HOURS, errors)
         page = parse_page(params.get("page"))
         per_page = parse_per_page(params.get("per_page"), errors)
     sla = DEFAULT_SLA_SECONDS
-    if with_sla and params.get("sla") is not None:
-        number = php_int(params["sla"])
-        if number is None:
-            errors.add("sla", "The sla field must be an integer.")
-        elif not 0 <= number <= MAX_SLA_SECONDS:
-            errors.add("sla", f"The sla field must be between 0 and {MAX_SLA_SECONDS}.")
-        else:
-            sla = number
+    if with_sla:
+        sla = _bounded(params, "sla", 0, MAX_SLA_SECONDS, DEFAULT_SLA_SECONDS, errors)
     errors.raise_if_any()
     return StatsQuery(
         started_from=to_utc(bounds["from"], tz),
