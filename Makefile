@@ -8,7 +8,7 @@ PORT ?= 8000
 DEMO_CALLS ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format fuzz bench asterisk pbx-demo pbx-calls clean
+.PHONY: help install run test lint format fuzz bench asterisk citus citus-stop pbx-demo pbx-calls clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-9s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ fuzz: $(STAMP) ## schemathesis against /openapi.json on a live server (DATABASE_
 
 asterisk: ## Build the test PBX (Asterisk from ../shared/vendor) for the tests marked pbx
 	scripts/asterisk.sh build
+
+citus: ## Build Citus from ../shared/vendor (once) and start a local 3-node cluster in data/citus
+	scripts/citus-cluster.sh start
+
+citus-stop: ## Stop the local Citus cluster (scripts/citus-cluster.sh remove deletes it)
+	scripts/citus-cluster.sh stop
 
 pbx-demo: $(STAMP) asterisk ## Run the test PBX, feeding its calls into the demo account (Ctrl-C stops)
 	$(BIN)/python -m tests.realpbx demo data/pbx
