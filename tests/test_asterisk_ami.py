@@ -91,7 +91,8 @@ async def feed_until(
         assert not task.done(), task
         await asyncio.sleep(0.05)
     stop.set()
-    return await task
+    # A feed that does not stop fails here with a reason, not after pytest-timeout's 300 s.
+    return await asyncio.wait_for(task, timeout)
 
 
 def count(engine: Engine, table: Any, account_id: int) -> int:

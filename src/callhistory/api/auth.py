@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -24,12 +24,17 @@ from callhistory.config import Settings
 from callhistory.errors import ApiError, ValidationErrors
 from callhistory.models import UserType
 from callhistory.resources import laravel_timestamp
-from callhistory.store import utcnow
 
 router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 
 T = TypeVar("T")
 BAD_CREDENTIALS = "These credentials do not match our records."
+
+
+def _precise_now() -> datetime:
+    """Naive UTC with microseconds: a failure stored at whole seconds could leave a window up to
+    a second early (a 1 s decay then forgot a failure 50 ms old, failing a test)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class LoginThrottle:
@@ -45,7 +50,7 @@ class LoginThrottle:
 
     def retry_after(self, key: str) -> int | None:
         """Seconds to wait when the key is locked out, else None."""
-        now = utcnow()
+        now = _precise_now()
         window = timedelta(seconds=self.decay_seconds)
         with self.engine.connect() as conn:
             hits = accounts.login_failures_since(
@@ -56,7 +61,7 @@ class LoginThrottle:
         return max(math.ceil((hits[-1] + window - now).total_seconds()), 1)
 
     def hit(self, key: str) -> None:
-        now = utcnow()
+        now = _precise_now()
         with self.engine.begin() as conn:
             accounts.record_login_failure(
                 conn, self._key(key), now, now - timedelta(seconds=self.decay_seconds)

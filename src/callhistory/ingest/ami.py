@@ -108,7 +108,11 @@ class AmiFeed:
         writer = asyncio.create_task(self._write_loop(stop))
         reader = asyncio.create_task(self._read_loop(stop))
         await stop.wait()
-        reader.cancel()
+        # Cancel until it ends: Python 3.11's asyncio.wait_for can swallow a cancellation that
+        # meets a finishing read (gh-86296), and the reader then went on pinging forever.
+        while not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
         await asyncio.gather(reader, return_exceptions=True)
         self._wake.set()
         await writer
