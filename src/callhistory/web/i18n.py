@@ -11,7 +11,6 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-from babel import Locale
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -65,10 +64,6 @@ class Texts:
     """What a template writes with: `_`, `ngettext`, numbers and local times in one language."""
 
     language: str
-
-    @property
-    def locale(self) -> Locale:
-        return Locale.parse(self.language)
 
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)
