@@ -25,20 +25,8 @@ MODULES=(chan_sip pbx_config pbx_spool app_dial app_queue app_playback app_echo 
 
 log() { echo "asterisk.sh: $*" >&2; }
 
-install_packages() {
-  local missing=()
-  for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" != 0 ]; then
-    log "missing Debian packages: ${missing[*]} (install them as root)"
-    exit 1
-  fi
-  log "installing ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/debian-packages.sh
+source scripts/debian-packages.sh
 
 build() {
   if [ -x "$PREFIX/sbin/asterisk" ]; then
