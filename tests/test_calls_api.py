@@ -135,7 +135,7 @@ def test_spec_example_page(
     )
     assert add_calls(a, calls)[-2:] == [746, 747]
     with db.begin() as conn:
-        store.add_integration(conn, 747, "amocrm", "synced")
+        store.add_integration(conn, a, 747, "amocrm", "synced")
         conn.execute(
             update(call_integrations).values(
                 created_at=datetime(2026, 1, 13, 12, 55, 2),
@@ -521,7 +521,7 @@ def test_a_page_costs_the_same_queries_whatever_its_size(
     call_pks = add_calls(a, [new_call(a, n) for n in range(40)])
     with db.begin() as conn:
         for pk in call_pks:
-            store.add_integration(conn, pk, "amocrm", "pending")
+            store.add_integration(conn, a, pk, "amocrm", "pending")
     counts = []
     for per_page in (1, 40):
         client.get(URL, params={"per_page": per_page}, headers=tenant.headers)  # warm token touch

@@ -433,7 +433,9 @@ def test_the_call_page_retries_a_failed_sync_for_an_admin_only(
 ) -> None:
     pk = world["visible"][0]
     with db.begin() as conn:
-        row_id = store.add_integration(conn, pk, "amocrm", "failed", "Contact not found")
+        row_id = store.add_integration(
+            conn, world["a"].account_id, pk, "amocrm", "failed", "Contact not found"
+        )
     admin, operator = make_client(), make_client()
     web_session(admin, world["a"].email)
     web_session(operator, "op101@example.com")

@@ -213,6 +213,17 @@ def test_a_500_is_a_complete_response_and_the_connection_lives_on(
         engine.dispose()
 
 
+def test_an_unreachable_database_is_a_503_to_retry(settings: Settings) -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on :1
+    try:
+        with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+            response = client.get(URL, headers={"Authorization": "Bearer 1|secret"})
+        assert (response.status_code, response.json()) == (503, {"message": "Service Unavailable"})
+        assert response.headers["retry-after"] == "5"
+    finally:
+        engine.dispose()
+
+
 def test_options_and_405_name_every_method(client: TestClient, tenant: Tenant) -> None:
     response = client.options(URL, headers=tenant.headers)
     assert (response.status_code, response.content) == (200, b"")

@@ -492,8 +492,8 @@ def test_presets_duration_external_number_and_sync_badges(
         for n in range(12)
     ])  # fmt: skip
     with db.begin() as conn:
-        store.add_integration(conn, pks[0], "amocrm", "failed", "Contact not found")
-        store.add_integration(conn, pks[1], "amocrm", "synced", None)
+        store.add_integration(conn, a, pks[0], "amocrm", "failed", "Contact not found")
+        store.add_integration(conn, a, pks[1], "amocrm", "synced", None)
     log_in(page, site, tenant.email)
     expect(page.locator(f"tr[data-id='{pks[0]}'] .badge")).to_have_text("failed")
     expect(page.locator(f"tr[data-id='{pks[1]}'] .badge")).to_have_text("synced")

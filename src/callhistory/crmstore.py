@@ -62,8 +62,9 @@ def disconnect(conn: Connection, account_id: int, integration_type: str) -> bool
     found = find(conn, account_id, integration_type)
     if found is None:
         return False
-    conn.execute(delete(ci).where(ci.c.integration_id == found.id, ci.c.status == "pending"))
-    conn.execute(update(ci).where(ci.c.integration_id == found.id).values(integration_id=None))
+    mine = (ci.c.account_id == account_id, ci.c.integration_id == found.id)
+    conn.execute(delete(ci).where(*mine, ci.c.status == "pending"))
+    conn.execute(update(ci).where(*mine).values(integration_id=None))
     conn.execute(delete(integrations).where(integrations.c.id == found.id))
     return True
 
@@ -103,7 +104,7 @@ def save_secrets(
 
 def claim(
     conn: Connection,
-    integration_id: int,
+    integration: AnyRow,
     owner: str,
     now: datetime,
     *,
@@ -115,12 +116,14 @@ def claim(
     for `settle` (more legs may still come); returns them with their call's columns."""
     free = or_(ci.c.lease_until.is_(None), ci.c.lease_until < now)
     due = or_(ci.c.next_attempt_at.is_(None), ci.c.next_attempt_at <= now)
+    account = ci.c.account_id == integration.account_id
     candidates = (
         select(ci.c.id)
-        .join(calls, calls.c.id == ci.c.call_history_id)
+        .join(calls, _call_of_row)
         .where(
+            account,
             ci.c.status == "pending",
-            ci.c.integration_id == integration_id,
+            ci.c.integration_id == integration.id,
             due,
             free,
             calls.c.updated_at <= now - settle,
@@ -137,26 +140,38 @@ def claim(
         # Re-checked here: without SKIP LOCKED (SQLite) another worker may have leased them.
         leased = conn.execute(
             update(ci)
-            .where(ci.c.id.in_(ids), ci.c.status == "pending", free)
+            .where(account, ci.c.id.in_(ids), ci.c.status == "pending", free)
             .values(lease_owner=owner, lease_until=until)
         ).rowcount
         if leased:
             break
     stmt = (
         select(ci.c.id.label("row_id"), ci.c.attempts, calls.c.account_id, *CALL_COLUMNS)
-        .join(calls, calls.c.id == ci.c.call_history_id)
-        .where(ci.c.id.in_(ids), ci.c.lease_owner == owner, ci.c.lease_until == until)
+        .join(calls, _call_of_row)
+        .where(account, ci.c.id.in_(ids), ci.c.lease_owner == owner, ci.c.lease_until == until)
         .order_by(ci.c.id)
     )
     return list(conn.execute(stmt).all())
 
 
-def _mine(owner: str, row_ids: Sequence[int]) -> Any:
-    return and_(ci.c.id.in_(row_ids), ci.c.lease_owner == owner, ci.c.status == "pending")
+#: A sync row's call: joined on the account too, so that on Citus both sides are one shard.
+_call_of_row = and_(calls.c.account_id == ci.c.account_id, calls.c.id == ci.c.call_history_id)
+
+
+def _mine(account_id: int, owner: str, row_ids: Sequence[int]) -> Any:
+    return and_(
+        ci.c.account_id == account_id,
+        ci.c.id.in_(row_ids),
+        ci.c.lease_owner == owner,
+        ci.c.status == "pending",
+    )
 
 
 def settle(
-    conn: Connection, owner: str, results: Sequence[tuple[int, str | None, str | None]]
+    conn: Connection,
+    account_id: int,
+    owner: str,
+    results: Sequence[tuple[int, str | None, str | None]],
 ) -> None:
     """(row id, external id, error): synced without an error, failed with the CRM's message."""
     now = utcnow()
@@ -169,13 +184,14 @@ def settle(
         )
         conn.execute(
             update(ci)
-            .where(_mine(owner, [row_id]))
+            .where(_mine(account_id, owner, [row_id]))
             .values(attempts=ci.c.attempts + 1, **values, **released)
         )
 
 
 def retry_later(
     conn: Connection,
+    account_id: int,
     owner: str,
     row_ids: Sequence[int],
     error: str,
@@ -187,7 +203,7 @@ def retry_later(
     released = {"lease_owner": None, "lease_until": None, "updated_at": now}
     conn.execute(
         update(ci)
-        .where(_mine(owner, row_ids), ci.c.attempts + 1 >= budget)
+        .where(_mine(account_id, owner, row_ids), ci.c.attempts + 1 >= budget)
         .values(
             status="failed",
             attempts=ci.c.attempts + 1,
@@ -197,7 +213,7 @@ def retry_later(
     )
     conn.execute(
         update(ci)
-        .where(_mine(owner, row_ids))
+        .where(_mine(account_id, owner, row_ids))
         .values(
             attempts=ci.c.attempts + 1,
             next_attempt_at=next_attempt_at,
@@ -207,25 +223,20 @@ def retry_later(
     )
 
 
-def release(conn: Connection, owner: str, row_ids: Sequence[int]) -> None:
-    """Give rows back untouched (the worker is stopping)."""
-    conn.execute(update(ci).where(_mine(owner, row_ids)).values(lease_owner=None, lease_until=None))
-
-
 def find_row(conn: Connection, account_id: int, call_pk: int, row_id: int) -> AnyRow | None:
     """A sync row of the account's call."""
     return conn.execute(
         select(ci)
-        .join(calls, calls.c.id == ci.c.call_history_id)
-        .where(ci.c.id == row_id, ci.c.call_history_id == call_pk, calls.c.account_id == account_id)
+        .join(calls, _call_of_row)
+        .where(ci.c.account_id == account_id, ci.c.id == row_id, ci.c.call_history_id == call_pk)
     ).first()
 
 
-def requeue(conn: Connection, row_id: int) -> None:
+def requeue(conn: Connection, account_id: int, row_id: int) -> None:
     """Put a failed row back in the queue, as if new."""
     conn.execute(
         update(ci)
-        .where(ci.c.id == row_id, ci.c.status == "failed")
+        .where(ci.c.account_id == account_id, ci.c.id == row_id, ci.c.status == "failed")
         .values(
             status="pending",
             attempts=0,
@@ -238,10 +249,10 @@ def requeue(conn: Connection, row_id: int) -> None:
     )
 
 
-def queue_counts(conn: Connection, integration_id: int) -> dict[str, int]:
+def queue_counts(conn: Connection, integration: AnyRow) -> dict[str, int]:
     rows = conn.execute(
         select(ci.c.status, func.count())
-        .where(ci.c.integration_id == integration_id)
+        .where(ci.c.account_id == integration.account_id, ci.c.integration_id == integration.id)
         .group_by(ci.c.status)
     ).all()
     return {str(status): int(n) for status, n in rows}
@@ -255,7 +266,13 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
         return 0
     dropped = [pk for pk, internal in changed if internal]
     if dropped:
-        conn.execute(delete(ci).where(ci.c.call_history_id.in_(dropped), ci.c.status == "pending"))
+        conn.execute(
+            delete(ci).where(
+                ci.c.account_id == account_id,
+                ci.c.call_history_id.in_(dropped),
+                ci.c.status == "pending",
+            )
+        )
     pushed = [pk for pk, internal in changed if not internal]
     connected = conn.execute(
         select(integrations.c.id, integrations.c.integration_type).where(
@@ -269,14 +286,18 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
         (row.call_history_id, row.integration_id)
         for row in conn.execute(
             select(ci.c.call_history_id, ci.c.integration_id).where(
-                ci.c.call_history_id.in_(pushed)
+                ci.c.account_id == account_id, ci.c.call_history_id.in_(pushed)
             )
         )
     }
     conn.execute(
         update(ci)
         # rows of a disconnected CRM (no integration) are history: nothing can send them again
-        .where(ci.c.call_history_id.in_(pushed), ci.c.integration_id.is_not(None))
+        .where(
+            ci.c.account_id == account_id,
+            ci.c.call_history_id.in_(pushed),
+            ci.c.integration_id.is_not(None),
+        )
         .values(
             status="pending",
             attempts=0,
@@ -289,6 +310,7 @@ def resync(conn: Connection, account_id: int, changed: Sequence[tuple[int, bool]
     )
     rows = [
         {
+            "account_id": account_id,
             "call_history_id": pk,
             "integration_id": crm.id,
             "integration_type": crm.integration_type,

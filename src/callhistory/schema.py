@@ -236,6 +236,8 @@ call_integrations = Table(
     Column("lease_owner", String(64)),
     Column("lease_until", DateTime),
     Column("external_id", String(64)),  # the CRM's id of the pushed call
+    # The call's account: the sync rows are sharded with their calls on Citus (0013).
+    Column("account_id", BigId, nullable=False),
     Index("ix_call_integrations_call", "call_history_id", "id"),
     Index("ix_call_integrations_queue", "status", "integration_id", "next_attempt_at", "id"),
     Index("ix_call_integrations_status_call", "status", "call_history_id"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import HTMLResponse, Response
@@ -33,6 +35,33 @@ log = logging.getLogger("callhistory")
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+
+#: SQLSTATEs of a database that cannot serve now: connection exceptions (class 08, which Citus
+#: raises for a worker it cannot reach), a server shutting down or starting, too many clients.
+_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _unreachable(exc: OperationalError) -> bool:
+    """An outage rather than a fault of ours (a missing table is an OperationalError too)."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return str(orig).startswith(("database is locked", "unable to open"))
+    state = getattr(orig, "sqlstate", None)
+    return state is None or state.startswith(_UNAVAILABLE)  # None: no connection at all
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database (or, on Citus, the node holding the account's shard) cannot be reached: the
+    transaction was rolled back, so nothing is half-written; the client may try again."""
+    assert isinstance(exc, OperationalError)
+    if not _unreachable(exc):
+        raise exc  # a 500 (ServerErrors)
+    reason = (str(exc.orig).strip().splitlines() or [""])[0]
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return JSONResponse(
+        {"message": "Service Unavailable"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -150,6 +179,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_middleware(ServerErrors)
     docs.install(app)
     return app

@@ -103,7 +103,7 @@ def show_call(
     call: str, principal: ReaderDep, conn: ConnDep, recording_url: RecordingUrlDep
 ) -> JSONResponse:
     row = account_call(conn, principal.scope, call)
-    integrations = store.integrations_for(conn, [row.id])[row.id]
+    integrations = store.integrations_for(conn, principal.account_id, [row.id])[row.id]
     legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
     shown = resources.call_show(row, integrations, principal.timezone, recording_url, legs)
     return JSONResponse({"data": shown})
@@ -124,7 +124,9 @@ def ingest_calls(
     new_calls = http_ingest.parse_body(body, principal.account_id, pbx)
     created = store.insert_calls(conn, principal.account_id, new_calls)
     rows = store.get_many_by_call_id(conn, principal.account_id, (c.call_id for c in new_calls))
-    integrations = store.integrations_for(conn, (row.id for row in rows.values()))
+    integrations = store.integrations_for(
+        conn, principal.account_id, (row.id for row in rows.values())
+    )
     data = [
         resources.call_index(
             rows[c.call_id], integrations[rows[c.call_id].id], principal.timezone, recording_url
@@ -174,7 +176,7 @@ def retry_integration(
     if before.status != "failed":
         message = f"Only a failed sync can be retried; this one is {before.status}."
         raise ApiError(422, message, {"integration": [message]})
-    crmstore.requeue(conn, row_id)
+    crmstore.requeue(conn, principal.account_id, row_id)
     after = crmstore.find_row(conn, principal.account_id, call_pk, row_id)
     assert after is not None
     return JSONResponse({"data": resources.integration(after)})

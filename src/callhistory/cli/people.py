@@ -108,6 +108,23 @@ def db_upgrade() -> None:
         typer.echo("database is up to date")
 
 
+@db_app.command("distribute")
+def db_distribute() -> None:
+    """On a Citus coordinator: shard the tables by account. The migrations do it when the citus
+    extension exists before them; this is for a database that gets Citus later. Idempotent."""
+    from callhistory import citus
+    from callhistory.config import Settings
+
+    with database(Settings()) as engine, engine.begin() as conn:
+        if not citus.enabled(conn):
+            raise fail(
+                "this database has no citus extension: CREATE EXTENSION citus on every node "
+                "and add the workers first (README: Scaling out)"
+            )
+        moved = citus.distribute(conn)
+    typer.echo("sharded by account" if moved else "already sharded by account")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="interface to listen on")] = "127.0.0.1",

@@ -83,7 +83,7 @@ def describe(engine: Engine, account_id: int, integration_type: str) -> dict[str
         found = crmstore.find(conn, account_id, integration_type)
         if found is None:
             return None
-        queue = crmstore.queue_counts(conn, found.id)
+        queue = crmstore.queue_counts(conn, found)
     return {
         "id": found.id,
         "account_id": found.account_id,

@@ -163,7 +163,7 @@ class SyncWorker:
         with self.engine.begin() as conn:
             rows = crmstore.claim(
                 conn,
-                integration.id,
+                integration,
                 self.owner,
                 utcnow(),
                 lease=timedelta(seconds=self.sync.lease_seconds),
@@ -186,7 +186,7 @@ class SyncWorker:
         except (TransientCrmError, CrmAuthError, SecretsUnreadable) as exc:
             self._later(rows, exc)
         with self.engine.begin() as conn:
-            crmstore.settle(conn, self.owner, settled)
+            crmstore.settle(conn, integration.account_id, self.owner, settled)
         return len(rows)
 
     def _push(
@@ -233,6 +233,7 @@ class SyncWorker:
         with self.engine.begin() as conn:
             crmstore.retry_later(
                 conn,
+                rows[0].account_id,
                 self.owner,
                 [row.row_id for row in rows],
                 message,

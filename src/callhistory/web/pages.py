@@ -247,7 +247,7 @@ def call_page(call: str, request: Request, settings: SettingsDep, conn: ConnDep)
     if row is None:
         context: dict[str, Any] = {"csrf": csrf_token(request), "user": user, "call": None}
         return _render(request, "call.html", context, status_code=404)
-    integrations = store.integrations_for(conn, [row.id])[row.id]
+    integrations = store.integrations_for(conn, principal.account_id, [row.id])[row.id]
     signed = recording_signer(request, settings, principal.account_id)
     legs = cdrstore.legs_of_call(conn, principal.account_id, row.id)
     shown = resources.call_show(row, integrations, principal.timezone, signed, legs)
@@ -281,7 +281,7 @@ def _retry_sync(request: Request, call: str, integration: str) -> Response:
         if not found:
             raise ApiError(404, "Integration not found.")
         if found.status == "failed":
-            crmstore.requeue(conn, found.id)
+            crmstore.requeue(conn, principal.account_id, found.id)
     return RedirectResponse(f"/calls/{call_pk}", status_code=303)
 
 
