@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, text
+from typer.testing import CliRunner
 
-from callhistory import citus
+from callhistory import accounts, citus
 from callhistory.api import create_app
+from callhistory.cli import app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 from tests.conftest import PASSWORD, Tenant, new_call
@@ -299,3 +301,71 @@ def test_a_large_tenant_is_isolated_on_shards_of_its_own(
     assert sorted(owned) == sorted((name, True) for name in citus.DISTRIBUTED_TABLES)
     assert pages() == before
     assert before[0]["meta"]["total"] == 61 and before[1]["meta"]["total"] == 5
+
+
+def test_an_existing_database_is_sharded_in_place(
+    cluster_dir: Path, db: Engine, settings: Settings, cli_env: dict[str, str]
+) -> None:
+    """A database used without Citus, then given it: `db distribute` moves its rows to shards."""
+    name = "callhistory_sharded_later"
+    port = int(db.url.port or 5432)
+    nodes = [
+        make_engine(db.url.set(port=p, database="postgres").render_as_string(hide_password=False))
+        for p in (port, port + 1, port + 2)
+    ]
+
+    def on_every_node(*sql: str) -> None:
+        for node in nodes:
+            with node.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for statement in sql:
+                    conn.exec_driver_sql(statement)
+
+    on_every_node(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    url = db.url.set(database=name).render_as_string(hide_password=False)
+    env = {**cli_env, "DATABASE_URL": url}
+    trial = make_engine(url)
+    try:
+        assert CliRunner().invoke(app, ["demo", "--calls", "400"], env=env).exit_code == 0
+        token = accounts_token(trial)
+        client = TestClient(create_app(settings, trial), raise_server_exceptions=False)
+        headers = {"Authorization": f"Bearer {token}"}
+        period = {"from": "2020-01-01", "to": "2030-12-31"}
+        before = (
+            client.get(URL, params={"per_page": "50"}, headers=headers).json(),
+            client.get("/api/v1/statistic/calls-count", params=period, headers=headers).json(),
+        )
+        for node in (*nodes[1:], nodes[0]):  # Citus on the workers first, then the coordinator
+            node_db = make_engine(node.url.set(database=name).render_as_string(hide_password=False))
+            with node_db.begin() as conn:
+                conn.exec_driver_sql("CREATE EXTENSION citus")
+            node_db.dispose()
+        with trial.begin() as conn:
+            conn.execute(text("SELECT citus_set_coordinator_host('127.0.0.1', :p)"), {"p": port})
+            for worker in (port + 1, port + 2):
+                conn.execute(text("SELECT citus_add_node('127.0.0.1', :p)"), {"p": worker})
+        trial.dispose()  # new connections see the cluster
+        result = CliRunner().invoke(app, ["db", "distribute"], env=env)
+        assert (result.exit_code, result.output) == (0, "sharded by account\n")
+        after = (
+            client.get(URL, params={"per_page": "50"}, headers=headers).json(),
+            client.get("/api/v1/statistic/calls-count", params=period, headers=headers).json(),
+        )
+        assert after == before and before[0]["meta"]["total"] == 400
+        with trial.connect() as conn:
+            local = conn.execute(text("SELECT pg_relation_size('calls')")).scalar_one()
+            spread = placements(conn)
+        assert local == 0 and len(spread) == 2  # the coordinator kept no copy
+        client.close()
+    finally:
+        trial.dispose()
+        on_every_node(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for node in nodes:
+            node.dispose()
+
+
+def accounts_token(engine: Engine) -> str:
+    """A fresh token of the demo's user."""
+    with engine.begin() as conn:
+        user = accounts.find_user(conn, "demo@example.com")
+        assert user is not None
+        return accounts.create_token(conn, int(user.id), "trial")

@@ -93,6 +93,9 @@ def distribute(conn: Connection) -> bool:
             text("SELECT create_distributed_table(:t, 'account_id', colocate_with => :c)"),
             {"t": table, "c": "none" if table == "calls" else "calls"},
         )
+    # The rows now live in the shards; the coordinator's copies of them are dead weight.
+    for table in (*REFERENCE_TABLES, *DISTRIBUTED_TABLES):
+        conn.execute(text("SELECT truncate_local_data_after_distributing_table(:t)"), {"t": table})
     # Between co-located shards, as Citus allows once both sides are distributed.
     for table, constraint in _CALL_FOREIGN_KEYS:
         conn.execute(
