@@ -219,10 +219,12 @@ def test_the_hot_paths_of_one_account_run_on_one_shard(
     raw = cluster.raw_connection()
     try:
         cursor = raw.cursor()
+        explained = 0
         for statement, parameters in sent:
             verb = statement.lstrip().split(None, 1)[0].upper()
             if not DISTRIBUTED.search(statement) or verb not in QUERIES:
                 continue  # SET LOCAL, ANALYZE after a bulk load, other tables
+            explained += 1
             cursor.execute(f"EXPLAIN {statement}", parameters)
             plan = "\n".join(row[0] for row in cursor.fetchall())
             if "Task Count: 1\n" not in plan + "\n":
@@ -230,7 +232,8 @@ def test_the_hot_paths_of_one_account_run_on_one_shard(
         raw.rollback()
     finally:
         raw.close()
-    assert len(sent) > 100
+    print(f"\n{explained} statements on sharded tables, {len(spanning)} spanning shards")
+    assert explained > 80
     assert spanning == []
 
 
