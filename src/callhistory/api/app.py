@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InternalError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import HTMLResponse, Response
@@ -42,9 +42,13 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 _UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-def _unreachable(exc: OperationalError) -> bool:
+def _unreachable(exc: DBAPIError) -> bool:
     """An outage rather than a fault of ours (a missing table is an OperationalError too)."""
     orig = exc.orig
+    if isinstance(exc, InternalError):
+        # Citus, on the first use of its cached connection to a worker that has restarted since
+        # (SQLSTATE XX000); it reconnects on the next transaction.
+        return str(orig).startswith("failure on connection marked as essential")
     if isinstance(orig, sqlite3.OperationalError):
         return str(orig).startswith(("database is locked", "unable to open"))
     state = getattr(orig, "sqlstate", None)
@@ -54,7 +58,7 @@ def _unreachable(exc: OperationalError) -> bool:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database (or, on Citus, the node holding the account's shard) cannot be reached: the
     transaction was rolled back, so nothing is half-written; the client may try again."""
-    assert isinstance(exc, OperationalError)
+    assert isinstance(exc, DBAPIError)
     if not _unreachable(exc):
         raise exc  # a 500 (ServerErrors)
     reason = (str(exc.orig).strip().splitlines() or [""])[0]
@@ -180,6 +184,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InternalError, _database_unavailable)
     app.add_middleware(ServerErrors)
     docs.install(app)
     return app
