@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from bench.list_calls import _load, percentile, shapes, timed
-from bench.serve_wrk import free_port, to_ms
+from bench.serve_wrk import free_port, latency, to_ms
 from callhistory import accounts, migrate
 from callhistory.api import create_app
 from callhistory.config import Settings
@@ -115,15 +116,13 @@ def throughput(url: str, tokens: list[str], connections: int, seconds: int) -> d
     os.unlink(script.name)
 
     def find(pattern: str) -> str:
-        import re
-
         found = re.search(pattern, out)
         return found.group(1) if found else "0"
 
     return {
         "rps": float(find(r"Requests/sec:\s+([\d.]+)")),
-        "p50": to_ms(find(r"50%\s+(\S+)")),
-        "p99": to_ms(find(r"99%\s+(\S+)")),
+        "p50": to_ms(latency(out, 50)),
+        "p99": to_ms(latency(out, 99)),
         "errors": float(find(r"Non-2xx or 3xx responses: (\d+)")),
     }
 

@@ -67,6 +67,13 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def latency(out: str, percent: int) -> str:
+    """A percentile of wrk's latency distribution: its own line (a "+/- Stdev" column such as
+    `90.50%` must not pass for the 50% line)."""
+    found = re.search(rf"^\s+{percent}%\s+(\S+)", out, re.MULTILINE)
+    return found.group(1) if found else "-nan"
+
+
 def run_wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
@@ -82,8 +89,8 @@ def run_wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, f
     return {
         "requests": requests,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": to_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": to_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": to_ms(latency(out, 50)),
+        "p99": to_ms(latency(out, 99)),
         "errors": errors,
         "wrk_cpu": wrk_cpu,
     }
