@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from callhistory import accounts, migrate, store
+from callhistory import accounts, citus, migrate, store
 from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.models import CallType, NewCall, call_from_durations, derive_call_id
@@ -53,6 +53,18 @@ def _empty_tables(engine: Engine) -> None:
 def db(engine: Engine) -> Engine:
     _empty_tables(engine)
     return engine
+
+
+@pytest.fixture
+def cluster(db: Engine) -> Engine:
+    """The database, when it is a Citus coordinator (scripts/citus-cluster.sh); the test is skipped
+    elsewhere, and fails instead when CITUS_REQUIRED is set (CI's cluster run)."""
+    with db.connect() as conn:
+        if citus.enabled(conn):
+            return db
+    if os.environ.get("CITUS_REQUIRED"):
+        pytest.fail("CITUS_REQUIRED is set, but DATABASE_URL's database has no citus extension")
+    pytest.skip("needs a Citus coordinator as DATABASE_URL (scripts/citus-cluster.sh)")
 
 
 @pytest.fixture

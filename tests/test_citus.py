@@ -1,12 +1,12 @@
 """On a Citus cluster (DATABASE_URL = a coordinator, e.g. `scripts/citus-cluster.sh url`): the
 schema is sharded by account, and every statement a request of one account sends runs on one shard.
 
-Skipped elsewhere; CITUS_REQUIRED=1 (CI's cluster run) makes a missing Citus a failure instead.
+Skipped elsewhere (the `cluster` fixture); CITUS_REQUIRED=1 (CI's cluster run) makes a missing
+Citus a failure instead.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -28,21 +28,12 @@ from callhistory.models import CallType, UserType
 from callhistory.store import utcnow
 from tests.conftest import PASSWORD, Tenant, new_call
 from tests.test_asterisk_csv import CONFIG, SCENARIOS
+from tests.test_ingest_api import call as ingest_body
 from tests.test_roles import web_session
 
 AddCalls = Callable[[int, list[Any]], list[int]]
 URL = "/api/v1/call-history"
 STATS = "/api/v1/statistic"
-
-
-@pytest.fixture
-def cluster(db: Engine) -> Engine:
-    with db.connect() as conn:
-        if citus.enabled(conn):
-            return db
-    if os.environ.get("CITUS_REQUIRED"):
-        pytest.fail("CITUS_REQUIRED is set, but DATABASE_URL's database has no citus extension")
-    pytest.skip("needs a Citus coordinator as DATABASE_URL (scripts/citus-cluster.sh)")
 
 
 def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
@@ -171,17 +162,7 @@ def test_the_hot_paths_of_one_account_run_on_one_shard(
     ok(client.get(URL, headers={"Authorization": f"Bearer {operator_token}"}))
     # Ingest: JSON (queued for the CRM), and Asterisk's Master.csv with its legs.
     body = [
-        {
-            "pbx_call_id": f"json-{n}",
-            "date_time": "2026-01-14 09:00:00",
-            "src": "101",
-            "dst": "998907654321",
-            "external_number": "781130590",
-            "duration": 40,
-            "conversation": 30,
-            "type": 2,
-            "status": 1,
-        }
+        ingest_body(pbx_call_id=f"json-{n}", date_time="2026-01-14 09:00:00", recording=...)
         for n in range(3)
     ]
     ok(client.post(URL, json=body, headers=a.headers))

@@ -28,6 +28,7 @@ from callhistory.cli import app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 from tests.conftest import PASSWORD, Tenant, new_call
+from tests.test_ingest_api import call as ingest_body
 
 AddCalls = Callable[[int, list[Any]], list[int]]
 URL = "/api/v1/call-history"
@@ -35,17 +36,12 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "citus-cluster.sh"
 
 
 @pytest.fixture
-def cluster_dir(db: Engine) -> Path:
+def cluster_dir(cluster: Engine) -> Path:
     folder = os.environ.get("CITUS_CLUSTER_DIR")
-    with db.connect() as conn:
-        ready = citus.enabled(conn) and folder is not None
-    if not ready:
+    if folder is None:
         if os.environ.get("CITUS_REQUIRED"):
-            pytest.fail(
-                "CITUS_REQUIRED is set: DATABASE_URL must be the cluster in CITUS_CLUSTER_DIR"
-            )
-        pytest.skip("needs scripts/citus-cluster.sh's cluster: DATABASE_URL and CITUS_CLUSTER_DIR")
-    assert folder is not None
+            pytest.fail("CITUS_REQUIRED is set: CITUS_CLUSTER_DIR must name the cluster's folder")
+        pytest.skip("needs CITUS_CLUSTER_DIR, the folder of scripts/citus-cluster.sh's cluster")
     return Path(folder)
 
 
@@ -54,17 +50,8 @@ def cluster(command: str, folder: Path, *args: str) -> None:
 
 
 def ingest_item(n: int) -> dict[str, Any]:
-    return {
-        "pbx_call_id": f"ops-{n}",
-        "date_time": "2026-01-20 10:00:00",
-        "src": "101",
-        "dst": "998901112233",
-        "external_number": "781130590",
-        "duration": 30,
-        "conversation": 20,
-        "type": 2,
-        "status": 1,
-    }
+    """A new outgoing call of January 2026 for the JSON ingest, without a recording."""
+    return ingest_body(pbx_call_id=f"ops-{n}", date_time="2026-01-20 10:00:00", recording=...)
 
 
 class Traffic:
