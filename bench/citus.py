@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from bench.list_calls import _load, percentile, shapes, timed
-from bench.serve_wrk import free_port, latency, to_ms
+from bench.serve_wrk import run_wrk, start_server
 from callhistory import accounts, migrate
 from callhistory.api import create_app
 from callhistory.config import Settings
@@ -109,39 +105,10 @@ def throughput(url: str, tokens: list[str], connections: int, seconds: int) -> d
             '  return wrk.format("GET", nil, h)\n'
             "end\n"
         )
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    os.unlink(script.name)
-
-    def find(pattern: str) -> str:
-        found = re.search(pattern, out)
-        return found.group(1) if found else "0"
-
-    return {
-        "rps": float(find(r"Requests/sec:\s+([\d.]+)")),
-        "p50": to_ms(latency(out, 50)),
-        "p99": to_ms(latency(out, 99)),
-        "errors": float(find(r"Non-2xx or 3xx responses: (\d+)")),
-    }
-
-
-def serve(database_url: str, data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "DATA_DIR": str(data), "APP_KEY": KEY}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "callhistory", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api/v1/call-history"
-    for _ in range(600):
-        try:
-            httpx.get(url, timeout=5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return server, url
+    try:
+        return run_wrk(url, connections, seconds, "-s", script.name)
+    finally:
+        os.unlink(script.name)
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -165,7 +132,8 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         assert client.get(target, headers=headers).status_code == 200
         result["shapes"][shape] = timed(lambda t=target: client.get(t, headers=headers), args.runs)
     result["ingest"] = ingest_rate(client, tokens, args.batches)
-    server, served = serve(url, settings.data_dir)
+    env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(settings.data_dir), "APP_KEY": KEY}
+    server, served = start_server(env, 2)
     try:
         throughput(served, tokens, 16, 3)  # warm both workers
         for connections in (16, 64):

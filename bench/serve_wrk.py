@@ -74,11 +74,12 @@ def latency(out: str, percent: int) -> str:
     return found.group(1) if found else "-nan"
 
 
-def run_wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+def run_wrk(url: str, connections: int, seconds: int, *options: str) -> dict[str, float]:
+    """wrk with two threads; `options` say what each request carries (`-H` a header, `-s` a
+    Lua script)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Authorization: Bearer {token}", url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *options, url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -94,6 +95,25 @@ def run_wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, f
         "errors": errors,
         "wrk_cpu": wrk_cpu,
     }
+
+
+def start_server(env: dict[str, str], workers: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    """`callhistory serve` on a free port (`--workers` unless None), once it answers HTTP; the
+    process and the list's URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "callhistory", "serve", "--port", str(port),
+         *(["--workers", str(workers)] if workers else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api/v1/call-history"
+    for _ in range(600):
+        try:
+            httpx.get(url, timeout=5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return server, url
 
 
 def main() -> None:
@@ -125,26 +145,14 @@ def main() -> None:
         "| workers | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | wrk CPU |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    bearer = ("-H", f"Authorization: Bearer {token}")
     for workers in (int(w) for w in args.workers.split(",")):
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "callhistory", "serve", "--port", str(port),
-             *(["--workers", str(workers)] if not args.src else [])],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/api/v1/call-history"
+        server, url = start_server(env, None if args.src else workers)
         try:
-            for _ in range(600):
-                try:
-                    headers = {"Authorization": f"Bearer {token}"}
-                    if httpx.get(url, headers=headers, timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            run_wrk(url, token, 16, 3)  # warm every worker
+            run_wrk(url, 16, 3, *bearer)  # warm every worker
             for connections in (int(c) for c in args.connections.split(",")):
                 cpu_before = tree_cpu_seconds(server.pid)
-                result = run_wrk(url, token, connections, args.seconds)
+                result = run_wrk(url, connections, args.seconds, *bearer)
                 cpu = tree_cpu_seconds(server.pid) - cpu_before
                 print(
                     f"| {workers} | {connections} | {result['rps']:.0f} | {result['p50']:.1f} "
