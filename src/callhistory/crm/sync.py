@@ -184,7 +184,7 @@ class SyncWorker:
         try:
             settled += self._push(integration, client, payloads)
         except (TransientCrmError, CrmAuthError, SecretsUnreadable) as exc:
-            self._later(rows, exc)
+            self._later(integration, rows, exc)
         with self.engine.begin() as conn:
             crmstore.settle(conn, integration.account_id, self.owner, settled)
         return len(rows)
@@ -223,7 +223,7 @@ class SyncWorker:
             self._limiter(integration.id).acquire()
             return client.push(refreshed, payloads)
 
-    def _later(self, rows: Sequence[AnyRow], exc: Exception) -> None:
+    def _later(self, integration: AnyRow, rows: Sequence[AnyRow], exc: Exception) -> None:
         attempts = max((row.attempts for row in rows), default=0)
         delay = backoff_delay(attempts, self.sync.backoff_initial, self.sync.backoff_max)
         if isinstance(exc, TransientCrmError) and exc.retry_after:
@@ -233,7 +233,7 @@ class SyncWorker:
         with self.engine.begin() as conn:
             crmstore.retry_later(
                 conn,
-                rows[0].account_id,
+                integration.account_id,
                 self.owner,
                 [row.row_id for row in rows],
                 message,
