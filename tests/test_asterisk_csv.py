@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from callhistory import accounts
+from callhistory import accounts, migrate
 from callhistory.classify import PbxConfig
 from callhistory.cli import app
 from callhistory.ingest.asterisk_csv import import_paths
 from callhistory.models import derive_call_id
+from callhistory.schema import make_engine
 from tests.conftest import Tenant
 from tests.test_roles import web_session
 
@@ -363,6 +364,78 @@ def test_every_scenario_in_one_file_in_any_order(
         (comparable(c) for c in stored_calls(client, pbx_tenant)), key=lambda c: c["pbx_call_id"]
     )
     assert got == sorted(expected, key=lambda c: c["pbx_call_id"])
+
+
+class Interrupted(Exception):
+    """Stands for Ctrl-C during an import."""
+
+
+def test_small_batches_and_an_interruption_give_the_same_calls(
+    tmp_path: Path, db: Engine, client: TestClient, make_tenant: Callable[..., Tenant]
+) -> None:
+    """Every scenario's legs, interleaved, read two legs per transaction so that calls straddle
+    batches, and stopped after the third batch, then resumed: exactly the calls and routes of
+    the same file read in one batch."""
+    local = [line for _, text, gmt, _ in SCENARIOS if not gmt for line in text.splitlines()]
+    path = write(tmp_path, "\n".join(local[::-1]) + "\n")
+    whole, batched = make_tenant(), make_tenant()
+    with db.begin() as conn:
+        for tenant in (whole, batched):
+            accounts.set_pbx_config(conn, tenant.account_id, CONFIG)
+    report = import_paths(db, whole.account_id, [str(path)], gmt=False)
+
+    seen: list[int] = []
+
+    def stop_after_three(_name: str, _size: int | None) -> Callable[[int, int], None]:
+        def progress(_done: int, lines: int) -> None:
+            seen.append(lines)
+            if len(seen) == 3:
+                raise Interrupted
+
+        return progress
+
+    with pytest.raises(Interrupted):
+        import_paths(
+            db, batched.account_id, [str(path)], gmt=False, batch_lines=2,
+            progress_for=stop_after_three,
+        )  # fmt: skip
+    assert seen == [2, 4, 6]
+    resumed = import_paths(db, batched.account_id, [str(path)], gmt=False, batch_lines=2)
+    assert resumed.lines_skipped == 6
+    assert resumed.lines_read + 6 == report.lines_read == len(local)
+
+    def calls_of(tenant: Tenant) -> list[dict[str, Any]]:
+        shown = [
+            {**comparable(call), "route": call["route"], "wait": call["wait"]}
+            for call in stored_calls(client, tenant)
+        ]
+        return sorted(shown, key=lambda call: call["pbx_call_id"])
+
+    assert calls_of(batched) == calls_of(whole)
+    assert len(calls_of(whole)) == report.outcome.created
+
+
+def test_upgrading_keeps_the_legs_and_their_call_key(tmp_path: Path) -> None:
+    """Migration 0014 rebuilds SQLite's call_legs without its foreign key to accounts: the legs,
+    their unique key (a re-import recognises them) and the cascade from their call stay."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate.upgrade(engine, revision="0013")
+    with engine.begin() as conn:
+        account = accounts.create_account(conn, "Old")
+        accounts.set_pbx_config(conn, account, CONFIG)
+    path = write(tmp_path, RING_GROUP_THIRD_ANSWERS + OUTBOUND)
+    assert import_paths(engine, account, [str(path)], gmt=False).outcome.created == 4
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        keys = conn.execute(text("PRAGMA foreign_key_list(call_legs)")).all()
+        assert [(k.table, k.on_delete) for k in keys] == [("calls", "CASCADE")]
+        assert conn.execute(text("SELECT count(*) FROM call_legs")).scalar() == 6
+    again = import_paths(engine, account, [str(path)], gmt=False, resume=False)
+    assert (again.outcome.duplicate_legs, again.outcome.created) == (6, 0)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM calls WHERE pbx_call_id = '1768280400.10'"))
+        assert conn.execute(text("SELECT count(*) FROM call_legs")).scalar() == 3
+    engine.dispose()
 
 
 def test_reimport_and_a_file_that_grew(

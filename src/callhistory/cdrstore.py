@@ -7,20 +7,20 @@ from dataclasses import fields
 
 from sqlalchemy import Connection, select, update
 
+from callhistory import bulk
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import leg_order
 from callhistory.schema import call_legs, dialect_insert, import_files
-from callhistory.store import in_chunks, utcnow
+from callhistory.store import one_of, utcnow
 
-_CDR_FIELDS = tuple(f.name for f in fields(Cdr))
+#: The columns a leg is stored in (its key is derived from them).
+_CDR_FIELDS = tuple(f.name for f in fields(Cdr) if f.init)
 
 
 def known_leg_keys(conn: Connection, account_id: int, leg_keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in in_chunks(leg_keys):
-        stmt = select(call_legs.c.leg_key).where(
-            call_legs.c.account_id == account_id, call_legs.c.leg_key.in_(chunk)
-        )
+    for among in one_of(conn, call_legs.c.leg_key, leg_keys):
+        stmt = select(call_legs.c.leg_key).where(call_legs.c.account_id == account_id, among)
         found.update(conn.execute(stmt).scalars())
     return found
 
@@ -29,10 +29,8 @@ def legs_of(conn: Connection, account_id: int, call_keys: Sequence[str]) -> dict
     """The stored legs of these calls, by call key."""
     found: dict[str, list[Cdr]] = {}
     columns = [call_legs.c.call_key, *(call_legs.c[name] for name in _CDR_FIELDS)]
-    for chunk in in_chunks(call_keys):
-        stmt = select(*columns).where(
-            call_legs.c.account_id == account_id, call_legs.c.call_key.in_(chunk)
-        )
+    for among in one_of(conn, call_legs.c.call_key, call_keys):
+        stmt = select(*columns).where(call_legs.c.account_id == account_id, among)
         for row in conn.execute(stmt):
             found.setdefault(row.call_key, []).append(
                 Cdr(**{name: getattr(row, name) for name in _CDR_FIELDS})
@@ -64,6 +62,9 @@ def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr
         }
         for call_pk, leg in legs
     ]
+    if bulk.enabled(conn):
+        bulk.insert(conn, call_legs, rows, conflict=["account_id", "leg_key"])
+        return
     stmt = dialect_insert(conn, call_legs).on_conflict_do_nothing(
         index_elements=["account_id", "leg_key"]
     )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     Row,
     Table,
+    any_,
     bindparam,
     cast,
     false,
@@ -27,8 +28,9 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.types import ARRAY, Text
 
-from callhistory import citus, tallies
+from callhistory import bulk, citus, tallies
 from callhistory.models import CallType, NewCall
 from callhistory.query import CallQuery, Sort
 from callhistory.schema import (
@@ -72,6 +74,15 @@ def in_chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
     """`keys` in slices small enough for one `IN (...)` list."""
     for start in range(0, len(keys), IN_CHUNK):
         yield keys[start : start + IN_CHUNK]
+
+
+def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[ColumnElement[bool]]:
+    """`column IN keys` as one condition per statement to run: on PostgreSQL a single
+    `= ANY(array)` (one parameter, however many keys), elsewhere `IN` lists of IN_CHUNK keys."""
+    if conn.dialect.name != "postgresql":
+        yield from (column.in_(chunk) for chunk in in_chunks(keys))
+    elif keys:
+        yield column == any_(literal(list(keys), ARRAY(Text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,18 +382,25 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     now = utcnow()
     rows = [_row_values(account_id, c, now) for c in new_calls]
     _lock_call_ids(conn, account_id, [row["call_id"] for row in rows])
-    stmt = (
-        dialect_insert(conn, calls)
-        .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
-        .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
-    )
+    if bulk.enabled(conn):
+        inserted = bulk.insert(
+            conn, calls, rows, conflict=["account_id", "call_id"],
+            returning=["id", "call_id", "type", "status"],
+        )  # fmt: skip
+    else:
+        # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the
+        # driver's limits and compiles the statement once.
+        stmt = (
+            dialect_insert(conn, calls)
+            .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
+            .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
+        )
+        inserted = conn.execute(stmt, rows)
     created: dict[str, int] = {}
     tally: tallies.Tally = {}
     external: list[int] = []
     by_call_id = {row["call_id"]: row for row in rows}
-    # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the driver's
-    # limits and compiles the statement once.
-    for row in conn.execute(stmt, rows):
+    for row in inserted:
         created[row.call_id] = row.id
         values = by_call_id[row.call_id]
         tallies.count_in(tally, values["started_at"], row.type, row.status, _durations(values), +1)
@@ -469,12 +487,15 @@ def update_calls(
         tallies.count_in(
             tally, values["started_at"], values["type"], values["status"], _durations(values), +1
         )
-    stmt = (
-        update(calls)
-        .where(calls.c.id == bindparam("pk"), calls.c.account_id == account_id)
-        .values({name: bindparam(name) for name in params[0] if name != "pk"})
-    )
-    conn.execute(stmt, params)
+    if bulk.enabled(conn):
+        bulk.update(conn, calls, account_id, params)
+    else:
+        stmt = (
+            update(calls)
+            .where(calls.c.id == bindparam("pk"), calls.c.account_id == account_id)
+            .values({name: bindparam(name) for name in params[0] if name != "pk"})
+        )
+        conn.execute(stmt, params)
     tallies.add(conn, account_id, tally)
 
 
@@ -510,10 +531,8 @@ def get_many_by_call_id(
 ) -> dict[str, AnyRow]:
     ids = list(dict.fromkeys(call_ids))
     found: dict[str, AnyRow] = {}
-    for chunk in in_chunks(ids):
-        stmt = select(*CALL_COLUMNS).where(
-            calls.c.account_id == account_id, calls.c.call_id.in_(chunk)
-        )
+    for among in one_of(conn, calls.c.call_id, ids):
+        stmt = select(*CALL_COLUMNS).where(calls.c.account_id == account_id, among)
         found.update({row.call_id: row for row in conn.execute(stmt)})
     return found
 

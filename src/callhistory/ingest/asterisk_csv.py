@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
@@ -74,6 +76,7 @@ def import_stream(
     report: Report,
     progress: Progress | None = None,
     recordings_base: Path | None = None,
+    batch_lines: int = BATCH_LINES,
 ) -> None:
     """Import one Master.csv stream. `resume_key` (the file's absolute path) makes it resumable;
     `label` is how lines are named in the report. `gmt` None: tell UTC from local by the file's
@@ -99,55 +102,120 @@ def import_stream(
         report.notes.append(f"{label}: {guess.explain(layout.tz)}")
     tz: ZoneInfo | None = None if gmt else layout.tz
     without_linkedid = 0
-
-    batch: list[Cdr] = []
-    last_line = start_line
-
-    flushes = 0
-
-    def flush() -> None:
-        nonlocal flushes
+    batches = _batches(
+        _lines(itertools.chain(sample, raw_lines), start_line, last_offset),
+        tz, label, resumable=resume_key is not None, offset=last_offset, last_line=start_line,
+        size=batch_lines,
+    )  # fmt: skip
+    for flushes, batch in enumerate(_read_ahead(batches), start=1):
         with engine.begin() as conn:
-            report.outcome += store_legs(conn, account_id, batch, layout)
+            report.outcome += store_legs(conn, account_id, batch.legs, layout)
             if resume_key is not None:
                 cdrstore.save_import_offset(
-                    conn, account_id, resume_key, head, last_offset, last_line
+                    conn, account_id, resume_key, head, batch.offset, batch.last_line
                 )
-        batch.clear()
-        flushes += 1
+        report.lines_read += batch.lines
+        report.bad += batch.bad
+        report.notes += batch.notes
+        without_linkedid += batch.without_linkedid
         if flushes & (flushes - 1) == 0:  # after batches 1, 2, 4, 8...: the tables doubled
             with engine.begin() as conn:
                 cdrstore.refresh_statistics(conn)
-
-    for number, offset, raw, complete in _lines(
-        itertools.chain(sample, raw_lines), start_line, last_offset
-    ):
-        if not complete and resume_key is not None:
-            # Asterisk may be writing this very line: leave it for the next import.
-            report.notes.append(f"{label}:{number}: incomplete last line left for the next import")
-            break
-        report.lines_read += 1
-        if raw.strip():
-            try:
-                leg = parse_csv_line(decode(raw), tz)
-                batch.append(leg)
-                without_linkedid += leg.linkedid is None
-            except BadCdr as exc:
-                report.bad.append(BadLine(label, number, str(exc)))
-        last_offset, last_line = offset, number
-        if len(batch) >= BATCH_LINES:
-            flush()
-            if progress:
-                progress(offset, report.lines_read)
-    flush()
-    if progress:
-        progress(last_offset, report.lines_read)
+        if progress:
+            progress(batch.offset, report.lines_read)
     if without_linkedid:
         report.notes.append(
             f"{label}: {without_linkedid} lines have no linkedid, so the legs of one call are "
             "told apart by uniqueid only: queues, ring groups, transfers and call files may "
             "count as several calls. Fix: newcdrcolumns=yes in the [csv] section of cdr.conf"
         )
+
+
+@dataclass
+class _Batch:
+    """Lines read and parsed, to be stored in one transaction."""
+
+    offset: int  # bytes of the file read after this batch (where a resumed import starts)
+    last_line: int  # the number of its last line
+    legs: list[Cdr] = field(default_factory=list)
+    lines: int = 0
+    bad: list[BadLine] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    without_linkedid: int = 0
+
+
+def _batches(
+    lines: Iterator[tuple[int, int, bytes, bool]],
+    tz: ZoneInfo | None,
+    label: str,
+    *,
+    resumable: bool,
+    offset: int = 0,
+    last_line: int = 0,
+    size: int = BATCH_LINES,
+) -> Iterator[_Batch]:
+    """The parsed lines in batches of `size` legs; the last batch may hold none."""
+    batch: _Batch | None = None
+    for number, after, raw, complete in lines:
+        if batch is None:
+            batch = _Batch(offset=offset, last_line=last_line)
+        if not complete and resumable:
+            # Asterisk may be writing this very line: leave it for the next import.
+            batch.notes.append(f"{label}:{number}: incomplete last line left for the next import")
+            break
+        batch.lines += 1
+        if raw.strip():
+            try:
+                leg = parse_csv_line(decode(raw), tz)
+                batch.legs.append(leg)
+                batch.without_linkedid += leg.linkedid is None
+            except BadCdr as exc:
+                batch.bad.append(BadLine(label, number, str(exc)))
+        batch.offset, batch.last_line = after, number
+        if len(batch.legs) >= size:
+            yield batch
+            offset, last_line, batch = after, number, None
+    yield batch or _Batch(offset=offset, last_line=last_line)
+
+
+def _read_ahead(items: Iterator[_Batch], depth: int = 2) -> Iterator[_Batch]:
+    """The items, made by a thread while the caller works on the ones before: the next batch is
+    read and parsed while the last one is stored (the database driver lets go of the GIL while
+    it waits). An error in the thread is raised here; leaving early stops the thread."""
+    queue: Queue[tuple[_Batch | None, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[_Batch | None, BaseException | None]) -> None:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return
+            except Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                put((item, None))
+                if stop.is_set():
+                    return
+            put((None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((None, exc))
+
+    thread = threading.Thread(target=produce, name="csv-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is None:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def import_paths(
@@ -159,17 +227,19 @@ def import_paths(
     resume: bool = True,
     progress_for: Callable[[str, int | None], Progress] | None = None,
     recordings_base: Path | None = None,
+    batch_lines: int = BATCH_LINES,
 ) -> Report:
     """Import several files in order; `-` reads standard input (not resumable). `gmt`: True
     UTC, False the account's timezone, None tell by each file's lines. `recordings_base`
-    (RECORDINGS_DIR) lets calls link a recording the CDR does not name when its file exists."""
+    (RECORDINGS_DIR) lets calls link a recording the CDR does not name when its file exists.
+    `batch_lines`: legs per transaction."""
     report = Report()
     for name in paths:
         if name == STDIN:
             import_stream(
                 engine, account_id, sys.stdin.buffer, label="<stdin>", resume_key=None, gmt=gmt,
                 report=report, progress=progress_for(name, None) if progress_for else None,
-                recordings_base=recordings_base,
+                recordings_base=recordings_base, batch_lines=batch_lines,
             )  # fmt: skip
             continue
         path = Path(name)
@@ -178,6 +248,6 @@ def import_paths(
                 engine, account_id, stream, label=name,
                 resume_key=str(path.resolve()) if resume else None, gmt=gmt, report=report,
                 progress=progress_for(name, path.stat().st_size) if progress_for else None,
-                recordings_base=recordings_base,
+                recordings_base=recordings_base, batch_lines=batch_lines,
             )  # fmt: skip
     return report

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -76,15 +76,19 @@ class Cdr:
     peeraccount: str | None = None
     linkedid: str | None = None
     sequence: int | None = None
+    #: Identity of this CDR: the same leg read twice (re-import, replay) has the same key.
+    #: Computed once: a batch reads it to skip known legs, to order a call's legs and to store.
+    leg_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "leg_key", self._identity())
 
     @property
     def call_key(self) -> str:
         """Which phone call this leg belongs to: the linkedid, else the uniqueid."""
         return self.linkedid or self.uniqueid or f"{self.channel}@{self.start:%Y%m%d%H%M%S}"
 
-    @property
-    def leg_key(self) -> str:
-        """Identity of this CDR: the same leg read twice (re-import, replay) has the same key."""
+    def _identity(self) -> str:
         parts = (
             self.call_key, self.uniqueid, self.sequence, self.channel, self.dstchannel,
             self.start.isoformat(), self.end.isoformat(), self.disposition, self.billsec,

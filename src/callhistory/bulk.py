@@ -1,0 +1,91 @@
+"""A batch of rows as set-based SQL on PostgreSQL: the rows are COPYed into a temporary staging
+table, then one INSERT ... SELECT or UPDATE ... FROM moves them into the real table.
+
+A batch of thousands of calls or legs otherwise goes as one INSERT per row (the driver's
+executemany: each row its own round of parsing and planning on the server) or as multi-row
+VALUES statements with tens of thousands of parameters, which the driver re-parses in Python.
+COPY's rows are formatted by the driver's C code, and the server plans each statement once.
+SQLite keeps executemany, already one C loop in the same process. A Citus cluster keeps the
+multi-row VALUES too: a constant account per statement routes it to one shard, while a staging
+table lives on the coordinator alone.
+
+A staging table is created once per database session (`ON COMMIT DELETE ROWS`: it is empty again
+when the transaction ends, whether it commits or rolls back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Table, text
+
+from callhistory import citus
+
+
+def enabled(conn: Connection) -> bool:
+    """Whether batches go through staging tables on this connection: plain PostgreSQL."""
+    return conn.dialect.name == "postgresql" and not citus.sharded(conn)
+
+
+def _stage(
+    conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> str:
+    """COPY the rows' `names` (and their ordinal `n`) into a staging table shaped like `table`
+    (`pk` stands for its `id`); returns the staging table's name."""
+    quote = conn.dialect.identifier_preparer.quote
+    stage = f"stage_{table.name}_{'update' if 'pk' in names else 'insert'}"
+    columns = ", ".join(quote(name) for name in names)
+    shape = ", ".join("id AS pk" if name == "pk" else quote(name) for name in names)
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+        f" SELECT {shape}, CAST(0 AS bigint) AS n FROM {quote(table.name)} WITH NO DATA"
+    )
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a live connection inside a transaction
+    with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({columns}, n) FROM STDIN") as copy:
+        values = itemgetter(*names)
+        for n, row in enumerate(rows):
+            copy.write_row((*values(row), n))
+    return stage
+
+
+def insert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[str] = (),
+) -> CursorResult[Any]:
+    """INSERT the rows (all with the same keys) in their order, skipping those that conflict on
+    the unique index of `conflict`; the result's rows are `returning` of the inserted ones."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = list(rows[0])
+    stage = _stage(conn, table, names, rows)
+    columns = ", ".join(quote(name) for name in names)
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM {stage} ORDER BY n"
+        f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    )
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    return conn.execute(text(sql))
+
+
+def update(
+    conn: Connection, table: Table, account_id: int, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """UPDATE the account's rows of `table` by their `pk` (each row: `pk` and the new values)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = list(rows[0])
+    stage = _stage(conn, table, names, rows)
+    assignments = ", ".join(f"{quote(n)} = v.{quote(n)}" for n in names if n != "pk")
+    conn.execute(
+        text(
+            f"UPDATE {quote(table.name)} AS t SET {assignments} FROM {stage} AS v"
+            " WHERE t.account_id = :account AND t.id = v.pk"
+        ),
+        {"account": account_id},
+    )
