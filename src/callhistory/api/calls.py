@@ -30,6 +30,8 @@ from callhistory.api.deps import (
     SettingsDep,
     WriterDep,
     base_url,
+    in_one_trip,
+    recording_signer,
     require,
 )
 from callhistory.api.responses import JSONResponse
@@ -37,7 +39,7 @@ from callhistory.api.storage import NOT_FOUND as RECORDING_NOT_FOUND
 from callhistory.api.storage import RootsDep
 from callhistory.errors import CALL_NOT_FOUND, ApiError
 from callhistory.ingest import http as http_ingest
-from callhistory.models import ABILITY_RECORDINGS_DELETE
+from callhistory.models import ABILITY_CALLS_READ, ABILITY_RECORDINGS_DELETE
 from callhistory.store import AnyRow
 
 _ID = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits in BIGINT
@@ -68,29 +70,27 @@ RecordingsDeleterDep = Annotated[Principal, Depends(require(ABILITY_RECORDINGS_D
     responses=docs.errors(400, 401, 403, 422),
     openapi_extra={"parameters": docs.LIST_PARAMETERS},
 )
-def list_calls(
-    request: Request,
-    principal: ReaderDep,
-    conn: ConnDep,
-    settings: SettingsDep,
-    recording_url: RecordingUrlDep,
-) -> JSONResponse:
-    params = phpquery.parse(request.scope.get("query_string", b""))
-    call_query = query.parse(params, principal.timezone)
-    total, rows, integrations = store.list_page(conn, principal.scope, call_query)
-    data = [
-        resources.call_index(row, integrations[row.id], principal.timezone, recording_url)
-        for row in rows
-    ]
-    body = pagination.envelope(
-        data,
-        total=total,
-        page=call_query.page,
-        per_page=call_query.per_page,
-        path=f"{base_url(request, settings)}{router.prefix}",
-        params=params,
-    )
-    return JSONResponse(body)
+async def list_calls(request: Request, settings: SettingsDep) -> JSONResponse:
+    def page(conn: Connection, principal: Principal) -> JSONResponse:
+        params = phpquery.parse(request.scope.get("query_string", b""))
+        call_query = query.parse(params, principal.timezone)
+        total, rows, integrations = store.list_page(conn, principal.scope, call_query)
+        recording_url = recording_signer(request, settings, principal.account_id)
+        data = [
+            resources.call_index(row, integrations[row.id], principal.timezone, recording_url)
+            for row in rows
+        ]
+        body = pagination.envelope(
+            data,
+            total=total,
+            page=call_query.page,
+            per_page=call_query.per_page,
+            path=f"{base_url(request, settings)}{router.prefix}",
+            params=params,
+        )
+        return JSONResponse(body)
+
+    return await in_one_trip(request, ABILITY_CALLS_READ, page)
 
 
 @router.get(
