@@ -23,10 +23,14 @@ from sqlalchemy import Connection, CursorResult, Table, text
 
 from callhistory import citus
 
+#: Rows below which a batch goes as before: a staging table costs two more statements, more
+#: than a few rows' INSERTs (the AMI feed stores a leg or two at a time).
+MIN_ROWS = 100
 
-def enabled(conn: Connection) -> bool:
-    """Whether batches go through staging tables on this connection: plain PostgreSQL."""
-    return conn.dialect.name == "postgresql" and not citus.sharded(conn)
+
+def enabled(conn: Connection, rows: Sequence[object]) -> bool:
+    """Whether this batch goes through a staging table: on plain PostgreSQL, when it is big."""
+    return len(rows) >= MIN_ROWS and conn.dialect.name == "postgresql" and not citus.sharded(conn)
 
 
 def _stage(

@@ -382,7 +382,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     now = utcnow()
     rows = [_row_values(account_id, c, now) for c in new_calls]
     _lock_call_ids(conn, account_id, [row["call_id"] for row in rows])
-    if bulk.enabled(conn):
+    if bulk.enabled(conn, rows):
         inserted = bulk.insert(
             conn, calls, rows, conflict=["account_id", "call_id"],
             returning=["id", "call_id", "type", "status"],
@@ -487,7 +487,7 @@ def update_calls(
         tallies.count_in(
             tally, values["started_at"], values["type"], values["status"], _durations(values), +1
         )
-    if bulk.enabled(conn):
+    if bulk.enabled(conn, params):
         bulk.update(conn, calls, account_id, params)
     else:
         stmt = (
