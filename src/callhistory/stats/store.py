@@ -4,7 +4,8 @@ they can answer), and per external number. SQLAlchemy Core."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -81,6 +82,22 @@ def summary_rows(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[
     return conn.execute(stmt).all()
 
 
+@contextmanager
+def _grouped_by_sorting(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: group by sorting, not hashing, in the statements inside. Grouping a month's
+    callers finds as many groups as calls (each caller a new number), far beyond the planner's
+    estimate; a hash aggregate then spills to disk in hundreds of thousands of batches (424 s
+    for 257k callers at 1M calls, 1.6 s sorted). A sort spills in a few runs whatever the count."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET enable_hashagg")
+
+
 def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int]:
     """(unique, new): the numbers that called in (incoming calls) in the period, and those of
     them that had never called the account before it (whoever in the account they reached)."""
@@ -97,7 +114,8 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int
         before.c.started_at < query.started_from,
     )
     stmt = select(func.count(), func.sum(case((earlier, 0), else_=1))).select_from(numbers)
-    unique, new = conn.execute(stmt).one()
+    with _grouped_by_sorting(conn):
+        unique, new = conn.execute(stmt).one()
     return int(unique), int(new or 0)
 
 
@@ -255,16 +273,17 @@ def unreturned_page(
         query.within_hours,
     )  # fmt: skip
     waiting = select(missed).where(~reached)
-    rows = conn.execute(
-        waiting.add_columns(func.count().over().label("waiting"))
-        .order_by(missed.c.last_missed_at.desc(), missed.c.number)
-        .limit(query.per_page)
-        .offset((query.page - 1) * query.per_page)
-    ).all()
-    if rows:
-        total = rows[0].waiting
-    else:  # a page past the end still says how many there are
-        total = conn.execute(select(func.count()).select_from(waiting.subquery())).scalar_one()
+    with _grouped_by_sorting(conn):  # a month's missed callers: as many groups as calls
+        rows = conn.execute(
+            waiting.add_columns(func.count().over().label("waiting"))
+            .order_by(missed.c.last_missed_at.desc(), missed.c.number)
+            .limit(query.per_page)
+            .offset((query.page - 1) * query.per_page)
+        ).all()
+        if rows:
+            total = rows[0].waiting
+        else:  # a page past the end still says how many there are
+            total = conn.execute(select(func.count()).select_from(waiting.subquery())).scalar_one()
     page = [{k: v for k, v in row._asdict().items() if k != "waiting"} for row in rows]
     last_ids = last_missed_ids(conn, scope, query, [row["number"] for row in page])
     return [{**row, "last_call_id": last_ids[row["number"]]} for row in page], int(total)
