@@ -215,7 +215,9 @@ def _read_ahead(items: Iterator[_Batch], depth: int = 2) -> Iterator[_Batch]:
             yield item
     finally:
         stop.set()
-        thread.join()
+        # Bounded: a thread blocked reading a stalled pipe (stdin) must not hold up a Ctrl-C; it
+        # stops at its next batch, and it is a daemon.
+        thread.join(timeout=1)
 
 
 def import_paths(
