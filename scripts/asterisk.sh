@@ -37,7 +37,7 @@ build() {
   [ -f "$TARBALL" ] || { log "no Asterisk source at $TARBALL"; exit 1; }
   local work
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "$work"; trap - RETURN' RETURN  # once: not again when the next function returns
   log "building Asterisk $VERSION in $work (about 2-3 minutes)"
   tar -xzf "$TARBALL" -C "$work"
   (

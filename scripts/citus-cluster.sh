@@ -45,7 +45,9 @@ build() {
   [ -f "$TARBALL" ] || { log "no Citus source at $TARBALL"; exit 1; }
   local work
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  # Removed when build returns; the trap removes itself, or it would fire again when the next
+  # function returns, after `work` is gone (set -u: "work: unbound variable").
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
   log "building Citus $VERSION in $work (about 1-2 minutes)"
   tar -xzf "$TARBALL" -C "$work"
   (
