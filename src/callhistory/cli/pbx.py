@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +136,9 @@ def ami_command(
     Reconnects with backoff when the PBX goes away; keeps events in a local spool while the
     database is down; on stop, stores what it can and leaves the rest spooled for the next start.
     """
+    import asyncio  # here, not at the top: 36 ms of every other command's start-up
+    import signal
+
     from callhistory import accounts
     from callhistory.config import Settings
     from callhistory.ingest.ami import AmiFeed, AmiSettings
