@@ -61,9 +61,8 @@ def get_principal(request: Request, conn: ConnDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def authorized(conn: Connection, request: Request, ability: str) -> Principal:
-    """The token's principal if it may do `ability`: 401, then 403, as the dependencies below."""
-    principal = get_principal(request, conn)
+def allowed(principal: Principal, ability: str) -> Principal:
+    """The principal if it may do `ability`, else 403."""
     if not principal.can(ability):
         raise ApiError(403, UNAUTHORIZED)
     return principal
@@ -80,16 +79,14 @@ async def in_one_trip(
     def run() -> T:
         engine: Engine = request.app.state.engine
         with engine.begin() as conn:
-            return handler(conn, authorized(conn, request, ability))
+            return handler(conn, allowed(get_principal(request, conn), ability))
 
     return await run_in_threadpool(run)
 
 
 def require(ability: str) -> Callable[[Principal], Awaitable[Principal]]:
     async def check(principal: PrincipalDep) -> Principal:
-        if not principal.can(ability):
-            raise ApiError(403, UNAUTHORIZED)
-        return principal
+        return allowed(principal, ability)
 
     return check
 

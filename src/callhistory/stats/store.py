@@ -240,9 +240,9 @@ def last_missed_ids(
 ) -> dict[str, int]:
     """The id of each number's last missed call in the period (the latest start, then id)."""
     latest: dict[str, tuple[datetime, int]] = {}
-    for chunk in store.in_chunks(list(numbers)):
+    for among in store.one_of(conn, calls.c.src, list(numbers)):
         stmt = select(calls.c.src, calls.c.started_at, calls.c.id).where(
-            *_missed_conditions(scope, query), calls.c.src.in_(chunk)
+            *_missed_conditions(scope, query), among
         )
         for number, started_at, pk in conn.execute(stmt):
             if number not in latest or (started_at, pk) > latest[number]:
