@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
@@ -422,12 +424,20 @@ def test_upgrading_keeps_the_legs_and_their_call_key(tmp_path: Path) -> None:
     """Migration 0014 rebuilds SQLite's call_legs without its foreign key to accounts: the legs,
     their unique key (a re-import recognises them) and the cascade from their call stay."""
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
-    migrate.upgrade(engine, revision="0013")
+    migrate.upgrade(engine)
     with engine.begin() as conn:
         account = accounts.create_account(conn, "Old")
         accounts.set_pbx_config(conn, account, CONFIG)
     path = write(tmp_path, RING_GROUP_THIRD_ANSWERS + OUTBOUND)
     assert import_paths(engine, account, [str(path)], gmt=False).outcome.created == 4
+    config = Config()  # back to 0013 (today's code imports into today's schema only)
+    config.set_main_option("script_location", "callhistory:migrations")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0013")
+    with engine.begin() as conn:
+        keys = conn.execute(text("PRAGMA foreign_key_list(call_legs)")).all()
+        assert sorted(k.table for k in keys) == ["accounts", "calls"]
     migrate.upgrade(engine)
     with engine.begin() as conn:
         keys = conn.execute(text("PRAGMA foreign_key_list(call_legs)")).all()

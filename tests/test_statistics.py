@@ -348,13 +348,15 @@ def random_calls(rng: random.Random, account_id: int) -> list[NewCall]:
             seconds = seconds // 900 * 900 + rng.choice([-1, 0, 1])
         kind = rng.choice([IN, IN, OUT, INT])
         conversation = rng.choice([0, 12, 95])
-        caller = f"99890{rng.randrange(40):07d}" if kind is IN else "100"
+        phone, extension = f"99890{rng.randrange(40):07d}", rng.choice(["100", "101", "1002"])
+        caller = phone if kind is IN else rng.choice(["100", "101"])
         out.append(
             new_call(
                 account_id,
                 n,
                 type=kind,
                 src=caller,
+                dst=phone if kind is OUT else extension,
                 conversation=conversation,
                 duration=conversation + rng.randrange(1, 30),
                 started_at=START + timedelta(seconds=max(seconds, 0)),
@@ -364,7 +366,9 @@ def random_calls(rng: random.Random, account_id: int) -> list[NewCall]:
     return out
 
 
-@pytest.mark.parametrize("timezone", ["Asia/Kolkata", "America/New_York", "Asia/Kathmandu"])
+@pytest.mark.parametrize(
+    "timezone", ["Asia/Kolkata", "America/New_York", "Asia/Kathmandu", "America/Havana"]
+)
 def test_reports_match_a_plain_reading(
     client: TestClient,
     make_tenant: Callable[..., Tenant],
@@ -385,6 +389,11 @@ def test_reports_match_a_plain_reading(
         hi = lo + timedelta(seconds=rng.randrange(0, 5 * 86400))
         if rng.random() < 0.3:
             lo = lo.replace(minute=0, second=0)
+        if rng.random() < 0.3:  # whole local days: the rollups by day answer
+            lo, hi = (
+                lo.replace(hour=0, minute=0, second=0),
+                hi.replace(hour=23, minute=59, second=59),
+            )
         period = {"from": f"{lo:%Y-%m-%d %H:%M:%S}", "to": f"{hi:%Y-%m-%d %H:%M:%S}"}
         numbers = rng.choice([None, "781130590", "712005060,781130590"])
         if numbers:
@@ -443,12 +452,68 @@ def test_reports_match_a_plain_reading(
             grid[CallStatus.NOT_ANSWERED],
         ), period
 
+        per_number = Counter((c.external_number, c.type, c.status) for c in inside if c.type != INT)
+        expected_numbers = [
+            {
+                "external_number": number,
+                **{
+                    NAMES[k]: {
+                        "answered": per_number[number, k, CallStatus.ANSWERED],
+                        "not_answered": per_number[number, k, CallStatus.NOT_ANSWERED],
+                        "total": per_number[number, k, CallStatus.ANSWERED]
+                        + per_number[number, k, CallStatus.NOT_ANSWERED],
+                    }
+                    for k in (IN, OUT)
+                },
+                "total": sum(n for (e, _, _), n in per_number.items() if e == number),
+            }
+            for number in sorted({e for e, _, _ in per_number})
+        ]
+        expected_numbers.sort(key=lambda e: -e["total"])
+        got = get(client, tenant, "calls-by-external-number", **period)
+        assert got == (200, ok(expected_numbers)), period
+
+        status = rng.choice([None, CallStatus.ANSWERED, CallStatus.NOT_ANSWERED])
+        assert get(
+            client,
+            tenant,
+            "calls-by-users",
+            **period,
+            **({"status": str(int(status))} if status else {}),
+        ) == (200, ok(plain_users(inside, status))), (period, status)
+
         sla = rng.choice([None, 0, 20, 60])
         asked = period if sla is None else {**period, "sla": str(sla)}
         assert get(client, tenant, "summary", **asked) == (
             200,
             ok(plain_summary(inside, stored, lo, 20 if sla is None else sla, local)),
         ), asked
+
+
+def plain_users(inside: list[NewCall], status: CallStatus | None) -> list[dict[str, Any]]:
+    """calls-by-users read plainly: each extension's calls placed (outgoing, internal) and
+    received (incoming, internal); the extensions are 2-5 digits (the default layout)."""
+    found: dict[str, dict[str, int]] = {}
+    for c in inside:
+        if status is not None and c.status != status:
+            continue
+        for number, direction, kinds in (
+            (c.src, "outgoing", (OUT, INT)),
+            (c.dst, "incoming", (IN, INT)),
+        ):
+            if c.type in kinds and number.isdigit() and 2 <= len(number) <= 5:
+                entry = found.setdefault(
+                    number,
+                    {
+                        f"{d}_{m}": 0
+                        for d in ("outgoing", "incoming")
+                        for m in ("count", "duration", "conversation")
+                    },
+                )
+                entry[f"{direction}_count"] += 1
+                entry[f"{direction}_duration"] += c.duration
+                entry[f"{direction}_conversation"] += c.conversation
+    return [{"number": n, **found[n]} for n in sorted(found, key=lambda n: (len(n), n))]
 
 
 def plain_summary(

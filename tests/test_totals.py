@@ -5,8 +5,9 @@ plain count, and deep pages read backwards. Both databases; calls re-merged in b
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,6 +52,9 @@ def random_call(rng: random.Random, account_id: int, n: int) -> NewCall:
         duration=conversation + rng.randrange(0, 40),
         conversation=conversation,
         type=rng.choice(list(TYPES.values())),
+        src=rng.choice(["100", "101", "998901112233"]),
+        dst=rng.choice(["102", "998907654321", ""]),
+        external_number=rng.choice(["781130590", "712005060", None, ""]),
     )
 
 
@@ -89,18 +93,57 @@ def randomized(
     return tenant, ZoneInfo("Asia/Kolkata")
 
 
-def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     """The rollups and counters that hold calls (a row moved to zero may stay behind)."""
     rollups = (
         "SELECT account_id, bucket, type, status, calls, duration, conversation FROM call_rollups"
         " WHERE calls <> 0 OR duration <> 0 OR conversation <> 0"
     )
     counts = "SELECT account_id, type, status, calls FROM call_counts WHERE calls <> 0"
+    numbers = (
+        "SELECT account_id, side, day, number, type, status, calls, duration, conversation"
+        " FROM number_rollups WHERE calls <> 0 OR duration <> 0 OR conversation <> 0"
+    )
     with db.connect() as conn:
-        return (
-            sorted(map(tuple, conn.execute(text(rollups)))),
-            sorted(map(tuple, conn.execute(text(counts)))),
+        return tuple(
+            sorted(map(tuple, conn.execute(text(sql)))) for sql in (rollups, counts, numbers)
         )
+
+
+def numbers_truth(db: Engine) -> list[tuple[Any, ...]]:
+    """number_rollups read plainly from the calls: each call's local day in its account's zone,
+    under its external number, the src of a call placed inside, the dst of one received."""
+    found: Counter[tuple[Any, ...]] = Counter()
+    with db.connect() as conn:
+        zones = {
+            a: ZoneInfo(tz) for a, tz in conn.execute(text("SELECT id, timezone FROM accounts"))
+        }
+        rows = conn.execute(text(
+            "SELECT account_id, started_at, type, status, src, dst, external_number, duration,"
+            " conversation FROM calls"
+        )).all()  # fmt: skip
+    for r in rows:
+        started = (
+            r.started_at
+            if isinstance(r.started_at, datetime)
+            else datetime.fromisoformat(r.started_at)
+        )
+        day = (
+            started.replace(tzinfo=UTC).astimezone(zones[r.account_id]).date() - date(1970, 1, 1)
+        ).days
+        sides = [(1, r.external_number)] if r.external_number else []
+        sides += [(2, r.src)] if r.type != CallType.INCOMING else []
+        sides += [(3, r.dst)] if r.type != CallType.OUTGOING else []
+        for side, number in sides:
+            key = (r.account_id, side, day + tallies.KEY_BASE // 96, number, r.type, r.status)
+            found[(*key, "calls")] += 1
+            found[(*key, "duration")] += r.duration
+            found[(*key, "conversation")] += r.conversation
+    keys = sorted({k[:-1] for k in found})
+    return [
+        (*k, found[(*k, "calls")], found[(*k, "duration")], found[(*k, "conversation")])
+        for k in keys
+    ]
 
 
 def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
@@ -122,12 +165,15 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
+            numbers_truth(db),
         )
+    assert len(truth[2]) > 100  # every side, both accounts, several days
     kept = tallies_of(db)
     assert kept == truth
     with db.begin() as conn:  # a fault for the rebuild to repair
         conn.execute(text("UPDATE call_rollups SET calls = calls + 1"))
         conn.execute(text("DELETE FROM call_counts"))
+        conn.execute(text("UPDATE number_rollups SET duration = duration + 1 WHERE side = 2"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -136,6 +182,13 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
     assert tallies_of(db) == truth
     missing = CliRunner().invoke(app, ["stats", "rebuild", "--account", "99"], env=cli_env)
     assert (missing.exit_code, missing.output) == (1, "error: No account with id 99.\n")
+    # Another timezone moves the calls' local days: recounted with the change.
+    moved = CliRunner().invoke(
+        app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
+    )
+    assert moved.exit_code == 0, moved.output
+    assert tallies_of(db) == (*truth[:2], numbers_truth(db))
+    assert numbers_truth(db) != truth[2]
 
 
 def test_totals_and_pages_match_plain_sql(
@@ -253,3 +306,47 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
                 body = client.get(URL, params=params, headers=tenant.headers).json()
                 start = (page - 1) * per_page
                 assert [c["id"] for c in body["data"]] == truth[start : start + per_page], params
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "America/Santiago",  # 2026-04-05 00:00 back to 23:00: a day in two stretches
+        "America/Havana",  # 2026-03-08 00:00 forward to 01:00: a day without its first hour
+        "Australia/Lord_Howe",  # half-hour daylight saving
+        "Pacific/Chatham",  # UTC+12:45
+        "Europe/Berlin",
+    ],
+)
+def test_whole_days_and_edges_cover_a_period_once(zone: str) -> None:
+    """tallies.Days: every instant of a period is in exactly one whole local day (a day key the
+    instant has, all of whose instants are in the period) or one edge; none outside it."""
+    tz = ZoneInfo(zone)
+    rng = random.Random(zone)
+    transitions = [datetime(2026, 3, 7, 12), datetime(2026, 4, 3), datetime(2026, 9, 5),
+                   datetime(2026, 10, 24)]  # fmt: skip
+    cut = 0
+    for _ in range(40):
+        lo = rng.choice(transitions) + timedelta(seconds=rng.randrange(0, 3 * 86400))
+        if rng.random() < 0.5:  # local midnight, as a whole-day filter gives
+            day = lo.replace(tzinfo=UTC).astimezone(tz).replace(hour=0, minute=0, second=0)
+            lo = day.astimezone(UTC).replace(tzinfo=None)
+        hi = lo + timedelta(seconds=rng.randrange(0, 4 * 86400))
+        days = tallies.Days.of(lo, hi, tz)
+        cut += days is not None
+        probes = {lo, hi, lo - timedelta(seconds=1), hi + timedelta(seconds=1)}
+        start = tallies.start_of(tallies.bucket_of(lo) - 96)
+        for n in range(int((hi - lo).total_seconds()) // 900 + 200):
+            at = start + timedelta(seconds=900 * n)
+            probes |= {at, at + timedelta(seconds=1), at + timedelta(seconds=899)}
+        for at in sorted(probes):
+            key = tallies.day_key(tallies.bucket_of(at), tz)
+            local_day = (at.replace(tzinfo=UTC).astimezone(tz).date() - date(1970, 1, 1)).days
+            assert key == local_day + tallies.KEY_BASE // 96, at
+            inside = lo <= at <= hi
+            if days is None:  # no whole day: the caller counts the period's calls
+                continue
+            whole = any(a <= key <= b for a, b in days.runs)
+            edges = sum(a <= at < b or (included and at == b) for a, b, included in days.edges)
+            assert (whole or edges == 1) == inside and not (whole and edges), (lo, hi, at)
+    assert cut > 20

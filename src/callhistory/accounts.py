@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import OperationalError
 
-from callhistory import citus
+from callhistory import citus, tallies
 from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, ADMIN_ABILITIES, DEFAULT_TIMEZONE, UserType
 from callhistory.schema import (
@@ -208,13 +208,15 @@ def set_pbx_config(conn: Connection, account_id: int, config: PbxConfig) -> None
 
 def set_timezone(conn: Connection, account_id: int, timezone: str) -> None:
     """Change the account's timezone: shown times and the day filters follow it; calls already
-    stored keep their instants (CDRs are stored in UTC)."""
-    check_timezone(timezone)
+    stored keep their instants (CDRs are stored in UTC), and their rollups by local day are
+    recounted in the new zone (after every ingest that read the old one has committed)."""
+    zone = check_timezone(timezone)
     conn.execute(
         update(accounts)
         .where(accounts.c.id == account_id)
         .values(timezone=timezone, updated_at=utcnow())
     )
+    tallies.rebuild_days(conn, account_id, zone)
 
 
 def set_recording_retention(conn: Connection, account_id: int, days: int | None) -> None:

@@ -34,6 +34,7 @@ DISTRIBUTED_TABLES = (
     "call_counts",
     "call_rollups",
     "import_files",
+    "number_rollups",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).
@@ -64,6 +65,19 @@ def sharded(conn: Connection) -> bool:
     return bool(known)
 
 
+def _exists(conn: Connection, table: str) -> bool:
+    found = conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar_one()
+    return bool(found)
+
+
+def distribute_table(conn: Connection, table: str) -> None:
+    """Shard one table by account_id, co-located with `calls` (`calls` itself: with nothing)."""
+    conn.execute(
+        text("SELECT create_distributed_table(:t, 'account_id', colocate_with => :c)"),
+        {"t": table, "c": "none" if table == "calls" else "calls"},
+    )
+
+
 def distributed(conn: Connection) -> bool:
     """Whether `calls` is already a distributed table."""
     found = conn.execute(
@@ -88,13 +102,12 @@ def distribute(conn: Connection) -> bool:
     conn.execute(text("DROP INDEX ix_calls_account_id"))
     for table in REFERENCE_TABLES:
         conn.execute(text("SELECT create_reference_table(:t)"), {"t": table})
-    for table in DISTRIBUTED_TABLES:
-        conn.execute(
-            text("SELECT create_distributed_table(:t, 'account_id', colocate_with => :c)"),
-            {"t": table, "c": "none" if table == "calls" else "calls"},
-        )
+    # A table a later migration creates is distributed by that migration (distribute_table).
+    tables = [t for t in DISTRIBUTED_TABLES if _exists(conn, t)]
+    for table in tables:
+        distribute_table(conn, table)
     # The rows now live in the shards; the coordinator's copies of them are dead weight.
-    for table in (*REFERENCE_TABLES, *DISTRIBUTED_TABLES):
+    for table in (*REFERENCE_TABLES, *tables):
         conn.execute(text("SELECT truncate_local_data_after_distributing_table(:t)"), {"t": table})
     # Between co-located shards, as Citus allows once both sides are distributed.
     for table, constraint in _CALL_FOREIGN_KEYS:

@@ -169,6 +169,26 @@ call_rollups = Table(
     Column("conversation", BigInteger, nullable=False),
 )
 
+# The account's calls per local day (`day`: `tallies.day_key` of the start, in the account's
+# timezone) by one number they carry: `side` says which (`tallies.EXTERNAL`: the external number,
+# `CALLER`: the src of outgoing and internal calls, `CALLEE`: the dst of incoming and internal
+# ones), with type, status and summed durations. Kept like `call_rollups`; rebuilt when the
+# account's timezone changes. The statistics per external number and per extension read a month
+# of it (a few thousand rows) instead of grouping millions of calls.
+number_rollups = Table(
+    "number_rollups",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("side", SmallInteger, primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("number", String(255), primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("duration", BigInteger, nullable=False),
+    Column("conversation", BigInteger, nullable=False),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).

@@ -385,7 +385,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     if bulk.enabled(conn, rows):
         inserted = bulk.insert(
             conn, calls, rows, conflict=["account_id", "call_id"],
-            returning=["id", "call_id", "type", "status"],
+            returning=["id", "call_id", "type"],
         )  # fmt: skip
     else:
         # executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs sized to the
@@ -393,17 +393,16 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         stmt = (
             dialect_insert(conn, calls)
             .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
-            .returning(calls.c.id, calls.c.call_id, calls.c.type, calls.c.status)
+            .returning(calls.c.id, calls.c.call_id, calls.c.type)
         )
         inserted = conn.execute(stmt, rows)
     created: dict[str, int] = {}
-    tally: tallies.Tally = {}
+    tally = tallies.Tally()
     external: list[int] = []
     by_call_id = {row["call_id"]: row for row in rows}
     for row in inserted:
         created[row.call_id] = row.id
-        values = by_call_id[row.call_id]
-        tallies.count_in(tally, values["started_at"], row.type, row.status, _durations(values), +1)
+        tally.count(by_call_id[row.call_id], +1)
         if row.type != CallType.INTERNAL:
             external.append(row.id)
     tallies.add(conn, account_id, tally)
@@ -476,17 +475,13 @@ def update_calls(
         return
     now = utcnow()
     params = []
-    tally: tallies.Tally = {}
+    tally = tallies.Tally()
     for old, call in changes:
         values = _row_values(account_id, call, now)
         del values["account_id"], values["call_id"], values["created_at"]
         params.append({"pk": old.id, **values})
-        tallies.count_in(
-            tally, old.started_at, old.type, old.status, (old.duration, old.conversation), -1
-        )
-        tallies.count_in(
-            tally, values["started_at"], values["type"], values["status"], _durations(values), +1
-        )
+        tally.count(old, -1)
+        tally.count(values, +1)
     if bulk.enabled(conn, params):
         bulk.update(conn, calls, account_id, params)
     else:
@@ -497,10 +492,6 @@ def update_calls(
         )
         conn.execute(stmt, params)
     tallies.add(conn, account_id, tally)
-
-
-def _durations(values: dict[str, Any]) -> tuple[int, int]:
-    return values["duration"], values["conversation"]
 
 
 def changed_fields(old: AnyRow, call: NewCall) -> set[str]:

@@ -1,7 +1,8 @@
-"""Derived counts of calls: per account by type and status (`call_counts`), and the same per
-quarter-hour of the start with summed durations (`call_rollups`). Kept in step with `calls` by the
-store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
-`stats rebuild` command). Totals over a period and the statistics read them.
+"""Derived counts of calls: per account by type and status (`call_counts`), the same per
+quarter-hour of the start with summed durations (`call_rollups`), and per local day and number
+(`number_rollups`). Kept in step with `calls` by the store in the same transaction; rebuilt from the
+calls by `rebuild` (after a bulk load, or by the `stats rebuild` command). Totals over a period and
+the statistics read them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,35 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, case, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 
-from callhistory.schema import BUCKET_SECONDS, call_counts, call_rollups, dialect_insert
+from callhistory.models import CallType
+from callhistory.schema import (
+    BUCKET_SECONDS,
+    accounts,
+    call_counts,
+    call_rollups,
+    calls,
+    dialect_insert,
+    number_rollups,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -81,68 +105,164 @@ class Period:
         return edges
 
 
-#: (bucket, type, status) → [calls, duration, conversation] to add to an account's tallies.
-Tally = dict[tuple[int, int, int], list[int]]
+@dataclass(frozen=True, slots=True)
+class Days:
+    """A period (both ends given) cut into runs of whole local days (read from `number_rollups`)
+    and the times around them (read from the calls): the edges before the first whole day and
+    after the last, and, where a day is not one stretch of time (a zone that turns its clocks
+    back over midnight), around it."""
+
+    runs: tuple[tuple[int, int], ...]  # (first day key, last day key), inclusive
+    edges: tuple[tuple[datetime, datetime, bool], ...]  # (from, to, whether `to` is included)
+
+    @classmethod
+    def of(cls, started_from: datetime, started_to: datetime, zone: ZoneInfo) -> Days | None:
+        """The cut, or None when the period holds no whole local day (count its calls)."""
+        period = Period.of(started_from, started_to)
+        if period is None or period.first is None or period.last is None:
+            return None
+        first, last = period.first, period.last
+        # (day key, first bucket, last bucket) in time order, a day a day's stretch of buckets.
+        stretches: list[tuple[int, int, int]] = []
+        pieces = offsets(zone, first - 96, last + 96)
+        for (start, off), end in zip(pieces, [p for p, _ in pieces[1:]] + [last + 97], strict=True):
+            bucket = start
+            while bucket < end:
+                key = (bucket + off + KEY_BASE) // 96
+                top = min(end - 1, 96 * (key + 1) - off - KEY_BASE - 1)
+                if stretches and stretches[-1][0] == key:  # a day across a transition
+                    stretches[-1] = (key, stretches[-1][1], top)
+                else:
+                    stretches.append((key, bucket, top))
+                bucket = top + 1
+        seen = Counter(key for key, _, _ in stretches)
+        runs: list[list[int]] = []  # [first key, last key, first bucket, last bucket]
+        for key, lo, hi in stretches:
+            if seen[key] != 1 or lo < first or hi > last:
+                continue
+            if runs and runs[-1][1] == key - 1 and runs[-1][3] == lo - 1:
+                runs[-1][1], runs[-1][3] = key, hi
+            else:
+                runs.append([key, key, lo, hi])
+        if not runs:
+            return None
+        bounds = [started_from, *(t for r in runs for t in (start_of(r[2]), start_of(r[3] + 1)))]
+        edges = [
+            (lo, hi, False) for lo, hi in zip(bounds[::2], bounds[1::2], strict=False) if lo < hi
+        ]
+        if start_of(runs[-1][3] + 1) <= started_to:
+            edges.append((start_of(runs[-1][3] + 1), started_to, True))
+        return cls(tuple((r[0], r[1]) for r in runs), tuple(edges))
+
+    def whole_days(self, day: Any) -> ColumnElement[bool]:
+        return or_(*(day.between(lo, hi) for lo, hi in self.runs))
+
+    def around(self, started_at: Any) -> list[ColumnElement[bool]]:
+        """A condition on the start time for each edge."""
+        return [
+            and_(started_at >= lo, started_at <= hi if included else started_at < hi)
+            for lo, hi, included in self.edges
+        ]
 
 
-def count_in(
-    tally: Tally,
-    started_at: datetime,
-    type_: int,
-    status: int,
-    durations: tuple[int, int],
-    sign: int,
-) -> None:
-    """Add (sign +1) or take away (-1) a call: its start, type, status, duration, conversation."""
-    moved = tally.setdefault((bucket_of(started_at), type_, status), [0, 0, 0])
-    moved[0] += sign
-    moved[1] += sign * durations[0]
-    moved[2] += sign * durations[1]
+#: The sides of a call whose number `number_rollups` counts it by.
+EXTERNAL, CALLER, CALLEE = 1, 2, 3
+
+
+def sides(type_: int, src: str, dst: str, external_number: str | None) -> list[tuple[int, str]]:
+    """(side, number) for each number the call is counted by in `number_rollups`: its external
+    number if it has one, its src if it was placed inside (outgoing, internal), its dst if it was
+    received inside (incoming, internal)."""
+    found = [(EXTERNAL, external_number)] if external_number else []
+    if type_ != CallType.INCOMING:
+        found.append((CALLER, src))
+    if type_ != CallType.OUTGOING:
+        found.append((CALLEE, dst))
+    return found
+
+
+class Tally:
+    """Calls to add to (or take away from) an account's counters and rollups, gathered over a
+    batch and written by `add` in one upsert per table."""
+
+    def __init__(self) -> None:
+        #: (bucket, type, status) → [calls, duration, conversation]
+        self.buckets: dict[tuple[int, int, int], list[int]] = {}
+        #: (bucket, side, number, type, status) → [calls, duration, conversation]
+        self.numbers: dict[tuple[int, int, str, int, int], list[int]] = {}
+
+    def count(self, call: Any, sign: int) -> None:
+        """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
+        started_at, type, status, duration, conversation, src, dst and external_number."""
+        if isinstance(call, dict):
+            call = SimpleNamespace(**call)
+        bucket, type_, status = bucket_of(call.started_at), int(call.type), int(call.status)
+        measures = (sign, sign * call.duration, sign * call.conversation)
+        _move(self.buckets.setdefault((bucket, type_, status), [0, 0, 0]), measures)
+        for side, number in sides(type_, call.src, call.dst, call.external_number):
+            key = (bucket, side, number, type_, status)
+            _move(self.numbers.setdefault(key, [0, 0, 0]), measures)
+
+
+def _move(into: list[int], measures: tuple[int, int, int]) -> None:
+    for i, value in enumerate(measures):
+        into[i] += value
+
+
+def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Add the rows' measures to the table's (inserting the keys it lacks)."""
+    if not rows:
+        return
+    insert = dialect_insert(conn, table)
+    measures = [c.name for c in table.columns if c.name not in keys]
+    stmt = insert.on_conflict_do_update(
+        index_elements=keys,
+        set_={name: table.c[name] + insert.excluded[name] for name in measures},
+    )
+    conn.execute(stmt, rows)
 
 
 def add(conn: Connection, account_id: int, tally: Tally) -> None:
     """Move the account's counters and rollups by `tally`; concurrency-safe (upserts in one
-    order, so concurrent batches never deadlock on them)."""
+    order, so concurrent batches never deadlock on them; and the account's timezone, which keys
+    the local days, read under a share lock that a change of the timezone waits for)."""
     counts: Counter[tuple[int, int]] = Counter()
-    rollups = []
-    for (bucket, type_, status), (n, duration, conversation) in sorted(tally.items()):
-        counts[type_, status] += n
-        if n or duration or conversation:
-            rollups.append(
-                {
-                    "account_id": account_id,
-                    "bucket": bucket,
-                    "type": type_,
-                    "status": status,
-                    "calls": n,
-                    "duration": duration,
-                    "conversation": conversation,
-                }
-            )
-    if rollups:
-        insert = dialect_insert(conn, call_rollups)
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=["account_id", "bucket", "type", "status"],
-                set_={
-                    name: call_rollups.c[name] + insert.excluded[name]
-                    for name in ("calls", "duration", "conversation")
-                },
-            ),
-            rollups,
-        )
-    rows = [
-        {"account_id": account_id, "type": t, "status": s, "calls": n}
-        for (t, s), n in sorted(counts.items())
-        if n
+    for (_, type_, status), moved in tally.buckets.items():
+        counts[type_, status] += moved[0]
+    names = ["account_id", "bucket", "type", "status"]
+    _upsert(conn, call_rollups, names, _rows(account_id, names, tally.buckets))
+    if tally.numbers:
+        zone = _locked_zone(conn, account_id)
+        days: dict[tuple[Any, ...], list[int]] = {}
+        for (bucket, side, number, type_, status), moved in tally.numbers.items():
+            key = (side, day_key(bucket, zone), number, type_, status)
+            _move(days.setdefault(key, [0, 0, 0]), (moved[0], moved[1], moved[2]))
+        names = ["account_id", "side", "day", "number", "type", "status"]
+        _upsert(conn, number_rollups, names, _rows(account_id, names, days))
+    names = ["account_id", "type", "status"]
+    _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
+
+
+def _rows(account_id: int, names: list[str], tallied: dict[Any, list[int]]) -> list[dict[str, Any]]:
+    """Upsert rows of the keys (named after the account) that move something, in key order."""
+    measures = ("calls", "duration", "conversation")
+    return [
+        {
+            **dict(zip(names, (account_id, *key), strict=True)),
+            **dict(zip(measures, moved, strict=False)),
+        }
+        for key, moved in sorted(tallied.items())
+        if any(moved)
     ]
-    if rows:
-        insert = dialect_insert(conn, call_counts)
-        stmt = insert.on_conflict_do_update(
-            index_elements=["account_id", "type", "status"],
-            set_={"calls": call_counts.c.calls + insert.excluded.calls},
-        )
-        conn.execute(stmt, rows)
+
+
+def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
+    """The account's timezone, read FOR SHARE on PostgreSQL: `set_timezone` (an UPDATE of the
+    row) waits until this transaction's days are written, and then rebuilds them."""
+    stmt = select(accounts.c.timezone).where(accounts.c.id == account_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(read=True)
+    return ZoneInfo(conn.execute(stmt).scalar_one())
 
 
 def rebuild(conn: Connection, account_id: int) -> None:
@@ -169,6 +289,39 @@ def rebuild(conn: Connection, account_id: int) -> None:
         ),
         args,
     )
+    rebuild_days(conn, account_id, _locked_zone(conn, account_id))
+
+
+def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
+    """Recount the account's `number_rollups` from its calls, in `zone`."""
+    conn.execute(number_rollups.delete().where(number_rollups.c.account_id == account_id))
+    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
+    day = (bucket + KEY_BASE) // 96 - KEY_BASE // 96  # floor, before 1970 too
+    utc_days = select(day.label("d")).where(calls.c.account_id == account_id).distinct()
+    found = sorted(int(d) for (d,) in conn.execute(utc_days))
+    if not found:
+        return
+    day = local_key(bucket, offsets_on(zone, found), 96)
+    mine = calls.c.account_id == account_id
+    taken = [
+        (EXTERNAL, calls.c.external_number, [calls.c.external_number.is_not(None),
+                                             calls.c.external_number != ""]),
+        (CALLER, calls.c.src, [calls.c.type != int(CallType.INCOMING)]),
+        (CALLEE, calls.c.dst, [calls.c.type != int(CallType.OUTGOING)]),
+    ]  # fmt: skip
+    for side, number, conditions in taken:
+        measured = (
+            literal(account_id), literal(side), day, number, calls.c.type, calls.c.status,
+            func.count(), func.sum(calls.c.duration), func.sum(calls.c.conversation),
+        )  # fmt: skip
+        grouped = (
+            select(*measured)
+            .where(mine, *conditions)
+            .group_by(day, number, calls.c.type, calls.c.status)
+        )
+        columns = ["account_id", "side", "day", "number", "type", "status", "calls",
+                   "duration", "conversation"]  # fmt: skip
+        conn.execute(number_rollups.insert().from_select(columns, grouped))
 
 
 #: Buckets added before dividing local buckets into hours or days, so the dividend is positive
@@ -176,28 +329,51 @@ def rebuild(conn: Connection, account_id: int) -> None:
 KEY_BASE = 96 * 7 * 200_000
 
 
-def offsets(zone: ZoneInfo, first: int, last: int) -> list[tuple[int, int]]:
-    """The zone's UTC offsets over buckets first..last, in buckets: [(from bucket, offset)], the
-    first from `first` on, each next from the bucket its transition starts."""
+#: The moments an offset is read at are kept inside these, so that converting never overflows.
+_EARLIEST, _LATEST = datetime(1, 1, 2), datetime(9999, 12, 30)
 
-    def offset(bucket: int) -> int:
-        moment = start_of(bucket).replace(tzinfo=UTC).astimezone(zone)
-        return int((moment.utcoffset() or timedelta()).total_seconds()) // BUCKET_SECONDS
 
-    found = [(first, offset(first))]
-    step = 96  # a day: no zone changes its offset twice in one
-    previous = first
-    for sample in [*range(first + step, last, step), last]:
+def _offset(zone: ZoneInfo, bucket: int) -> int:
+    """The zone's UTC offset at the start of a bucket, in whole buckets (rounded down)."""
+    moment = min(max(start_of(bucket), _EARLIEST), _LATEST)
+    local = moment.replace(tzinfo=UTC).astimezone(zone)
+    return int((local.utcoffset() or timedelta()).total_seconds()) // BUCKET_SECONDS
+
+
+def day_key(bucket: int, zone: ZoneInfo) -> int:
+    """The local day a bucket falls in (`local_key` with per=96, in Python): `number_rollups`'
+    `day`."""
+    return (bucket + _offset(zone, bucket) + KEY_BASE) // 96
+
+
+def _pieces(zone: ZoneInfo, samples: list[int]) -> list[tuple[int, int]]:
+    """The zone's offsets at the sorted buckets `samples`: [(from bucket, offset)], the first
+    from `samples[0]` on, each next from the bucket its transition starts (found between two
+    samples that differ; no zone changes its offset twice in a day)."""
+    found = [(samples[0], _offset(zone, samples[0]))]
+    previous = samples[0]
+    for sample in samples[1:]:
         if sample <= previous:
             continue
-        if offset(sample) != found[-1][1]:
+        if _offset(zone, sample) != found[-1][1]:
             lo, hi = previous, sample  # offset(lo) is the old one, offset(hi) the new
             while hi - lo > 1:
                 middle = (lo + hi) // 2
-                lo, hi = (middle, hi) if offset(middle) == found[-1][1] else (lo, middle)
-            found.append((hi, offset(hi)))
+                lo, hi = (middle, hi) if _offset(zone, middle) == found[-1][1] else (lo, middle)
+            found.append((hi, _offset(zone, hi)))
         previous = sample
     return found
+
+
+def offsets(zone: ZoneInfo, first: int, last: int) -> list[tuple[int, int]]:
+    """The zone's UTC offsets over buckets first..last, in buckets (see `_pieces`)."""
+    return _pieces(zone, [*range(first, last, 96), last])
+
+
+def offsets_on(zone: ZoneInfo, utc_days: list[int]) -> list[tuple[int, int]]:
+    """The zone's UTC offsets over the sorted UTC days given (days since the epoch): right on
+    those days, whatever they are between them."""
+    return _pieces(zone, [b for d in utc_days for b in (d * 96, d * 96 + 95)])
 
 
 def local_key(bucket: Any, zone_offsets: list[tuple[int, int]], per: int) -> Any:

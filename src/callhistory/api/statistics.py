@@ -158,7 +158,7 @@ def _params(request: Request) -> dict[str, Any]:
 )
 def calls_count(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
-    counts = stats_store.counts(conn, principal.scope, stats_query)
+    counts = stats_store.counts(conn, principal.scope, stats_query, principal.timezone)
     return JSONResponse(report.envelope(report.calls_count(counts)))
 
 
@@ -209,7 +209,7 @@ def calls_by_month(request: Request, principal: ReaderDep, conn: ConnDep) -> JSO
 )
 def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone)
-    rows = stats_store.by_external_number(conn, principal.scope, stats_query)
+    rows = stats_store.by_external_number(conn, principal.scope, stats_query, principal.timezone)
     return JSONResponse(report.envelope(report.by_external_number(rows)))
 
 
@@ -223,7 +223,7 @@ def calls_by_external_number(request: Request, principal: ReaderDep, conn: ConnD
 def calls_by_users(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONResponse:
     stats_query = params.parse(_params(request), principal.timezone, with_status=True)
     config, _tz = accounts.pbx_settings(conn, principal.account_id)
-    rows = stats_store.by_number(conn, principal.scope, stats_query)
+    rows = stats_store.by_number(conn, principal.scope, stats_query, principal.timezone)
     return JSONResponse(report.envelope(report.by_users(rows, config.is_extension)))
 
 

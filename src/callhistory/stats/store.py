@@ -29,7 +29,7 @@ from sqlalchemy import (
 from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
-from callhistory.schema import calls
+from callhistory.schema import calls, number_rollups
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
 
@@ -43,12 +43,44 @@ def _period(query: StatsQuery) -> list[ColumnElement[bool]]:
     return [calls.c.started_at >= query.started_from, calls.c.started_at <= query.started_to]
 
 
-def _selected(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:
-    """The scope's calls in the period, on the query's external numbers if it names any."""
-    conditions = [*scope.conditions(), *_period(query)]
+def _selected(scope: Scope, query: StatsQuery, period: bool = True) -> list[ColumnElement[bool]]:
+    """The scope's calls in the period (or at any time), on the query's external numbers if it
+    names any."""
+    conditions = [*scope.conditions(), *(_period(query) if period else [])]
     if query.external_numbers:
         conditions.append(calls.c.external_number.in_(query.external_numbers))
     return conditions
+
+
+def _days(scope: Scope, query: StatsQuery, zone: ZoneInfo) -> tallies.Days | None:
+    """The period cut at the account's whole local days, when `number_rollups` can answer: for
+    the whole account (they do not know who in it made a call), over at least one whole day."""
+    if not scope.whole:
+        return None
+    return tallies.Days.of(query.started_from, query.started_to, zone)
+
+
+def _rolled(
+    scope: Scope, days: tallies.Days, side: int, numbers: Sequence[str] = ()
+) -> list[ColumnElement[bool]]:
+    """The account's `number_rollups` rows of one side over the whole days (of `numbers`)."""
+    conditions = [
+        number_rollups.c.account_id == scope.account_id,
+        number_rollups.c.side == side,
+        days.whole_days(number_rollups.c.day),
+        number_rollups.c.calls != 0,
+    ]
+    if numbers:
+        conditions.append(number_rollups.c.number.in_(numbers))
+    return conditions
+
+
+def _summed(parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str]) -> Any:
+    """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed."""
+    union = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    group = [union.c[k] for k in keys]
+    sums = [cast(func.sum(union.c[m]), BigInteger).label(m) for m in measures]  # not numeric
+    return select(*group, *sums).group_by(*group)
 
 
 #: Whole seconds from a call's start to its answer, in SQL.
@@ -128,60 +160,100 @@ def local_counts(
     narrower than the account (the rollups keep neither); the partial buckets at the ends from
     the calls."""
     dialect = conn.dialect.name
-    period = tallies.Period.of(query.started_from, query.started_to)
-    if query.external_numbers or period is None or not scope.whole:
-        parts = store.by_bucket(dialect, *_selected(scope, query)).subquery()
-    else:
-        parts = store.period_buckets(dialect, scope.account_id, _call_query(query), period)
     shifts = tallies.offsets(
         zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
     )
-    key = tallies.local_key(parts.c.bucket, shifts, per).label("key")
-    summed = cast(func.sum(parts.c.calls), BigInteger)  # PostgreSQL sums bigints as numeric
-    stmt = select(key, parts.c.type, parts.c.status, summed).group_by(
-        key, parts.c.type, parts.c.status
-    )
-    return conn.execute(stmt).all()
+
+    def keyed(parts: Any) -> Any:
+        key = tallies.local_key(parts.c.bucket, shifts, per).label("key")
+        return select(key, parts.c.type, parts.c.status, parts.c.calls)
+
+    period = tallies.Period.of(query.started_from, query.started_to)
+    days = _days(scope, query, zone) if query.external_numbers and per == 96 else None
+    if days is not None:  # days on external numbers: their rollups, the edges from the calls
+        nr = number_rollups.c
+        rolled = select(nr.day.label("key"), nr.type, nr.status, nr.calls).where(
+            *_rolled(scope, days, tallies.EXTERNAL, query.external_numbers)
+        )
+        edges = [
+            keyed(store.by_bucket(dialect, *_selected(scope, query, False), edge).subquery())
+            for edge in days.around(calls.c.started_at)
+        ]
+        parts = [rolled, *edges]
+    elif query.external_numbers or period is None or not scope.whole:
+        parts = [keyed(store.by_bucket(dialect, *_selected(scope, query)).subquery())]
+    else:
+        call_query = _call_query(query)
+        parts = [keyed(store.period_buckets(dialect, scope.account_id, call_query, period))]
+    return conn.execute(_summed(parts, ["key", "type", "status"], ["calls"])).all()
 
 
-def by_external_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
-    """Calls in the period per (external_number, type, status); internal calls left out."""
-    conditions = [
-        *_selected(scope, query),
+def by_external_number(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> Sequence[AnyRow]:
+    """Calls in the period per (external_number, type, status); internal calls left out. Whole
+    local days from `number_rollups`, the rest from the calls."""
+    outside = [
         calls.c.type != int(CallType.INTERNAL),
         calls.c.external_number.is_not(None),
         calls.c.external_number != "",
     ]
-    stmt = (
-        select(calls.c.external_number, calls.c.type, calls.c.status, func.count().label("calls"))
-        .where(*conditions)
-        .group_by(calls.c.external_number, calls.c.type, calls.c.status)
+
+    def grouped(*conditions: ColumnElement[bool]) -> Any:
+        number = calls.c.external_number.label("number")
+        return (
+            select(number, calls.c.type, calls.c.status, func.count().label("calls"))
+            .where(*outside, *conditions)
+            .group_by(calls.c.external_number, calls.c.type, calls.c.status)
+        )
+
+    if (days := _days(scope, query, zone)) is None:
+        return conn.execute(grouped(*_selected(scope, query))).all()
+    nr = number_rollups.c
+    rolled = select(nr.number, nr.type, nr.status, nr.calls).where(
+        *_rolled(scope, days, tallies.EXTERNAL, query.external_numbers),
+        nr.type != int(CallType.INTERNAL),
     )
-    return conn.execute(stmt).all()
+    everywhere = _selected(scope, query, False)
+    edges = [grouped(*everywhere, edge) for edge in days.around(calls.c.started_at)]
+    return conn.execute(_summed([rolled, *edges], ["number", "type", "status"], ["calls"])).all()
 
 
-def counts(conn: Connection, scope: Scope, query: StatsQuery) -> Counter[tuple[int, int]]:
+def counts(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> Counter[tuple[int, int]]:
     """Calls in the period by (type, status): the Call History API's strategies (counters,
-    rollups), or grouped calls when external numbers filter."""
+    rollups); when external numbers filter, their whole local days from `number_rollups` and
+    the rest from the calls."""
     if not query.external_numbers:
         return store.counts(conn, scope, _call_query(query))
-    stmt = store.grouped(*_selected(scope, query))
+    if (days := _days(scope, query, zone)) is None:
+        stmt = store.grouped(*_selected(scope, query))
+    else:
+        nr = number_rollups.c
+        rolled = select(nr.type, nr.status, nr.calls).where(
+            *_rolled(scope, days, tallies.EXTERNAL, query.external_numbers)
+        )
+        everywhere = _selected(scope, query, False)
+        edges = [
+            select(calls.c.type, calls.c.status, literal(1).label("calls")).where(*everywhere, edge)
+            for edge in days.around(calls.c.started_at)
+        ]
+        stmt = _summed([rolled, *edges], ["type", "status"], ["calls"])
     return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
 
 
-def by_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
+def by_number(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> Sequence[AnyRow]:
     """Calls in the period per (number, direction): `outgoing` by their `src` (outgoing and
     internal calls), `incoming` by their `dst` (incoming and internal calls); count and summed
-    duration and conversation."""
-    conditions = _selected(scope, query)
-    if query.status is not None:
-        conditions.append(calls.c.status == int(query.status))
-    sides = []
-    for column, direction, kinds in (
-        (calls.c.src, "outgoing", (CallType.OUTGOING, CallType.INTERNAL)),
-        (calls.c.dst, "incoming", (CallType.INCOMING, CallType.INTERNAL)),
-    ):
-        sides.append(
+    duration and conversation. Whole local days from `number_rollups` (unless external numbers
+    filter: they do not keep those beside an extension), the rest from the calls."""
+    status = [] if query.status is None else [calls.c.status == int(query.status)]
+
+    def sides(*conditions: ColumnElement[bool]) -> list[Any]:
+        return [
             select(
                 column.label("number"),
                 literal(direction).label("direction"),
@@ -189,10 +261,30 @@ def by_number(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[Any
                 func.sum(calls.c.duration).label("duration"),
                 func.sum(calls.c.conversation).label("conversation"),
             )
-            .where(*conditions, calls.c.type.in_([int(k) for k in kinds]))
+            .where(*conditions, *status, calls.c.type != int(other))
             .group_by(column)
+            for column, direction, other in (
+                (calls.c.src, "outgoing", CallType.INCOMING),
+                (calls.c.dst, "incoming", CallType.OUTGOING),
+            )
+        ]
+
+    days = None if query.external_numbers else _days(scope, query, zone)
+    if days is None:
+        return conn.execute(union_all(*sides(*_selected(scope, query)))).all()
+    nr = number_rollups.c
+    named = case((nr.side == tallies.CALLER, "outgoing"), else_="incoming").label("direction")
+    rolled = [
+        select(nr.number, named, nr.calls, nr.duration, nr.conversation).where(
+            *_rolled(scope, days, side),
+            *([] if query.status is None else [nr.status == int(query.status)]),
         )
-    return conn.execute(union_all(*sides)).all()
+        for side in (tallies.CALLER, tallies.CALLEE)
+    ]
+    everywhere = _selected(scope, query, False)
+    edges = [part for edge in days.around(calls.c.started_at) for part in sides(*everywhere, edge)]
+    keys, measures = ["number", "direction"], ["calls", "duration", "conversation"]
+    return conn.execute(_summed([*rolled, *edges], keys, measures)).all()
 
 
 def _missed_conditions(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:

@@ -342,12 +342,13 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
     account = principal.scope
     user = accounts.get_user(conn, principal.user_id)
     config, _ = accounts.pbx_settings(conn, principal.account_id)
-    counts = report.calls_count(stats_store.counts(conn, account, stats_query))
+    counts = report.calls_count(stats_store.counts(conn, account, stats_query, tz))
     days = report.by_period(
         stats_store.local_counts(conn, account, stats_query, tz, report.DAY), "day"
     )
     hours = stats_store.local_counts(conn, account, stats_query, tz, report.HOUR)
-    users = report.by_users(stats_store.by_number(conn, account, stats_query), config.is_extension)
+    numbers = stats_store.by_number(conn, account, stats_query, tz)
+    users = report.by_users(numbers, config.is_extension)
     missed, missed_total = stats_store.unreturned_page(conn, account, stats_query)
     context = {
         "csrf": csrf_token(request),

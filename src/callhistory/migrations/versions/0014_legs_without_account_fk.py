@@ -30,7 +30,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # SQLite: named as the upgrade's convention names it, so that upgrading again finds it.
+    sqlite = op.get_context().dialect.name == "sqlite"
+    name = "fk_call_legs_account_id_accounts" if sqlite else "call_legs_account_id_fkey"
     with op.batch_alter_table("call_legs") as batch:
-        batch.create_foreign_key(
-            "call_legs_account_id_fkey", "accounts", ["account_id"], ["id"], ondelete="CASCADE"
-        )
+        batch.create_foreign_key(name, "accounts", ["account_id"], ["id"], ondelete="CASCADE")
