@@ -5,7 +5,6 @@ plain count, and deep pages read backwards. Both databases; calls re-merged in b
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,12 +13,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import DateTime, Engine, bindparam, text
+from sqlalchemy import DateTime, Engine, bindparam, select, text
 from typer.testing import CliRunner
 
 from callhistory import accounts, migrate, store, tallies
 from callhistory.cli import app
-from callhistory.models import CallType, NewCall
+from callhistory.models import CallStatus, CallType, NewCall
+from callhistory.schema import accounts as accounts_table
 from callhistory.schema import calls, make_engine
 from tests.conftest import Tenant, new_call
 
@@ -104,46 +104,46 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         "SELECT account_id, side, day, number, type, status, calls, duration, conversation"
         " FROM number_rollups WHERE calls <> 0 OR duration <> 0 OR conversation <> 0"
     )
+    waits = (
+        "SELECT account_id, day, type, answered, wait, calls, conversation FROM wait_rollups"
+        " WHERE calls <> 0 OR conversation <> 0"
+    )
     with db.connect() as conn:
         return tuple(
-            sorted(map(tuple, conn.execute(text(sql)))) for sql in (rollups, counts, numbers)
+            sorted(map(tuple, conn.execute(text(sql)))) for sql in (rollups, counts, numbers, waits)
         )
 
 
-def numbers_truth(db: Engine) -> list[tuple[Any, ...]]:
-    """number_rollups read plainly from the calls: each call's local day in its account's zone,
-    under its external number, the src of a call placed inside, the dst of one received."""
-    found: Counter[tuple[Any, ...]] = Counter()
+def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """number_rollups and wait_rollups read plainly from the calls: each call's local day in its
+    account's zone; under its external number, the src of a call placed inside, the dst of one
+    received; by whether it was answered (with a time) and its wait in whole seconds."""
+    numbers: dict[tuple[Any, ...], list[int]] = {}
+    waits: dict[tuple[Any, ...], list[int]] = {}
     with db.connect() as conn:
         zones = {
-            a: ZoneInfo(tz) for a, tz in conn.execute(text("SELECT id, timezone FROM accounts"))
+            a: ZoneInfo(tz)
+            for a, tz in conn.execute(select(accounts_table.c.id, accounts_table.c.timezone))
         }
-        rows = conn.execute(text(
-            "SELECT account_id, started_at, type, status, src, dst, external_number, duration,"
-            " conversation FROM calls"
-        )).all()  # fmt: skip
+        rows = conn.execute(select(calls)).all()  # fmt: skip
     for r in rows:
-        started = (
-            r.started_at
-            if isinstance(r.started_at, datetime)
-            else datetime.fromisoformat(r.started_at)
-        )
-        day = (
-            started.replace(tzinfo=UTC).astimezone(zones[r.account_id]).date() - date(1970, 1, 1)
-        ).days
+        local = r.started_at.replace(tzinfo=UTC).astimezone(zones[r.account_id])
+        day = (local.date() - date(1970, 1, 1)).days + tallies.KEY_BASE // 96
         sides = [(1, r.external_number)] if r.external_number else []
         sides += [(2, r.src)] if r.type != CallType.INCOMING else []
         sides += [(3, r.dst)] if r.type != CallType.OUTGOING else []
         for side, number in sides:
-            key = (r.account_id, side, day + tallies.KEY_BASE // 96, number, r.type, r.status)
-            found[(*key, "calls")] += 1
-            found[(*key, "duration")] += r.duration
-            found[(*key, "conversation")] += r.conversation
-    keys = sorted({k[:-1] for k in found})
-    return [
-        (*k, found[(*k, "calls")], found[(*k, "duration")], found[(*k, "conversation")])
-        for k in keys
-    ]
+            key = (r.account_id, side, day, number, r.type, r.status)
+            for i, value in enumerate((1, r.duration, r.conversation)):
+                numbers.setdefault(key, [0, 0, 0])[i] += value
+        answered = r.status == CallStatus.ANSWERED and r.answered_at is not None
+        wait = int((r.answered_at - r.started_at).total_seconds()) if answered else 0
+        for i, value in enumerate((1, r.conversation)):
+            waits.setdefault((r.account_id, day, r.type, int(answered), wait), [0, 0])[i] += value
+    return (
+        sorted((*k, *v) for k, v in numbers.items()),
+        sorted((*k, *v) for k, v in waits.items()),
+    )
 
 
 def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
@@ -165,15 +165,17 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
-            numbers_truth(db),
+            *days_truth(db),
         )
     assert len(truth[2]) > 100  # every side, both accounts, several days
+    assert len({row[4] for row in truth[3]}) > 20  # waits
     kept = tallies_of(db)
     assert kept == truth
     with db.begin() as conn:  # a fault for the rebuild to repair
         conn.execute(text("UPDATE call_rollups SET calls = calls + 1"))
         conn.execute(text("DELETE FROM call_counts"))
         conn.execute(text("UPDATE number_rollups SET duration = duration + 1 WHERE side = 2"))
+        conn.execute(text("DELETE FROM wait_rollups WHERE wait > 10"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -187,8 +189,8 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
     )
     assert moved.exit_code == 0, moved.output
-    assert tallies_of(db) == (*truth[:2], numbers_truth(db))
-    assert numbers_truth(db) != truth[2]
+    assert tallies_of(db) == (*truth[:2], *days_truth(db))
+    assert days_truth(db)[0] != truth[2]
 
 
 def test_totals_and_pages_match_plain_sql(

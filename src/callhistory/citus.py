@@ -35,6 +35,7 @@ DISTRIBUTED_TABLES = (
     "call_rollups",
     "import_files",
     "number_rollups",
+    "wait_rollups",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

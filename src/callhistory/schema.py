@@ -189,6 +189,21 @@ number_rollups = Table(
     Column("conversation", BigInteger, nullable=False),
 )
 
+# The account's calls per local day (as `number_rollups`), type and wait before the answer in
+# whole seconds (`answered` 1; a call not answered has `answered` 0 and `wait` 0), with summed
+# talk: the summary's answer rate, waits, service level and talk time over whole days.
+wait_rollups = Table(
+    "wait_rollups",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("answered", SmallInteger, primary_key=True),
+    Column("wait", Integer, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("conversation", BigInteger, nullable=False),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).

@@ -1,8 +1,8 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), and per local day and number
-(`number_rollups`). Kept in step with `calls` by the store in the same transaction; rebuilt from the
-calls by `rebuild` (after a bulk load, or by the `stats rebuild` command). Totals over a period and
-the statistics read them.
+(`number_rollups`) or wait before the answer (`wait_rollups`). Kept in step with `calls` by the
+store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
+`stats rebuild` command). Totals over a period and the statistics read them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 
-from callhistory.models import CallType
+from callhistory.models import CallStatus, CallType
 from callhistory.schema import (
     BUCKET_SECONDS,
     accounts,
@@ -39,6 +39,7 @@ from callhistory.schema import (
     calls,
     dialect_insert,
     number_rollups,
+    wait_rollups,
 )
 
 _EPOCH = datetime(1970, 1, 1)
@@ -190,10 +191,13 @@ class Tally:
         self.buckets: dict[tuple[int, int, int], list[int]] = {}
         #: (bucket, side, number, type, status) → [calls, duration, conversation]
         self.numbers: dict[tuple[int, int, str, int, int], list[int]] = {}
+        #: (bucket, type, answered, wait) → [calls, conversation]
+        self.waits: dict[tuple[int, int, int, int], list[int]] = {}
 
     def count(self, call: Any, sign: int) -> None:
         """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
-        started_at, type, status, duration, conversation, src, dst and external_number."""
+        started_at, answered_at, type, status, duration, conversation, src, dst and
+        external_number."""
         if isinstance(call, dict):
             call = SimpleNamespace(**call)
         bucket, type_, status = bucket_of(call.started_at), int(call.type), int(call.status)
@@ -202,9 +206,13 @@ class Tally:
         for side, number in sides(type_, call.src, call.dst, call.external_number):
             key = (bucket, side, number, type_, status)
             _move(self.numbers.setdefault(key, [0, 0, 0]), measures)
+        answered = status == CallStatus.ANSWERED and call.answered_at is not None
+        wait = unix(call.answered_at) - unix(call.started_at) if answered else 0
+        waited = self.waits.setdefault((bucket, type_, int(answered), wait), [0, 0])
+        _move(waited, (sign, sign * call.conversation))
 
 
-def _move(into: list[int], measures: tuple[int, int, int]) -> None:
+def _move(into: list[int], measures: tuple[int, ...]) -> None:
     for i, value in enumerate(measures):
         into[i] += value
 
@@ -231,21 +239,32 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         counts[type_, status] += moved[0]
     names = ["account_id", "bucket", "type", "status"]
     _upsert(conn, call_rollups, names, _rows(account_id, names, tally.buckets))
-    if tally.numbers:
+    if tally.waits:
         zone = _locked_zone(conn, account_id)
-        days: dict[tuple[Any, ...], list[int]] = {}
-        for (bucket, side, number, type_, status), moved in tally.numbers.items():
-            key = (side, day_key(bucket, zone), number, type_, status)
-            _move(days.setdefault(key, [0, 0, 0]), (moved[0], moved[1], moved[2]))
-        names = ["account_id", "side", "day", "number", "type", "status"]
-        _upsert(conn, number_rollups, names, _rows(account_id, names, days))
+        names = ["account_id", "day", "side", "number", "type", "status"]
+        _upsert(conn, number_rollups, names, _rows(account_id, names, _by_day(tally.numbers, zone)))
+        names = ["account_id", "day", "type", "answered", "wait"]
+        waits = _rows(account_id, names, _by_day(tally.waits, zone), ("calls", "conversation"))
+        _upsert(conn, wait_rollups, names, waits)
     names = ["account_id", "type", "status"]
     _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
 
 
-def _rows(account_id: int, names: list[str], tallied: dict[Any, list[int]]) -> list[dict[str, Any]]:
+def _by_day(tallied: dict[Any, list[int]], zone: ZoneInfo) -> dict[Any, list[int]]:
+    """A tally keyed by (bucket, ...) re-keyed by (local day, ...), the buckets of a day summed."""
+    days: dict[Any, list[int]] = {}
+    for (bucket, *rest), moved in tallied.items():
+        _move(days.setdefault((day_key(bucket, zone), *rest), [0] * len(moved)), tuple(moved))
+    return days
+
+
+def _rows(
+    account_id: int,
+    names: list[str],
+    tallied: dict[Any, list[int]],
+    measures: tuple[str, ...] = ("calls", "duration", "conversation"),
+) -> list[dict[str, Any]]:
     """Upsert rows of the keys (named after the account) that move something, in key order."""
-    measures = ("calls", "duration", "conversation")
     return [
         {
             **dict(zip(names, (account_id, *key), strict=True)),
@@ -292,9 +311,25 @@ def rebuild(conn: Connection, account_id: int) -> None:
     rebuild_days(conn, account_id, _locked_zone(conn, account_id))
 
 
+#: Whole seconds from a call's start to its answer, in SQL (each time floored to its second, as
+#: `unix` does).
+WAIT_SQL = {
+    "postgresql": "CAST(floor(extract(epoch FROM answered_at))"
+    " - floor(extract(epoch FROM started_at)) AS integer)",
+    "sqlite": "CAST(strftime('%s', answered_at) AS integer)"
+    " - CAST(strftime('%s', started_at) AS integer)",
+}
+
+
+def was_answered(call: Any = calls) -> ColumnElement[bool]:
+    """SQL: whether a call was answered (and says when): what the summary counts as answered."""
+    return and_(call.c.status == int(CallStatus.ANSWERED), call.c.answered_at.is_not(None))
+
+
 def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
-    """Recount the account's `number_rollups` from its calls, in `zone`."""
+    """Recount the account's `number_rollups` and `wait_rollups` from its calls, in `zone`."""
     conn.execute(number_rollups.delete().where(number_rollups.c.account_id == account_id))
+    conn.execute(wait_rollups.delete().where(wait_rollups.c.account_id == account_id))
     bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
     day = (bucket + KEY_BASE) // 96 - KEY_BASE // 96  # floor, before 1970 too
     utc_days = select(day.label("d")).where(calls.c.account_id == account_id).distinct()
@@ -322,6 +357,24 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
         columns = ["account_id", "side", "day", "number", "type", "status", "calls",
                    "duration", "conversation"]  # fmt: skip
         conn.execute(number_rollups.insert().from_select(columns, grouped))
+    wait = literal_column(WAIT_SQL[conn.dialect.name], Integer)
+    flag = case((was_answered(), 1), else_=0)
+    waited = case((was_answered(), wait), else_=0)
+    grouped = (
+        select(
+            literal(account_id),
+            day,
+            calls.c.type,
+            flag,
+            waited,
+            func.count(),
+            func.sum(calls.c.conversation),
+        )
+        .where(mine)
+        .group_by(day, calls.c.type, flag, waited)
+    )
+    columns = ["account_id", "day", "type", "answered", "wait", "calls", "conversation"]
+    conn.execute(wait_rollups.insert().from_select(columns, grouped))
 
 
 #: Buckets added before dividing local buckets into hours or days, so the dividend is positive

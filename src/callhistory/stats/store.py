@@ -29,7 +29,7 @@ from sqlalchemy import (
 from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
-from callhistory.schema import calls, number_rollups
+from callhistory.schema import calls, number_rollups, wait_rollups
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
 
@@ -77,40 +77,71 @@ def _rolled(
 
 def _summed(parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str]) -> Any:
     """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed."""
-    union = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
+    union = selected.subquery()
     group = [union.c[k] for k in keys]
     sums = [cast(func.sum(union.c[m]), BigInteger).label(m) for m in measures]  # not numeric
     return select(*group, *sums).group_by(*group)
 
 
-#: Whole seconds from a call's start to its answer, in SQL.
-WAIT_SQL = {
-    "postgresql": "CAST(extract(epoch FROM answered_at - started_at) AS integer)",
-    "sqlite": "CAST(strftime('%s', answered_at) AS integer)"
-    " - CAST(strftime('%s', started_at) AS integer)",
-}
-
-
-def summary_rows(conn: Connection, scope: Scope, query: StatsQuery) -> Sequence[AnyRow]:
+def summary_rows(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> Sequence[AnyRow]:
     """Per type: calls, answered, the summed and longest wait before the answer, the summed talk
-    time, and how many were answered within the query's `sla_seconds`."""
-    wait: ColumnElement[int] = literal_column(WAIT_SQL[conn.dialect.name], Integer)
-    answered = and_(calls.c.status == int(CallStatus.ANSWERED), calls.c.answered_at.is_not(None))
-    stmt = (
-        select(
-            calls.c.type,
-            func.count().label("calls"),
-            func.sum(case((answered, 1), else_=0)).label("answered"),
-            func.sum(case((answered, wait))).label("wait_total"),
-            func.max(case((answered, wait))).label("wait_max"),
-            func.sum(case((answered, calls.c.conversation), else_=0)).label("talk_total"),
-            func.sum(case((and_(answered, wait <= query.sla_seconds), 1), else_=0)).label(
-                "within_sla"
-            ),
+    time, and how many were answered within the query's `sla_seconds`. Whole local days from
+    `wait_rollups` (for the whole account, no external numbers), the rest from the calls."""
+    sla = query.sla_seconds
+
+    def from_calls(*conditions: ColumnElement[bool]) -> Any:
+        wait: ColumnElement[int] = literal_column(tallies.WAIT_SQL[conn.dialect.name], Integer)
+        answered = tallies.was_answered()
+        return (
+            select(
+                calls.c.type,
+                func.count().label("calls"),
+                func.sum(case((answered, 1), else_=0)).label("answered"),
+                func.sum(case((answered, wait))).label("wait_total"),
+                func.max(case((answered, wait))).label("wait_max"),
+                func.sum(case((answered, calls.c.conversation), else_=0)).label("talk_total"),
+                func.sum(case((and_(answered, wait <= sla), 1), else_=0)).label("within_sla"),
+            )
+            .where(*conditions)
+            .group_by(calls.c.type)
         )
-        .where(*_selected(scope, query))
-        .group_by(calls.c.type)
+
+    days = None if query.external_numbers else _days(scope, query, zone)
+    if days is None:
+        return conn.execute(from_calls(*_selected(scope, query))).all()
+    w = wait_rollups.c
+    yes = w.answered == 1
+    rolled = (
+        select(
+            w.type,
+            func.sum(w.calls).label("calls"),
+            func.sum(case((yes, w.calls), else_=0)).label("answered"),
+            func.sum(case((yes, w.wait * w.calls))).label("wait_total"),
+            func.max(case((and_(yes, w.calls > 0), w.wait))).label("wait_max"),
+            func.sum(case((yes, w.conversation), else_=0)).label("talk_total"),
+            func.sum(case((and_(yes, w.wait <= sla), w.calls), else_=0)).label("within_sla"),
+        )
+        .where(w.account_id == scope.account_id, days.whole_days(w.day))
+        .group_by(w.type)
     )
+    everywhere = _selected(scope, query, False)
+    edges = [from_calls(*everywhere, edge) for edge in days.around(calls.c.started_at)]
+    union = union_all(rolled, *edges).subquery() if edges else rolled.subquery()
+    stmt = select(
+        union.c.type,
+        *(
+            cast(func.sum(union.c[name]), BigInteger).label(name)
+            for name in ("calls", "answered", "wait_total")
+        ),
+        func.max(union.c.wait_max).label("wait_max"),
+        *(
+            cast(func.sum(union.c[name]), BigInteger).label(name)
+            for name in ("talk_total", "within_sla")
+        ),
+    ).group_by(union.c.type)
     return conn.execute(stmt).all()
 
 

@@ -1,6 +1,7 @@
-"""Per-account call rollups by local day and number (`number_rollups`): the statistics per
-external number and per extension sum a month of them instead of grouping millions of calls.
-Filled from the calls already stored; distributed with `calls` on a Citus cluster.
+"""Per-account call rollups by local day: by number (`number_rollups`) and by wait before the
+answer (`wait_rollups`). The statistics per external number and per extension, and the summary,
+sum a month of them instead of reading millions of calls. Filled from the calls already stored;
+distributed with `calls` on a Citus cluster.
 
 Revision ID: 0015
 Revises: 0014
@@ -39,12 +40,26 @@ def upgrade() -> None:
         sa.Column("duration", sa.BigInteger, nullable=False),
         sa.Column("conversation", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "wait_rollups",
+        sa.Column(
+            "account_id", BigId, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("day", sa.Integer, primary_key=True),
+        sa.Column("type", sa.SmallInteger, primary_key=True),
+        sa.Column("answered", sa.SmallInteger, primary_key=True),
+        sa.Column("wait", sa.Integer, primary_key=True),
+        sa.Column("calls", sa.BigInteger, nullable=False),
+        sa.Column("conversation", sa.BigInteger, nullable=False),
+    )
     conn = op.get_bind()
     if citus.enabled(conn) and citus.distributed(conn):
         citus.distribute_table(conn, "number_rollups")
+        citus.distribute_table(conn, "wait_rollups")
     for account_id, timezone in conn.execute(sa.text("SELECT id, timezone FROM accounts")).all():
         tallies.rebuild_days(conn, account_id, ZoneInfo(timezone))
 
 
 def downgrade() -> None:
+    op.drop_table("wait_rollups")
     op.drop_table("number_rollups")
