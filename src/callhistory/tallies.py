@@ -346,13 +346,13 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     ]  # fmt: skip
     for side, number, conditions in taken:
         measured = (
-            literal(account_id), literal(side), day, number, calls.c.type, calls.c.status,
+            calls.c.account_id, literal(side), day, number, calls.c.type, calls.c.status,
             func.count(), func.sum(calls.c.duration), func.sum(calls.c.conversation),
         )  # fmt: skip
         grouped = (
             select(*measured)
             .where(mine, *conditions)
-            .group_by(day, number, calls.c.type, calls.c.status)
+            .group_by(calls.c.account_id, day, number, calls.c.type, calls.c.status)
         )
         columns = ["account_id", "side", "day", "number", "type", "status", "calls",
                    "duration", "conversation"]  # fmt: skip
@@ -362,7 +362,7 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     waited = case((was_answered(), wait), else_=0)
     grouped = (
         select(
-            literal(account_id),
+            calls.c.account_id,
             day,
             calls.c.type,
             flag,
@@ -371,7 +371,7 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
             func.sum(calls.c.conversation),
         )
         .where(mine)
-        .group_by(day, calls.c.type, flag, waited)
+        .group_by(calls.c.account_id, day, calls.c.type, flag, waited)
     )
     columns = ["account_id", "day", "type", "answered", "wait", "calls", "conversation"]
     conn.execute(wait_rollups.insert().from_select(columns, grouped))
