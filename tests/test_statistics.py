@@ -550,7 +550,7 @@ def plain_summary(
     result["service_level"] = {"sla": sla, "answered_within": within,
                                "rate": ratio(within, incoming, 4)}  # fmt: skip
     callers = {c.src for c in inside if c.type == IN}
-    known = {c.src for c in stored if local(c.started_at) < lo}
+    known = {c.src for c in stored if c.type == IN and local(c.started_at) < lo}
     result["unique_callers"], result["new_callers"] = len(callers), len(callers - known)
     hours = Counter(local(c.started_at).strftime("%Y-%m-%d %H:00:00") for c in inside)
     busiest = min(hours.items(), key=lambda item: (-item[1], item[0]), default=None)

@@ -20,7 +20,7 @@ from callhistory import accounts, migrate, store, tallies
 from callhistory.cli import app
 from callhistory.models import CallStatus, CallType, NewCall
 from callhistory.schema import accounts as accounts_table
-from callhistory.schema import calls, make_engine
+from callhistory.schema import callers, calls, make_engine
 from tests.conftest import Tenant, new_call
 
 URL = "/api/v1/call-history"
@@ -109,9 +109,22 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         " WHERE calls <> 0 OR conversation <> 0"
     )
     with db.connect() as conn:
-        return tuple(
+        found = tuple(
             sorted(map(tuple, conn.execute(text(sql)))) for sql in (rollups, counts, numbers, waits)
         )
+        firsts = sorted(map(tuple, conn.execute(select(callers))))
+    return (*found, firsts)
+
+
+def callers_truth(db: Engine) -> list[tuple[Any, ...]]:
+    """Each outside number's first incoming call, read plainly from the calls."""
+    first: dict[tuple[int, str], datetime] = {}
+    with db.connect() as conn:
+        for c in conn.execute(select(calls).where(calls.c.type == CallType.INCOMING)):
+            key = (c.account_id, c.src)
+            if c.src and (key not in first or c.started_at < first[key]):
+                first[key] = c.started_at
+    return sorted((*k, v) for k, v in first.items())
 
 
 def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -166,7 +179,11 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
             *days_truth(db),
+            callers_truth(db),
         )
+    assert {(a, n) for a, n, _ in truth[4]} == {
+        (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
+    }
     assert len(truth[2]) > 100  # every side, both accounts, several days
     assert len({row[4] for row in truth[3]}) > 20  # waits
     kept = tallies_of(db)
@@ -176,6 +193,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("DELETE FROM call_counts"))
         conn.execute(text("UPDATE number_rollups SET duration = duration + 1 WHERE side = 2"))
         conn.execute(text("DELETE FROM wait_rollups WHERE wait > 10"))
+        conn.execute(text("DELETE FROM callers"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -189,7 +207,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
     )
     assert moved.exit_code == 0, moved.output
-    assert tallies_of(db) == (*truth[:2], *days_truth(db))
+    assert tallies_of(db) == (*truth[:2], *days_truth(db), truth[4])
     assert days_truth(db)[0] != truth[2]
 
 

@@ -36,6 +36,7 @@ DISTRIBUTED_TABLES = (
     "import_files",
     "number_rollups",
     "wait_rollups",
+    "callers",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

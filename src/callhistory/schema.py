@@ -204,6 +204,17 @@ wait_rollups = Table(
     Column("conversation", BigInteger, nullable=False),
 )
 
+# When each outside number first called the account (its earliest incoming call), kept by the
+# store with the calls: the summary's new callers in a period are those whose first call is in it.
+callers = Table(
+    "callers",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", String(255), primary_key=True),
+    Column("first_at", DateTime, nullable=False),
+    Index("ix_callers_account_first_at", "account_id", "first_at"),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).

@@ -1,6 +1,7 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), and per local day and number
-(`number_rollups`) or wait before the answer (`wait_rollups`). Kept in step with `calls` by the
+(`number_rollups`) or wait before the answer (`wait_rollups`), and each outside number's first call
+(`callers`). Kept in step with `calls` by the
 store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
 `stats rebuild` command). Totals over a period and the statistics read them.
 """
@@ -36,6 +37,7 @@ from callhistory.schema import (
     accounts,
     call_counts,
     call_rollups,
+    callers,
     calls,
     dialect_insert,
     number_rollups,
@@ -193,6 +195,10 @@ class Tally:
         self.numbers: dict[tuple[int, int, str, int, int], list[int]] = {}
         #: (bucket, type, answered, wait) → [calls, conversation]
         self.waits: dict[tuple[int, int, int, int], list[int]] = {}
+        #: Outside numbers → the earliest incoming call from them added.
+        self.first_calls: dict[str, datetime] = {}
+        #: Outside numbers an incoming call from them was taken away from (to recount).
+        self.gone: set[str] = set()
 
     def count(self, call: Any, sign: int) -> None:
         """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
@@ -210,6 +216,11 @@ class Tally:
         wait = unix(call.answered_at) - unix(call.started_at) if answered else 0
         waited = self.waits.setdefault((bucket, type_, int(answered), wait), [0, 0])
         _move(waited, (sign, sign * call.conversation))
+        if type_ == CallType.INCOMING and call.src:
+            if sign < 0:
+                self.gone.add(call.src)
+            elif call.src not in self.first_calls or call.started_at < self.first_calls[call.src]:
+                self.first_calls[call.src] = call.started_at
 
 
 def _move(into: list[int], measures: tuple[int, ...]) -> None:
@@ -248,6 +259,15 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         _upsert(conn, wait_rollups, names, waits)
     names = ["account_id", "type", "status"]
     _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
+    if tally.gone:  # the first call of these may have moved or gone: read it from the calls
+        rebuild_callers(conn, account_id, sorted(tally.gone))
+    firsts = [
+        {"account_id": account_id, "number": number, "first_at": at}
+        for number, at in sorted(tally.first_calls.items())
+        if number not in tally.gone
+    ]
+    if firsts:
+        conn.execute(_earliest(conn, dialect_insert(conn, callers)), firsts)
 
 
 def _by_day(tallied: dict[Any, list[int]], zone: ZoneInfo) -> dict[Any, list[int]]:
@@ -309,6 +329,39 @@ def rebuild(conn: Connection, account_id: int) -> None:
         args,
     )
     rebuild_days(conn, account_id, _locked_zone(conn, account_id))
+    rebuild_callers(conn, account_id)
+
+
+def _earliest(conn: Connection, insert: Any) -> Any:
+    """`insert` into `callers`, keeping the earlier first call where the number is there."""
+    least = func.least if conn.dialect.name == "postgresql" else func.min  # SQLite: min(a, b)
+    return insert.on_conflict_do_update(
+        index_elements=["account_id", "number"],
+        set_={"first_at": least(callers.c.first_at, insert.excluded.first_at)},
+    )
+
+
+def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None = None) -> None:
+    """Recount the account's `callers` (those of `numbers`, or all) from its incoming calls."""
+    chunks = [numbers[i : i + 500] for i in range(0, len(numbers), 500)] if numbers else [None]
+    for chunk in chunks:
+        mine = [callers.c.account_id == account_id]
+        incoming = [
+            calls.c.account_id == account_id,
+            calls.c.type == int(CallType.INCOMING),
+            calls.c.src != "",
+        ]
+        if chunk is not None:
+            mine.append(callers.c.number.in_(chunk))
+            incoming.append(calls.c.src.in_(chunk))
+        conn.execute(callers.delete().where(*mine))
+        first = (
+            select(calls.c.account_id, calls.c.src, func.min(calls.c.started_at))
+            .where(*incoming)
+            .group_by(calls.c.account_id, calls.c.src)
+        )
+        columns = ["account_id", "number", "first_at"]
+        conn.execute(_earliest(conn, dialect_insert(conn, callers).from_select(columns, first)))
 
 
 #: Whole seconds from a call's start to its answer, in SQL (each time floored to its second, as

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
+from callhistory.schema import callers as callers_table
 from callhistory.schema import calls, number_rollups, wait_rollups
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
@@ -163,23 +164,35 @@ def _grouped_by_sorting(conn: Connection) -> Iterator[None]:
 
 def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int]:
     """(unique, new): the numbers that called in (incoming calls) in the period, and those of
-    them that had never called the account before it (whoever in the account they reached)."""
+    them whose first call to the account (whoever in it they reached) is in the period: for the
+    whole account, the `callers` whose first call is in it; else each caller's first call looked
+    up."""
     numbers = (
         select(calls.c.src.label("number"))
         .where(*_selected(scope, query), calls.c.type == int(CallType.INCOMING), calls.c.src != "")
         .distinct()
         .subquery()
     )
-    before = calls.alias("before")
-    earlier = exists().where(
-        before.c.account_id == scope.account_id,
-        before.c.src == numbers.c.number,
-        before.c.started_at < query.started_from,
-    )
-    stmt = select(func.count(), func.sum(case((earlier, 0), else_=1))).select_from(numbers)
+    if scope.whole and not query.external_numbers:
+        new: Any = (
+            select(func.count())
+            .where(
+                callers_table.c.account_id == scope.account_id,
+                callers_table.c.first_at.between(query.started_from, query.started_to),
+            )
+            .scalar_subquery()
+        )
+    else:
+        earlier = exists().where(
+            callers_table.c.account_id == scope.account_id,
+            callers_table.c.number == numbers.c.number,
+            callers_table.c.first_at < query.started_from,
+        )
+        new = func.sum(case((earlier, 0), else_=1))
+    stmt = select(func.count(), new).select_from(numbers)
     with _grouped_by_sorting(conn):
-        unique, new = conn.execute(stmt).one()
-    return int(unique), int(new or 0)
+        unique, found = conn.execute(stmt).one()
+    return int(unique), int(found or 0)
 
 
 def local_counts(
