@@ -54,6 +54,9 @@ def main() -> None:
         "calls-by-month 10 years": f"calls-by-month?from={before(3650)}&to={day}",
         "calls-by-external-number one month": f"calls-by-external-number?{month}",
         "calls-by-users one month": f"calls-by-users?{month}",
+        "calls-by-users one month, mid-day ends": (
+            f"calls-by-users?from={before(30)} 10:17:03&to={day} 15:48:41"
+        ),
         "heatmap one month": f"heatmap?{month}",
         "summary one month": f"summary?{month}",
         "summary one day": f"summary?from={day}&to={day}",

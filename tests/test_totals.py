@@ -142,7 +142,7 @@ def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     for r in rows:
         local = r.started_at.replace(tzinfo=UTC).astimezone(zones[r.account_id])
         day = (local.date() - date(1970, 1, 1)).days + tallies.KEY_BASE // 96
-        sides = [(1, r.external_number)] if r.external_number else []
+        sides = [(0, ""), (1, r.external_number)] if r.external_number else [(0, "")]
         sides += [(2, r.src)] if r.type != CallType.INCOMING else []
         sides += [(3, r.dst)] if r.type != CallType.OUTGOING else []
         for side, number in sides:

@@ -157,6 +157,12 @@ class Days:
             edges.append((start_of(runs[-1][3] + 1), started_to, True))
         return cls(tuple((r[0], r[1]) for r in runs), tuple(edges))
 
+    def spans(self) -> list[tuple[datetime, datetime]]:
+        """The edges as inclusive periods (an edge that ends where a day starts ends a
+        microsecond before)."""
+        tick = timedelta(microseconds=1)
+        return [(lo, hi if included else hi - tick) for lo, hi, included in self.edges]
+
     def whole_days(self, day: Any) -> ColumnElement[bool]:
         return or_(*(day.between(lo, hi) for lo, hi in self.runs))
 
@@ -168,15 +174,16 @@ class Days:
         ]
 
 
-#: The sides of a call whose number `number_rollups` counts it by.
-EXTERNAL, CALLER, CALLEE = 1, 2, 3
+#: The sides of a call whose number `number_rollups` counts it by; TOTAL counts every call under
+#: the number "" (the account's calls per local day).
+TOTAL, EXTERNAL, CALLER, CALLEE = 0, 1, 2, 3
 
 
 def sides(type_: int, src: str, dst: str, external_number: str | None) -> list[tuple[int, str]]:
     """(side, number) for each number the call is counted by in `number_rollups`: its external
     number if it has one, its src if it was placed inside (outgoing, internal), its dst if it was
     received inside (incoming, internal)."""
-    found = [(EXTERNAL, external_number)] if external_number else []
+    found = [(TOTAL, ""), (EXTERNAL, external_number)] if external_number else [(TOTAL, "")]
     if type_ != CallType.INCOMING:
         found.append((CALLER, src))
     if type_ != CallType.OUTGOING:
@@ -304,6 +311,10 @@ def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
     return ZoneInfo(conn.execute(stmt).scalar_one())
 
 
+#: Every table `rebuild` fills.
+TABLES = ("call_counts", "call_rollups", "number_rollups", "wait_rollups", "callers")
+
+
 def rebuild(conn: Connection, account_id: int) -> None:
     """Recount the account's counters and rollups from its calls."""
     bucket = BUCKET_SQL[conn.dialect.name]
@@ -359,9 +370,13 @@ def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None
             select(calls.c.account_id, calls.c.src, func.min(calls.c.started_at))
             .where(*incoming)
             .group_by(calls.c.account_id, calls.c.src)
+            .order_by(calls.c.src)  # the key's order: each index page written once, not at random
         )
-        columns = ["account_id", "number", "first_at"]
-        conn.execute(_earliest(conn, dialect_insert(conn, callers).from_select(columns, first)))
+        insert = dialect_insert(conn, callers).from_select(
+            ["account_id", "number", "first_at"], first
+        )
+        # A whole account's were all deleted; a few numbers' may meet a concurrent first call.
+        conn.execute(insert if chunk is None else _earliest(conn, insert))
 
 
 #: Whole seconds from a call's start to its answer, in SQL (each time floored to its second, as
@@ -392,6 +407,7 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     day = local_key(bucket, offsets_on(zone, found), 96)
     mine = calls.c.account_id == account_id
     taken = [
+        (TOTAL, literal(""), []),
         (EXTERNAL, calls.c.external_number, [calls.c.external_number.is_not(None),
                                              calls.c.external_number != ""]),
         (CALLER, calls.c.src, [calls.c.type != int(CallType.INCOMING)]),

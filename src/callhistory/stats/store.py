@@ -76,6 +76,17 @@ def _rolled(
     return conditions
 
 
+def _span(dialect: str, scope: Scope, lo: datetime, hi: datetime) -> Any:
+    """(bucket, type, status, calls) of the account's calls started in lo..hi (inclusive): its
+    whole quarter-hours from `call_rollups`, the rest from the calls."""
+    period = tallies.Period.of(lo, hi)
+    if period is None:
+        inside = [calls.c.started_at >= lo, calls.c.started_at <= hi]
+        return store.by_bucket(dialect, *scope.conditions(), *inside).subquery()
+    query = CallQuery(started_from=lo, started_to=hi)
+    return store.period_buckets(dialect, scope.account_id, query, period)
+
+
 def _summed(parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str]) -> Any:
     """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed."""
     selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
@@ -213,17 +224,19 @@ def local_counts(
         return select(key, parts.c.type, parts.c.status, parts.c.calls)
 
     period = tallies.Period.of(query.started_from, query.started_to)
-    days = _days(scope, query, zone) if query.external_numbers and per == 96 else None
-    if days is not None:  # days on external numbers: their rollups, the edges from the calls
-        nr = number_rollups.c
-        rolled = select(nr.day.label("key"), nr.type, nr.status, nr.calls).where(
-            *_rolled(scope, days, tallies.EXTERNAL, query.external_numbers)
-        )
+    days = _days(scope, query, zone) if per == 96 else None
+    nr = number_rollups.c
+    daily = select(nr.day.label("key"), nr.type, nr.status, nr.calls)
+    if days is not None and query.external_numbers:  # their days, the edges from the calls
+        rolled = daily.where(*_rolled(scope, days, tallies.EXTERNAL, query.external_numbers))
         edges = [
             keyed(store.by_bucket(dialect, *_selected(scope, query, False), edge).subquery())
             for edge in days.around(calls.c.started_at)
         ]
         parts = [rolled, *edges]
+    elif days is not None:  # the account's days, the edges from the quarter-hours
+        rolled = daily.where(*_rolled(scope, days, tallies.TOTAL))
+        parts = [rolled, *(keyed(_span(dialect, scope, *span)) for span in days.spans())]
     elif query.external_numbers or period is None or not scope.whole:
         parts = [keyed(store.by_bucket(dialect, *_selected(scope, query)).subquery())]
     else:
@@ -269,9 +282,16 @@ def counts(
     """Calls in the period by (type, status): the Call History API's strategies (counters,
     rollups); when external numbers filter, their whole local days from `number_rollups` and
     the rest from the calls."""
-    if not query.external_numbers:
+    days = _days(scope, query, zone)
+    if not query.external_numbers and days is None:
         return store.counts(conn, scope, _call_query(query))
-    if (days := _days(scope, query, zone)) is None:
+    if not query.external_numbers and days is not None:  # days, edges from the quarter-hours
+        nr = number_rollups.c
+        rolled = select(nr.type, nr.status, nr.calls).where(*_rolled(scope, days, tallies.TOTAL))
+        spans = [_span(conn.dialect.name, scope, *span) for span in days.spans()]
+        edges = [select(part.c.type, part.c.status, part.c.calls) for part in spans]
+        stmt = _summed([rolled, *edges], ["type", "status"], ["calls"])
+    elif days is None:
         stmt = store.grouped(*_selected(scope, query))
     else:
         nr = number_rollups.c
