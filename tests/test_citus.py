@@ -76,6 +76,9 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "call_counts": "PRIMARY KEY (account_id, type, status)",
         "call_rollups": "PRIMARY KEY (account_id, bucket, type, status)",
         "import_files": "PRIMARY KEY (account_id, id)",
+        "number_rollups": "PRIMARY KEY (account_id, side, day, number, type, status)",
+        "wait_rollups": "PRIMARY KEY (account_id, day, type, answered, wait)",
+        "callers": "PRIMARY KEY (account_id, number)",
     }
     assert unique and all("(account_id" in definition for _name, definition in unique)
 

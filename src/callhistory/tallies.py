@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 
+from callhistory import citus
 from callhistory.models import CallStatus, CallType
 from callhistory.schema import (
     BUCKET_SECONDS,
@@ -304,9 +305,12 @@ def _rows(
 
 def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
     """The account's timezone, read FOR SHARE on PostgreSQL: `set_timezone` (an UPDATE of the
-    row) waits until this transaction's days are written, and then rebuilds them."""
+    row) waits until this transaction's days are written, and then rebuilds them. Not on a Citus
+    cluster: a row lock on a reference table locks it on every node, and concurrent ingests
+    deadlock on those locks; there an ingest racing a timezone change may key its days in the
+    old zone until `stats rebuild`."""
     stmt = select(accounts.c.timezone).where(accounts.c.id == account_id)
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and not citus.sharded(conn):
         stmt = stmt.with_for_update(read=True)
     return ZoneInfo(conn.execute(stmt).scalar_one())
 
