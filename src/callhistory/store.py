@@ -208,7 +208,7 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
 def grouped(*conditions: ColumnElement[bool]) -> Any:
     """The calls matching `conditions`, counted by (type, status)."""
     return (
-        select(calls.c.type, calls.c.status, func.count())
+        select(calls.c.type, calls.c.status, func.count().label("calls"))
         .where(*conditions)
         .group_by(calls.c.type, calls.c.status)
     )

@@ -118,6 +118,7 @@ class Days:
 
     runs: tuple[tuple[int, int], ...]  # (first day key, last day key), inclusive
     edges: tuple[tuple[datetime, datetime, bool], ...]  # (from, to, whether `to` is included)
+    offsets: list[tuple[int, int]]  # the zone's over the period and a day around it (`offsets`)
 
     @classmethod
     def of(cls, started_from: datetime, started_to: datetime, zone: ZoneInfo) -> Days | None:
@@ -156,7 +157,7 @@ class Days:
         ]
         if start_of(runs[-1][3] + 1) <= started_to:
             edges.append((start_of(runs[-1][3] + 1), started_to, True))
-        return cls(tuple((r[0], r[1]) for r in runs), tuple(edges))
+        return cls(tuple((r[0], r[1]) for r in runs), tuple(edges), pieces)
 
     def spans(self) -> list[tuple[datetime, datetime]]:
         """The edges as inclusive periods (an edge that ends where a day starts ends a
@@ -258,7 +259,7 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         counts[type_, status] += moved[0]
     names = ["account_id", "bucket", "type", "status"]
     _upsert(conn, call_rollups, names, _rows(account_id, names, tally.buckets))
-    if tally.waits:
+    if tally.numbers:  # calls were counted: their local days need the account's zone
         zone = _locked_zone(conn, account_id)
         names = ["account_id", "day", "side", "number", "type", "status"]
         _upsert(conn, number_rollups, names, _rows(account_id, names, _by_day(tally.numbers, zone)))
@@ -393,9 +394,9 @@ WAIT_SQL = {
 }
 
 
-def was_answered(call: Any = calls) -> ColumnElement[bool]:
+def was_answered() -> ColumnElement[bool]:
     """SQL: whether a call was answered (and says when): what the summary counts as answered."""
-    return and_(call.c.status == int(CallStatus.ANSWERED), call.c.answered_at.is_not(None))
+    return and_(calls.c.status == int(CallStatus.ANSWERED), calls.c.answered_at.is_not(None))
 
 
 def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:

@@ -87,13 +87,17 @@ def _span(dialect: str, scope: Scope, lo: datetime, hi: datetime) -> Any:
     return store.period_buckets(dialect, scope.account_id, query, period)
 
 
-def _summed(parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str]) -> Any:
-    """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed."""
+def _summed(
+    parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str], maxima: Sequence[str] = ()
+) -> Any:
+    """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed
+    and `maxima` the largest."""
     selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
     union = selected.subquery()
     group = [union.c[k] for k in keys]
     sums = [cast(func.sum(union.c[m]), BigInteger).label(m) for m in measures]  # not numeric
-    return select(*group, *sums).group_by(*group)
+    tops = [func.max(union.c[m]).label(m) for m in maxima]
+    return select(*group, *sums, *tops).group_by(*group)
 
 
 def summary_rows(
@@ -141,20 +145,8 @@ def summary_rows(
     )
     everywhere = _selected(scope, query, False)
     edges = [from_calls(*everywhere, edge) for edge in days.around(calls.c.started_at)]
-    union = union_all(rolled, *edges).subquery() if edges else rolled.subquery()
-    stmt = select(
-        union.c.type,
-        *(
-            cast(func.sum(union.c[name]), BigInteger).label(name)
-            for name in ("calls", "answered", "wait_total")
-        ),
-        func.max(union.c.wait_max).label("wait_max"),
-        *(
-            cast(func.sum(union.c[name]), BigInteger).label(name)
-            for name in ("talk_total", "within_sla")
-        ),
-    ).group_by(union.c.type)
-    return conn.execute(stmt).all()
+    measures = ["calls", "answered", "wait_total", "talk_total", "within_sla"]
+    return conn.execute(_summed([rolled, *edges], ["type"], measures, ["wait_max"])).all()
 
 
 @contextmanager
@@ -215,16 +207,17 @@ def local_counts(
     narrower than the account (the rollups keep neither); the partial buckets at the ends from
     the calls."""
     dialect = conn.dialect.name
-    shifts = tallies.offsets(
+    period = tallies.Period.of(query.started_from, query.started_to)
+    days = _days(scope, query, zone) if per == 96 else None
+    # The zone's offsets over the period: the cut into days read them already.
+    shifts = days.offsets if days is not None else tallies.offsets(
         zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
-    )
+    )  # fmt: skip
 
     def keyed(parts: Any) -> Any:
         key = tallies.local_key(parts.c.bucket, shifts, per).label("key")
         return select(key, parts.c.type, parts.c.status, parts.c.calls)
 
-    period = tallies.Period.of(query.started_from, query.started_to)
-    days = _days(scope, query, zone) if per == 96 else None
     nr = number_rollups.c
     daily = select(nr.day.label("key"), nr.type, nr.status, nr.calls)
     if days is not None and query.external_numbers:  # their days, the edges from the calls
@@ -283,26 +276,22 @@ def counts(
     rollups); when external numbers filter, their whole local days from `number_rollups` and
     the rest from the calls."""
     days = _days(scope, query, zone)
-    if not query.external_numbers and days is None:
+    nr = number_rollups.c
+    if days is None and not query.external_numbers:
         return store.counts(conn, scope, _call_query(query))
-    if not query.external_numbers and days is not None:  # days, edges from the quarter-hours
-        nr = number_rollups.c
+    if days is None:
+        stmt = store.grouped(*_selected(scope, query))
+    elif not query.external_numbers:  # the account's days, the edges from the quarter-hours
         rolled = select(nr.type, nr.status, nr.calls).where(*_rolled(scope, days, tallies.TOTAL))
         spans = [_span(conn.dialect.name, scope, *span) for span in days.spans()]
         edges = [select(part.c.type, part.c.status, part.c.calls) for part in spans]
         stmt = _summed([rolled, *edges], ["type", "status"], ["calls"])
-    elif days is None:
-        stmt = store.grouped(*_selected(scope, query))
-    else:
-        nr = number_rollups.c
+    else:  # the numbers' days, the edges from the calls
         rolled = select(nr.type, nr.status, nr.calls).where(
             *_rolled(scope, days, tallies.EXTERNAL, query.external_numbers)
         )
         everywhere = _selected(scope, query, False)
-        edges = [
-            select(calls.c.type, calls.c.status, literal(1).label("calls")).where(*everywhere, edge)
-            for edge in days.around(calls.c.started_at)
-        ]
+        edges = [store.grouped(*everywhere, edge) for edge in days.around(calls.c.started_at)]
         stmt = _summed([rolled, *edges], ["type", "status"], ["calls"])
     return Counter({(t, s): n for t, s, n in conn.execute(stmt)})
 
