@@ -5,6 +5,7 @@ plain count, and deep pages read backwards. Both databases; calls re-merged in b
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -108,9 +109,11 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         "SELECT account_id, day, type, answered, wait, calls, conversation FROM wait_rollups"
         " WHERE calls <> 0 OR conversation <> 0"
     )
+    hours = "SELECT account_id, hour, type, status, calls FROM hour_rollups WHERE calls <> 0"
     with db.connect() as conn:
         found = tuple(
-            sorted(map(tuple, conn.execute(text(sql)))) for sql in (rollups, counts, numbers, waits)
+            sorted(map(tuple, conn.execute(text(sql))))
+            for sql in (rollups, counts, numbers, waits, hours)
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
@@ -127,12 +130,14 @@ def callers_truth(db: Engine) -> list[tuple[Any, ...]]:
     return sorted((*k, v) for k, v in first.items())
 
 
-def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """number_rollups and wait_rollups read plainly from the calls: each call's local day in its
-    account's zone; under its external number, the src of a call placed inside, the dst of one
-    received; by whether it was answered (with a time) and its wait in whole seconds."""
+def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
+    """number_rollups, wait_rollups and hour_rollups read plainly from the calls: each call's
+    local day (hour) in its account's zone; under its external number, the src of a call placed
+    inside, the dst of one received; by whether it was answered (with a time) and its wait in
+    whole seconds."""
     numbers: dict[tuple[Any, ...], list[int]] = {}
     waits: dict[tuple[Any, ...], list[int]] = {}
+    hours: Counter[tuple[Any, ...]] = Counter()
     with db.connect() as conn:
         zones = {
             a: ZoneInfo(tz)
@@ -142,6 +147,7 @@ def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     for r in rows:
         local = r.started_at.replace(tzinfo=UTC).astimezone(zones[r.account_id])
         day = (local.date() - date(1970, 1, 1)).days + tallies.KEY_BASE // 96
+        hours[r.account_id, day * 24 + local.hour, r.type, r.status] += 1
         sides = [(0, ""), (1, r.external_number)] if r.external_number else [(0, "")]
         sides += [(2, r.src)] if r.type != CallType.INCOMING else []
         sides += [(3, r.dst)] if r.type != CallType.OUTGOING else []
@@ -156,6 +162,7 @@ def days_truth(db: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
     return (
         sorted((*k, *v) for k, v in numbers.items()),
         sorted((*k, *v) for k, v in waits.items()),
+        sorted((*k, v) for k, v in hours.items()),
     )
 
 
@@ -178,10 +185,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
-            *days_truth(db),
+            *local_truth(db),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[4]} == {
+    assert {(a, n) for a, n, _ in truth[5]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
@@ -194,6 +201,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("UPDATE number_rollups SET duration = duration + 1 WHERE side = 2"))
         conn.execute(text("DELETE FROM wait_rollups WHERE wait > 10"))
         conn.execute(text("DELETE FROM callers"))
+        conn.execute(text("UPDATE hour_rollups SET calls = calls + 1 WHERE type = 2"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -207,8 +215,9 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
     )
     assert moved.exit_code == 0, moved.output
-    assert tallies_of(db) == (*truth[:2], *days_truth(db), truth[4])
-    assert days_truth(db)[0] != truth[2]
+    numbers, waits, hours = local_truth(db)
+    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, truth[5])
+    assert numbers != truth[2] and hours != truth[4]
 
 
 def test_totals_and_pages_match_plain_sql(
@@ -338,9 +347,10 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
         "Europe/Berlin",
     ],
 )
-def test_whole_days_and_edges_cover_a_period_once(zone: str) -> None:
-    """tallies.Days: every instant of a period is in exactly one whole local day (a day key the
-    instant has, all of whose instants are in the period) or one edge; none outside it."""
+@pytest.mark.parametrize("per", [tallies.HOUR, tallies.DAY])
+def test_whole_days_and_edges_cover_a_period_once(zone: str, per: int) -> None:
+    """tallies.Days: every instant of a period is in exactly one whole local day or hour (a key
+    the instant has, all of whose instants are in the period) or one edge; none outside it."""
     tz = ZoneInfo(zone)
     rng = random.Random(zone)
     transitions = [datetime(2026, 3, 7, 12), datetime(2026, 4, 3), datetime(2026, 9, 5),
@@ -352,7 +362,7 @@ def test_whole_days_and_edges_cover_a_period_once(zone: str) -> None:
             day = lo.replace(tzinfo=UTC).astimezone(tz).replace(hour=0, minute=0, second=0)
             lo = day.astimezone(UTC).replace(tzinfo=None)
         hi = lo + timedelta(seconds=rng.randrange(0, 4 * 86400))
-        days = tallies.Days.of(lo, hi, tz)
+        days = tallies.Days.of(lo, hi, tz, per)
         cut += days is not None
         probes = {lo, hi, lo - timedelta(seconds=1), hi + timedelta(seconds=1)}
         start = tallies.start_of(tallies.bucket_of(lo) - 96)
@@ -360,9 +370,11 @@ def test_whole_days_and_edges_cover_a_period_once(zone: str) -> None:
             at = start + timedelta(seconds=900 * n)
             probes |= {at, at + timedelta(seconds=1), at + timedelta(seconds=899)}
         for at in sorted(probes):
-            key = tallies.day_key(tallies.bucket_of(at), tz)
-            local_day = (at.replace(tzinfo=UTC).astimezone(tz).date() - date(1970, 1, 1)).days
-            assert key == local_day + tallies.KEY_BASE // 96, at
+            key = tallies.local_of(tallies.bucket_of(at), tz, per)
+            local = at.replace(tzinfo=UTC).astimezone(tz)
+            local_day = (local.date() - date(1970, 1, 1)).days
+            hours = local.hour if per == tallies.HOUR else 0
+            assert key == (local_day * 96 + hours * 4 + tallies.KEY_BASE) // per, at
             inside = lo <= at <= hi
             if days is None:  # no whole day: the caller counts the period's calls
                 continue

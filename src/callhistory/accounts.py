@@ -208,7 +208,7 @@ def set_pbx_config(conn: Connection, account_id: int, config: PbxConfig) -> None
 
 def set_timezone(conn: Connection, account_id: int, timezone: str) -> None:
     """Change the account's timezone: shown times and the day filters follow it; calls already
-    stored keep their instants (CDRs are stored in UTC), and their rollups by local day are
+    stored keep their instants (CDRs are stored in UTC), and their rollups by local hour and day are
     recounted in the new zone (after every ingest that read the old one has committed)."""
     zone = check_timezone(timezone)
     conn.execute(
@@ -216,7 +216,7 @@ def set_timezone(conn: Connection, account_id: int, timezone: str) -> None:
         .where(accounts.c.id == account_id)
         .values(timezone=timezone, updated_at=utcnow())
     )
-    tallies.rebuild_days(conn, account_id, zone)
+    tallies.rebuild_local(conn, account_id, zone)
 
 
 def set_recording_retention(conn: Connection, account_id: int, days: int | None) -> None:

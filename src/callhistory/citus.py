@@ -37,6 +37,7 @@ DISTRIBUTED_TABLES = (
     "number_rollups",
     "wait_rollups",
     "callers",
+    "hour_rollups",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

@@ -169,7 +169,7 @@ call_rollups = Table(
     Column("conversation", BigInteger, nullable=False),
 )
 
-# The account's calls per local day (`day`: `tallies.day_key` of the start, in the account's
+# The account's calls per local day (`day`: `tallies.local_of(bucket, zone, 96)`, in the account's
 # timezone) by one number they carry: `side` says which (`tallies.EXTERNAL`: the external number,
 # `CALLER`: the src of outgoing and internal calls, `CALLEE`: the dst of incoming and internal
 # ones), with type, status and summed durations. Kept like `call_rollups`; rebuilt when the
@@ -187,6 +187,20 @@ number_rollups = Table(
     Column("calls", BigInteger, nullable=False),
     Column("duration", BigInteger, nullable=False),
     Column("conversation", BigInteger, nullable=False),
+)
+
+# The account's calls per local hour of their start (`hour`: `tallies.local_of(bucket, zone, 4)`,
+# in the account's timezone) by type and status: `call_rollups` summed by local hour. The
+# statistics per hour, the heatmap and the summary's busiest hour read a month of it (a quarter of
+# the quarter-hours). Kept like `call_rollups`; rebuilt when the account's timezone changes.
+hour_rollups = Table(
+    "hour_rollups",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("hour", Integer, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
 )
 
 # The account's calls per local day (as `number_rollups`), type and wait before the answer in

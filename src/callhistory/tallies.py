@@ -1,7 +1,7 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
-quarter-hour of the start with summed durations (`call_rollups`), and per local day and number
-(`number_rollups`) or wait before the answer (`wait_rollups`), and each outside number's first call
-(`callers`). Kept in step with `calls` by the
+quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
+per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), and each
+outside number's first call (`callers`). Kept in step with `calls` by the
 store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
 `stats rebuild` command). Totals over a period and the statistics read them.
 """
@@ -41,6 +41,7 @@ from callhistory.schema import (
     callers,
     calls,
     dialect_insert,
+    hour_rollups,
     number_rollups,
     wait_rollups,
 )
@@ -112,29 +113,33 @@ class Period:
 @dataclass(frozen=True, slots=True)
 class Days:
     """A period (both ends given) cut into runs of whole local days (read from `number_rollups`)
-    and the times around them (read from the calls): the edges before the first whole day and
-    after the last, and, where a day is not one stretch of time (a zone that turns its clocks
-    back over midnight), around it."""
+    or hours (`hour_rollups`) and the times around them (read from the quarter-hours or the
+    calls): the edges before the first whole day and after the last, and, where a day is not one
+    stretch of time (a zone that turns its clocks back over midnight; every such hour), around
+    it."""
 
-    runs: tuple[tuple[int, int], ...]  # (first day key, last day key), inclusive
+    runs: tuple[tuple[int, int], ...]  # (first key, last key), inclusive
     edges: tuple[tuple[datetime, datetime, bool], ...]  # (from, to, whether `to` is included)
     offsets: list[tuple[int, int]]  # the zone's over the period and a day around it (`offsets`)
 
     @classmethod
-    def of(cls, started_from: datetime, started_to: datetime, zone: ZoneInfo) -> Days | None:
-        """The cut, or None when the period holds no whole local day (count its calls)."""
+    def of(
+        cls, started_from: datetime, started_to: datetime, zone: ZoneInfo, per: int = 96
+    ) -> Days | None:
+        """The cut into local days (per=96 quarter-hours) or hours (per=4), or None when the
+        period holds no whole one (count its calls)."""
         period = Period.of(started_from, started_to)
         if period is None or period.first is None or period.last is None:
             return None
         first, last = period.first, period.last
-        # (day key, first bucket, last bucket) in time order, a day a day's stretch of buckets.
+        # (key, first bucket, last bucket) in time order, a day (hour) a stretch of buckets.
         stretches: list[tuple[int, int, int]] = []
         pieces = offsets(zone, first - 96, last + 96)
         for (start, off), end in zip(pieces, [p for p, _ in pieces[1:]] + [last + 97], strict=True):
             bucket = start
             while bucket < end:
-                key = (bucket + off + KEY_BASE) // 96
-                top = min(end - 1, 96 * (key + 1) - off - KEY_BASE - 1)
+                key = (bucket + off + KEY_BASE) // per
+                top = min(end - 1, per * (key + 1) - off - KEY_BASE - 1)
                 if stretches and stretches[-1][0] == key:  # a day across a transition
                     stretches[-1] = (key, stretches[-1][1], top)
                 else:
@@ -165,8 +170,9 @@ class Days:
         tick = timedelta(microseconds=1)
         return [(lo, hi if included else hi - tick) for lo, hi, included in self.edges]
 
-    def whole_days(self, day: Any) -> ColumnElement[bool]:
-        return or_(*(day.between(lo, hi) for lo, hi in self.runs))
+    def whole(self, key: Any) -> ColumnElement[bool]:
+        """SQL: whether a rollup's hour or day key is one of the whole ones."""
+        return or_(*(key.between(lo, hi) for lo, hi in self.runs))
 
     def around(self, started_at: Any) -> list[ColumnElement[bool]]:
         """A condition on the start time for each edge."""
@@ -259,12 +265,18 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         counts[type_, status] += moved[0]
     names = ["account_id", "bucket", "type", "status"]
     _upsert(conn, call_rollups, names, _rows(account_id, names, tally.buckets))
-    if tally.numbers:  # calls were counted: their local days need the account's zone
+    if tally.numbers:  # calls were counted: their local hours and days need the account's zone
         zone = _locked_zone(conn, account_id)
+        names = ["account_id", "hour", "type", "status"]
+        hours = _by_local({k: v[:1] for k, v in tally.buckets.items()}, zone, 4)
+        _upsert(conn, hour_rollups, names, _rows(account_id, names, hours, ("calls",)))
         names = ["account_id", "day", "side", "number", "type", "status"]
-        _upsert(conn, number_rollups, names, _rows(account_id, names, _by_day(tally.numbers, zone)))
+        days = _by_local(tally.numbers, zone, 96)
+        _upsert(conn, number_rollups, names, _rows(account_id, names, days))
         names = ["account_id", "day", "type", "answered", "wait"]
-        waits = _rows(account_id, names, _by_day(tally.waits, zone), ("calls", "conversation"))
+        waits = _rows(
+            account_id, names, _by_local(tally.waits, zone, 96), ("calls", "conversation")
+        )
         _upsert(conn, wait_rollups, names, waits)
     names = ["account_id", "type", "status"]
     _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
@@ -279,12 +291,15 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         conn.execute(_earliest(conn, dialect_insert(conn, callers)), firsts)
 
 
-def _by_day(tallied: dict[Any, list[int]], zone: ZoneInfo) -> dict[Any, list[int]]:
-    """A tally keyed by (bucket, ...) re-keyed by (local day, ...), the buckets of a day summed."""
-    days: dict[Any, list[int]] = {}
+def _by_local(tallied: dict[Any, list[int]], zone: ZoneInfo, per: int) -> dict[Any, list[int]]:
+    """A tally keyed by (bucket, ...) re-keyed by (local hour or day, ...) (`local_of`), the
+    buckets of an hour or day summed."""
+    local: dict[Any, list[int]] = {}
     for (bucket, *rest), moved in tallied.items():
-        _move(days.setdefault((day_key(bucket, zone), *rest), [0] * len(moved)), tuple(moved))
-    return days
+        _move(
+            local.setdefault((local_of(bucket, zone, per), *rest), [0] * len(moved)), tuple(moved)
+        )
+    return local
 
 
 def _rows(
@@ -317,7 +332,14 @@ def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
 
 
 #: Every table `rebuild` fills.
-TABLES = ("call_counts", "call_rollups", "number_rollups", "wait_rollups", "callers")
+TABLES = (
+    "call_counts",
+    "call_rollups",
+    "hour_rollups",
+    "number_rollups",
+    "wait_rollups",
+    "callers",
+)
 
 
 def rebuild(conn: Connection, account_id: int) -> None:
@@ -344,8 +366,33 @@ def rebuild(conn: Connection, account_id: int) -> None:
         ),
         args,
     )
-    rebuild_days(conn, account_id, _locked_zone(conn, account_id))
+    rebuild_local(conn, account_id, _locked_zone(conn, account_id))
     rebuild_callers(conn, account_id)
+
+
+def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
+    """Recount the account's rollups by local hour and day (after `call_rollups`), in `zone`."""
+    rebuild_hours(conn, account_id, zone)
+    rebuild_days(conn, account_id, zone)
+
+
+def rebuild_hours(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
+    """Recount the account's `hour_rollups` from its `call_rollups`, in `zone`."""
+    conn.execute(hour_rollups.delete().where(hour_rollups.c.account_id == account_id))
+    mine = call_rollups.c.account_id == account_id
+    day = (call_rollups.c.bucket + KEY_BASE) // 96 - KEY_BASE // 96  # floor, before 1970 too
+    found = sorted(int(d) for (d,) in conn.execute(select(day).where(mine).distinct()))
+    if not found:
+        return
+    hour = local_key(call_rollups.c.bucket, offsets_on(zone, found), 4)
+    grouped = (
+        select(call_rollups.c.account_id, hour, call_rollups.c.type, call_rollups.c.status,
+               func.sum(call_rollups.c.calls))
+        .where(mine, call_rollups.c.calls != 0)
+        .group_by(call_rollups.c.account_id, hour, call_rollups.c.type, call_rollups.c.status)
+    )  # fmt: skip
+    columns = ["account_id", "hour", "type", "status", "calls"]
+    conn.execute(hour_rollups.insert().from_select(columns, grouped))
 
 
 def _earliest(conn: Connection, insert: Any) -> Any:
@@ -451,6 +498,9 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     conn.execute(wait_rollups.insert().from_select(columns, grouped))
 
 
+#: Quarter-hours per local hour and day: the `per` of `local_of`, `local_key` and `Days.of`.
+HOUR, DAY = 4, 96
+
 #: Buckets added before dividing local buckets into hours or days, so the dividend is positive
 #: (SQL's integer division truncates toward zero) back to year 1; a whole number of weeks.
 KEY_BASE = 96 * 7 * 200_000
@@ -467,10 +517,10 @@ def _offset(zone: ZoneInfo, bucket: int) -> int:
     return int((local.utcoffset() or timedelta()).total_seconds()) // BUCKET_SECONDS
 
 
-def day_key(bucket: int, zone: ZoneInfo) -> int:
-    """The local day a bucket falls in (`local_key` with per=96, in Python): `number_rollups`'
-    `day`."""
-    return (bucket + _offset(zone, bucket) + KEY_BASE) // 96
+def local_of(bucket: int, zone: ZoneInfo, per: int) -> int:
+    """The local hour (per=4) or day (per=96) a bucket falls in (`local_key` in Python):
+    `hour_rollups`' `hour`, `number_rollups`' `day`."""
+    return (bucket + _offset(zone, bucket) + KEY_BASE) // per
 
 
 def _pieces(zone: ZoneInfo, samples: list[int]) -> list[tuple[int, int]]:

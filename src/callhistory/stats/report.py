@@ -15,8 +15,7 @@ from callhistory import tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.resources import local_time
 
-#: Quarter-hours per local hour and day, as the database counts them.
-HOUR, DAY = 4, 96
+HOUR, DAY = tallies.HOUR, tallies.DAY
 
 
 Unit = Literal["hour", "day", "month"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,8 +29,8 @@ from sqlalchemy import (
 from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
+from callhistory.schema import call_rollups, calls, hour_rollups, number_rollups, wait_rollups
 from callhistory.schema import callers as callers_table
-from callhistory.schema import calls, number_rollups, wait_rollups
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
 
@@ -53,12 +53,30 @@ def _selected(scope: Scope, query: StatsQuery, period: bool = True) -> list[Colu
     return conditions
 
 
-def _days(scope: Scope, query: StatsQuery, zone: ZoneInfo) -> tallies.Days | None:
-    """The period cut at the account's whole local days, when `number_rollups` can answer: for
-    the whole account (they do not know who in it made a call), over at least one whole day."""
-    if not scope.whole:
+def _extent(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[datetime, datetime] | None:
+    """The period narrowed to the quarter-hours the account has calls in (its first to its
+    last, from `call_rollups`' key), or None when it has none in the period: a period of ten
+    years is cut into days no longer than the account's calls span."""
+    cr = call_rollups.c
+    first, last = conn.execute(
+        select(func.min(cr.bucket), func.max(cr.bucket)).where(cr.account_id == scope.account_id)
+    ).one()
+    if first is None:
         return None
-    return tallies.Days.of(query.started_from, query.started_to, zone)
+    lo = max(query.started_from, tallies.start_of(first))
+    hi = min(query.started_to, tallies.start_of(last + 1) - timedelta(microseconds=1))
+    return (lo, hi) if lo <= hi else None
+
+
+def _days(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo, per: int = tallies.DAY
+) -> tallies.Days | None:
+    """The period (narrowed to the account's calls) cut at the account's whole local days (or
+    hours), when the rollups by local day (hour) can answer: for the whole account (they do not
+    know who in it made a call), over at least one whole day (hour)."""
+    if not scope.whole or (extent := _extent(conn, scope, query)) is None:
+        return None
+    return tallies.Days.of(*extent, zone, per)
 
 
 def _rolled(
@@ -68,7 +86,7 @@ def _rolled(
     conditions = [
         number_rollups.c.account_id == scope.account_id,
         number_rollups.c.side == side,
-        days.whole_days(number_rollups.c.day),
+        days.whole(number_rollups.c.day),
         number_rollups.c.calls != 0,
     ]
     if numbers:
@@ -125,7 +143,7 @@ def summary_rows(
             .group_by(calls.c.type)
         )
 
-    days = None if query.external_numbers else _days(scope, query, zone)
+    days = None if query.external_numbers else _days(conn, scope, query, zone)
     if days is None:
         return conn.execute(from_calls(*_selected(scope, query))).all()
     w = wait_rollups.c
@@ -140,7 +158,7 @@ def summary_rows(
             func.sum(case((yes, w.conversation), else_=0)).label("talk_total"),
             func.sum(case((and_(yes, w.wait <= sla), w.calls), else_=0)).label("within_sla"),
         )
-        .where(w.account_id == scope.account_id, days.whole_days(w.day))
+        .where(w.account_id == scope.account_id, days.whole(w.day))
         .group_by(w.type)
     )
     everywhere = _selected(scope, query, False)
@@ -203,12 +221,14 @@ def local_counts(
 ) -> Sequence[AnyRow]:
     """The scope's calls in the period per (local hour or day key, type, status), counted in
     the database: `per` is 4 (hours) or 96 (days) quarter-hours; `tallies.key_start` reads a
-    key. Whole buckets come from the rollups, unless external numbers filter or the scope is
-    narrower than the account (the rollups keep neither); the partial buckets at the ends from
-    the calls."""
+    key. Whole local hours (days) come from `hour_rollups` (`number_rollups`; by external number
+    too), whole quarter-hours from `call_rollups`, the rest from the calls. An operator's scope
+    (the rollups do not know who in the account made a call), and external numbers by hour,
+    read the calls."""
     dialect = conn.dialect.name
     period = tallies.Period.of(query.started_from, query.started_to)
-    days = _days(scope, query, zone) if per == 96 else None
+    hourly = per == tallies.HOUR
+    days = None if hourly and query.external_numbers else _days(conn, scope, query, zone, per)
     # The zone's offsets over the period: the cut into days read them already.
     shifts = days.offsets if days is not None else tallies.offsets(
         zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
@@ -218,7 +238,7 @@ def local_counts(
         key = tallies.local_key(parts.c.bucket, shifts, per).label("key")
         return select(key, parts.c.type, parts.c.status, parts.c.calls)
 
-    nr = number_rollups.c
+    nr, hr = number_rollups.c, hour_rollups.c
     daily = select(nr.day.label("key"), nr.type, nr.status, nr.calls)
     if days is not None and query.external_numbers:  # their days, the edges from the calls
         rolled = daily.where(*_rolled(scope, days, tallies.EXTERNAL, query.external_numbers))
@@ -227,8 +247,13 @@ def local_counts(
             for edge in days.around(calls.c.started_at)
         ]
         parts = [rolled, *edges]
-    elif days is not None:  # the account's days, the edges from the quarter-hours
-        rolled = daily.where(*_rolled(scope, days, tallies.TOTAL))
+    elif days is not None:  # the account's hours or days, the edges from the quarter-hours
+        if hourly:
+            rolled = select(hr.hour.label("key"), hr.type, hr.status, hr.calls).where(
+                hr.account_id == scope.account_id, days.whole(hr.hour), hr.calls != 0
+            )
+        else:
+            rolled = daily.where(*_rolled(scope, days, tallies.TOTAL))
         parts = [rolled, *(keyed(_span(dialect, scope, *span)) for span in days.spans())]
     elif query.external_numbers or period is None or not scope.whole:
         parts = [keyed(store.by_bucket(dialect, *_selected(scope, query)).subquery())]
@@ -257,7 +282,7 @@ def by_external_number(
             .group_by(calls.c.external_number, calls.c.type, calls.c.status)
         )
 
-    if (days := _days(scope, query, zone)) is None:
+    if (days := _days(conn, scope, query, zone)) is None:
         return conn.execute(grouped(*_selected(scope, query))).all()
     nr = number_rollups.c
     rolled = select(nr.number, nr.type, nr.status, nr.calls).where(
@@ -275,7 +300,7 @@ def counts(
     """Calls in the period by (type, status): the Call History API's strategies (counters,
     rollups); when external numbers filter, their whole local days from `number_rollups` and
     the rest from the calls."""
-    days = _days(scope, query, zone)
+    days = _days(conn, scope, query, zone)
     nr = number_rollups.c
     if days is None and not query.external_numbers:
         return store.counts(conn, scope, _call_query(query))
@@ -322,7 +347,7 @@ def by_number(
             )
         ]
 
-    days = None if query.external_numbers else _days(scope, query, zone)
+    days = None if query.external_numbers else _days(conn, scope, query, zone)
     if days is None:
         return conn.execute(union_all(*sides(*_selected(scope, query)))).all()
     nr = number_rollups.c
