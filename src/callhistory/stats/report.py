@@ -53,27 +53,23 @@ def calls_count(counts: Counter[tuple[int, int]]) -> dict[str, Any]:
 
 def by_period(rows: Iterable[Sequence[Any]], unit: Unit) -> dict[str, Any]:
     """Per direction, the series `all` and `not_answered`: one entry per local hour, day or month
-    that has such calls, ascending. Rows are (local key, type, status, calls), counted by
-    `UNITS[unit][2]` quarter-hours."""
+    that has such calls, ascending. Rows are (local key, type, calls, not answered), counted by
+    `UNITS[unit][2]` quarter-hours (several days make a month)."""
     key, pattern, per = UNITS[unit]
-    every: Counter[tuple[int, str]] = Counter()
-    missed: Counter[tuple[int, str]] = Counter()
+    every: dict[int, dict[str, int]] = {int(kind): {} for _, kind in DIRECTIONS}
+    missed: dict[int, dict[str, int]] = {int(kind): {} for _, kind in DIRECTIONS}
     labels: dict[int, str] = {}
-    for local, type_, status, n in rows:
-        if not n:
-            continue
+    for local, type_, n, m in rows:
         if (label := labels.get(local)) is None:
             label = labels[local] = tallies.key_start(local, per).strftime(pattern)
-        every[type_, label] += n
-        if status == NOT_ANSWERED:
-            missed[type_, label] += n
+        every[type_][label] = every[type_].get(label, 0) + n
+        missed[type_][label] = missed[type_].get(label, 0) + m
 
-    def series(counts: Counter[tuple[int, str]], kind: CallType) -> list[dict[str, Any]]:
-        found = sorted((label, n) for (t, label), n in counts.items() if t == kind and n)
-        return [{key: label, "call_count": n} for label, n in found]
+    def series(counts: dict[str, int]) -> list[dict[str, Any]]:
+        return [{key: label, "call_count": n} for label, n in sorted(counts.items()) if n]
 
     return {
-        name: {"all": series(every, kind), "not_answered": series(missed, kind)}
+        name: {"all": series(every[kind]), "not_answered": series(missed[kind])}
         for name, kind in DIRECTIONS
     }
 
@@ -91,7 +87,7 @@ def summary(
     """Per direction: calls, answered, not answered, answer rate, average and longest wait before
     the answer, total and average talk (per answered call); the service level of incoming calls
     (answered within `sla` seconds, of all incoming); unique and new callers; the busiest local
-    hour. Rows: `summary_rows`; hours: (local hour key, type, status, calls)."""
+    hour. Rows: `summary_rows`; hours: (local hour key, type, calls, not answered)."""
     found = {row.type: row for row in rows}
     result: dict[str, Any] = {}
     for name, kind in DIRECTIONS:
@@ -117,7 +113,7 @@ def summary(
     }
     result["unique_callers"], result["new_callers"] = callers
     per_hour: Counter[int] = Counter()
-    for local, _type, _status, n in hours:
+    for local, _type, n, _missed in hours:
         per_hour[local] += n
     busiest = min(per_hour.items(), key=lambda item: (-item[1], item[0]), default=None)
     result["busiest_hour"] = (
@@ -133,11 +129,12 @@ def summary(
 
 def heatmap(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
     """Calls per local weekday (Monday first) by hour of the day, answered and not. Rows are
-    (local hour key, type, status, calls)."""
+    (local hour key, type, calls, not answered)."""
     grids = {status: [[0] * 24 for _ in range(7)] for status in (ANSWERED, NOT_ANSWERED)}
-    for local, _type, status, n in rows:
+    for local, _type, n, missed in rows:
         start = tallies.key_start(local, HOUR)
-        grids[status][start.weekday()][start.hour] += n
+        grids[ANSWERED][start.weekday()][start.hour] += n - missed
+        grids[NOT_ANSWERED][start.weekday()][start.hour] += missed
     return {
         "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
         "answered": grids[ANSWERED],

@@ -219,12 +219,12 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int
 def local_counts(
     conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo, per: int
 ) -> Sequence[AnyRow]:
-    """The scope's calls in the period per (local hour or day key, type, status), counted in
-    the database: `per` is 4 (hours) or 96 (days) quarter-hours; `tallies.key_start` reads a
-    key. Whole local hours (days) come from `hour_rollups` (`number_rollups`; by external number
-    too), whole quarter-hours from `call_rollups`, the rest from the calls. An operator's scope
-    (the rollups do not know who in the account made a call), and external numbers by hour,
-    read the calls."""
+    """The scope's calls in the period per (local hour or day key, type): calls, and of them not
+    answered (`missed`), counted in the database: `per` is 4 (hours) or 96 (days) quarter-hours;
+    `tallies.key_start` reads a key. Whole local hours (days) come from `hour_rollups`
+    (`number_rollups`; by external number too), whole quarter-hours from `call_rollups`, the rest
+    from the calls. An operator's scope (the rollups do not know who in the account made a call),
+    and external numbers by hour, read the calls."""
     dialect = conn.dialect.name
     period = tallies.Period.of(query.started_from, query.started_to)
     hourly = per == tallies.HOUR
@@ -260,7 +260,19 @@ def local_counts(
     else:
         call_query = _call_query(query)
         parts = [keyed(store.period_buckets(dialect, scope.account_id, call_query, period))]
-    return conn.execute(_summed(parts, ["key", "type", "status"], ["calls"])).all()
+    union = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    missed = case((union.c.status == int(CallStatus.NOT_ANSWERED), union.c.calls), else_=0)
+    summed = (
+        select(
+            union.c.key,
+            union.c.type,
+            cast(func.sum(union.c.calls), BigInteger).label("calls"),
+            cast(func.sum(missed), BigInteger).label("missed"),
+        )
+        .group_by(union.c.key, union.c.type)
+        .having(func.sum(union.c.calls) != 0)
+    )
+    return conn.execute(summed).all()
 
 
 def by_external_number(
