@@ -54,17 +54,20 @@ def _selected(scope: Scope, query: StatsQuery, period: bool = True) -> list[Colu
 
 
 def _extent(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[datetime, datetime] | None:
-    """The period narrowed to the quarter-hours the account has calls in (its first to its
-    last, from `call_rollups`' key), or None when it has none in the period: a period of ten
-    years is cut into days no longer than the account's calls span."""
+    """The period narrowed to two days around the quarter-hours the account has calls in (its
+    first to its last, from `call_rollups`' key), or None when it has none in the period: a
+    period of ten years is cut into no more days than the account's calls span, and every local
+    day that holds calls stays whole."""
     cr = call_rollups.c
     first, last = conn.execute(
         select(func.min(cr.bucket), func.max(cr.bucket)).where(cr.account_id == scope.account_id)
     ).one()
     if first is None:
         return None
-    lo = max(query.started_from, tallies.start_of(first))
-    hi = min(query.started_to, tallies.start_of(last + 1) - timedelta(microseconds=1))
+    lo = max(query.started_from, tallies.start_of(first - 2 * tallies.DAY))
+    hi = min(
+        query.started_to, tallies.start_of(last + 1 + 2 * tallies.DAY) - timedelta(microseconds=1)
+    )
     return (lo, hi) if lo <= hi else None
 
 
