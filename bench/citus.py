@@ -26,10 +26,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from bench.list_calls import _load, percentile, shapes, timed
+from bench.list_calls import _load, in_process, percentile, shapes, timed
 from bench.serve_wrk import run_wrk, start_server
 from callhistory import accounts, migrate
-from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 
@@ -124,7 +123,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
             select(func.max(calls.c.started_at)).where(calls.c.account_id == ids[0])
         ).scalar_one()
     day = (latest - timedelta(days=3)).strftime("%Y-%m-%d")
-    client = TestClient(create_app(settings, engine))
+    client = in_process(settings, engine)
     headers = {"Authorization": f"Bearer {tokens[0]}"}
     result: dict[str, Any] = {"load": load_rate, "shapes": {}}
     for shape, qs in shapes(day, args.calls).items():

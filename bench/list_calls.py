@@ -33,7 +33,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, text
 
 from callhistory import accounts, demo, migrate, store
-from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 
@@ -173,6 +172,13 @@ def bench_database(migrated: bool = True) -> tuple[Settings, Engine]:
     return settings, engine
 
 
+def in_process(settings: Settings, engine: Engine) -> TestClient:
+    """The app in this process, started as the server starts it (its lifespan run)."""
+    client = in_process(settings, engine)
+    client.__enter__()
+    return client
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -264,7 +270,7 @@ def measure(
             select(func.max(calls.c.started_at)).where(calls.c.account_id == account_id)
         ).scalar_one()
     day = (latest - timedelta(days=3)).strftime("%Y-%m-%d")
-    client = TestClient(create_app(settings, engine))
+    client = in_process(settings, engine)
     headers = {"Authorization": f"Bearer {token}"}
 
     floor = timed(lambda: bare_page(engine, account_id), args.runs)

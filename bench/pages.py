@@ -17,12 +17,10 @@ import re
 import statistics
 from datetime import timedelta
 
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from bench.list_calls import BIG, bare_page, bench_database, percentile, seed, timed
+from bench.list_calls import BIG, bare_page, bench_database, in_process, percentile, seed, timed
 from callhistory import accounts
-from callhistory.api import create_app
 from callhistory.schema import calls
 from callhistory.web import STATIC
 
@@ -47,7 +45,7 @@ def main() -> None:
     day = f"{latest + timedelta(hours=5):%Y-%m-%d}"  # Tashkent
     week = f"{latest + timedelta(hours=5) - timedelta(days=6):%Y-%m-%d}"
 
-    client = TestClient(create_app(settings, engine))
+    client = in_process(settings, engine)
     form = client.get("/login").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', form)
     assert csrf is not None

@@ -14,12 +14,10 @@ import argparse
 import statistics
 from datetime import timedelta
 
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from bench.list_calls import BIG, bare_page, bench_database, percentile, seed, timed
+from bench.list_calls import BIG, bare_page, bench_database, in_process, percentile, seed, timed
 from callhistory import accounts
-from callhistory.api import create_app
 from callhistory.models import UserType
 from callhistory.schema import calls
 
@@ -67,7 +65,7 @@ def main() -> None:
             f"&filter[from]={before(6)}&filter[to]={day}"
         ),
     }
-    client = TestClient(create_app(settings, engine))
+    client = in_process(settings, engine)
     headers = {"Authorization": f"Bearer {token}"}
     operator = {"Authorization": f"Bearer {operator_token(engine, account_id)}"}
 
