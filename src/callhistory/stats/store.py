@@ -263,17 +263,19 @@ def local_counts(
     else:
         call_query = _call_query(query)
         parts = [keyed(store.period_buckets(dialect, scope.account_id, call_query, period))]
-    union = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
-    missed = case((union.c.status == int(CallStatus.NOT_ANSWERED), union.c.calls), else_=0)
+    selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
+    union = selected.subquery()
+    # Each row's count fits an integer, and PostgreSQL sums integers (into a bigint) twice as
+    # fast as bigints (into a numeric).
+    each = cast(union.c.calls, Integer)
+    missed = case((union.c.status == int(CallStatus.NOT_ANSWERED), each), else_=0)
+    calls_sum = func.sum(each)
     summed = (
         select(
-            union.c.key,
-            union.c.type,
-            cast(func.sum(union.c.calls), BigInteger).label("calls"),
-            cast(func.sum(missed), BigInteger).label("missed"),
+            union.c.key, union.c.type, calls_sum.label("calls"), func.sum(missed).label("missed")
         )
         .group_by(union.c.key, union.c.type)
-        .having(func.sum(union.c.calls) != 0)
+        .having(calls_sum != 0)
     )
     return conn.execute(summed).all()
 
