@@ -110,13 +110,29 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         " WHERE calls <> 0 OR conversation <> 0"
     )
     hours = "SELECT account_id, hour, type, status, calls FROM hour_rollups WHERE calls <> 0"
+    grams = "SELECT account_id, field, gram, type, status, calls FROM gram_counts WHERE calls <> 0"
     with db.connect() as conn:
         found = tuple(
             sorted(map(tuple, conn.execute(text(sql))))
-            for sql in (rollups, counts, numbers, waits, hours)
+            for sql in (rollups, counts, numbers, waits, hours, grams)
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
+
+
+def grams_truth(db: Engine) -> list[tuple[Any, ...]]:
+    """Per account, number, substring of one or two characters without letters, type and
+    status: how many calls hold it, read plainly from the calls."""
+    found: Counter[tuple[Any, ...]] = Counter()
+    with db.connect() as conn:
+        for c in conn.execute(select(calls)):
+            for field, value in enumerate((c.src, c.dst, c.external_number)):
+                value = value or ""
+                substrings = {value[i : i + n] for n in (1, 2) for i in range(len(value) - n + 1)}
+                for gram in substrings:
+                    if not any(ch.isalpha() for ch in gram):
+                        found[c.account_id, field, gram, c.type, c.status] += 1
+    return sorted((*k, v) for k, v in found.items())
 
 
 def callers_truth(db: Engine) -> list[tuple[Any, ...]]:
@@ -186,9 +202,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
             *local_truth(db),
+            grams_truth(db),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[5]} == {
+    assert {(a, n) for a, n, _ in truth[6]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
@@ -202,6 +219,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("DELETE FROM wait_rollups WHERE wait > 10"))
         conn.execute(text("DELETE FROM callers"))
         conn.execute(text("UPDATE hour_rollups SET calls = calls + 1 WHERE type = 2"))
+        conn.execute(text("DELETE FROM gram_counts WHERE gram = '9'"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -216,7 +234,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
     )
     assert moved.exit_code == 0, moved.output
     numbers, waits, hours = local_truth(db)
-    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, truth[5])
+    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, *truth[5:])
     assert numbers != truth[2] and hours != truth[4]
 
 
@@ -275,6 +293,56 @@ def test_totals_and_pages_match_plain_sql(
             len(truth),
             truth[start : start + per_page],
         ), params
+
+
+def test_short_substring_totals_match_plain_sql(
+    client: TestClient,
+    db: Engine,
+    randomized: tuple[Tenant, ZoneInfo],
+    add_calls: Callable[..., list[int]],
+) -> None:
+    """A substring of one or two characters (alone, or with type and status) is counted from
+    `gram_counts`; its total and pages must be what plain SQL finds, letters, LIKE's wildcards
+    and repeated characters included."""
+    tenant, _ = randomized
+    odd = [
+        new_call(tenant.account_id, 1000 + n, src=src, dst=dst, external_number=ext)
+        for n, (src, dst, ext) in enumerate(
+            [("Reception 1a", "*97", "+998712"), ("10%_1", "1\\0", "a1a1"), ("111", "AB", None)]
+        )
+    ]
+    add_calls(tenant.account_id, odd)
+    find = {"postgresql": "strpos", "sqlite": "instr"}[db.dialect.name]
+    rng = random.Random(11)
+    values = ["1", "0", "9", "10", "99", "12", "+9", "*9", "%", "_", "%_", "\\", "a", "1a", "11"]
+    for field in ("src", "dst", "external_number"):
+        for value in values:
+            params = {f"filter[{field}]": value, "per_page": "5"}
+            where = [f"{find}(lower({field}), lower(:v)) > 0"]
+            if rng.random() < 0.5:
+                chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
+                params["filter[type]"] = ",".join(chosen)
+                where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
+            if rng.random() < 0.4:
+                params["filter[status]"] = status = rng.choice(["1", "2"])
+                where.append(f"status = {status}")
+            sql = (
+                f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)} ORDER BY id"
+            )
+            with db.connect() as conn:
+                truth = list(conn.scalars(text(sql), {"a": tenant.account_id, "v": value}))
+            last = max(1, -(-len(truth) // 5))
+            for page in {1, last}:
+                response = client.get(
+                    URL, params={**params, "page": str(page)}, headers=tenant.headers
+                )
+                assert response.status_code == 200, (params, response.text)
+                body = response.json()
+                found = (body["meta"]["total"], [c["id"] for c in body["data"]])
+                assert found == (len(truth), truth[(page - 1) * 5 : page * 5]), params
+    with db.connect() as conn:  # a wildcard is kept as the character it is
+        held = conn.execute(text("SELECT count(*) FROM gram_counts WHERE gram = '%_'")).scalar()
+    assert held == 1
 
 
 def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:

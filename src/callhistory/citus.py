@@ -38,6 +38,7 @@ DISTRIBUTED_TABLES = (
     "wait_rollups",
     "callers",
     "hour_rollups",
+    "gram_counts",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

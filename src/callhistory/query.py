@@ -82,6 +82,20 @@ class CallQuery:
         return not (self.text or self.numbers or self.integration_statuses)
 
     @property
+    def gram(self) -> tuple[str, str] | None:
+        """(column, substring) when one substring of one or two characters without letters
+        filters, beside type and status at most: the per-account gram counts give the total."""
+        if len(self.text) != 1 or self.numbers or self.integration_statuses:
+            return None
+        if self.started_from is not None or self.started_to is not None:
+            return None
+        ((name, values),) = self.text.items()
+        value = values[0]
+        if len(values) != 1 or len(value) > 2 or value.lower() != value.upper():
+            return None
+        return name, value
+
+    @property
     def counted_by_type_and_status(self) -> bool:
         """True when only type/status filters apply, so the per-account counters give the total."""
         return self.counted_by_period and self.started_from is None and self.started_to is None

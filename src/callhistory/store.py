@@ -39,6 +39,7 @@ from callhistory.schema import (
     call_rollups,
     calls,
     dialect_insert,
+    gram_counts,
     integrations,
 )
 
@@ -174,14 +175,15 @@ def _conditions(scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
 
 def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
     """The exact number of calls the query matches."""
-    if query.counted_by_period and scope.whole:
+    if (query.counted_by_period or query.gram is not None) and scope.whole:
         return sum(counts(conn, scope, query).values())
     return _count_calls(conn, _conditions(scope, query))
 
 
 def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[int, int]]:
     """The exact number of calls the query matches by (type, status): from the counters when
-    only type and status filter, from the rollups (and the calls of the partial quarter-hours at
+    only type and status filter (and from the gram counts when a substring of one or two
+    characters does too), from the rollups (and the calls of the partial quarter-hours at
     the ends) when a period does too, and by counting the matching calls otherwise (always for
     a scope narrower than the account: the counters and rollups are per account)."""
     account_id = scope.account_id
@@ -190,6 +192,15 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
     elif query.counted_by_type_and_status:
         stmt = select(call_counts.c.type, call_counts.c.status, call_counts.c.calls).where(
             call_counts.c.account_id == account_id, *type_and_status(call_counts, query)
+        )
+    elif query.gram is not None:
+        name, gram = query.gram
+        g = gram_counts.c
+        stmt = select(g.type, g.status, g.calls).where(
+            g.account_id == account_id,
+            g.field == tallies.GRAM_FIELDS.index(name),
+            g.gram == gram,
+            *type_and_status(gram_counts, query),
         )
     elif (period := tallies.Period.of(query.started_from, query.started_to)) is None or not (
         query.counted_by_period

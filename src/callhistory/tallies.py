@@ -1,7 +1,8 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
-per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), and each
-outside number's first call (`callers`). Kept in step with `calls` by the
+per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), each
+outside number's first call (`callers`), and the calls holding each short substring of a number
+(`gram_counts`). Kept in step with `calls` by the
 store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
 `stats rebuild` command). Totals over a period and the statistics read them.
 """
@@ -41,6 +42,7 @@ from callhistory.schema import (
     callers,
     calls,
     dialect_insert,
+    gram_counts,
     hour_rollups,
     number_rollups,
     wait_rollups,
@@ -187,6 +189,21 @@ class Days:
 TOTAL, EXTERNAL, CALLER, CALLEE = 0, 1, 2, 3
 
 
+#: The numbers `gram_counts` counts substrings of, by their `field` there (the index).
+GRAM_FIELDS = ("src", "dst", "external_number")
+
+
+def grams(value: str | None) -> set[str]:
+    """The distinct substrings of one and two characters of a number that have no letters (a
+    search for them matches exactly: no case to fold)."""
+    if not value:
+        return set()
+    found = set(value) | {value[i : i + 2] for i in range(len(value) - 1)}
+    if value.lower() != value.upper():
+        found = {gram for gram in found if gram.lower() == gram.upper()}
+    return found
+
+
 def sides(type_: int, src: str, dst: str, external_number: str | None) -> list[tuple[int, str]]:
     """(side, number) for each number the call is counted by in `number_rollups`: its external
     number if it has one, its src if it was placed inside (outgoing, internal), its dst if it was
@@ -210,6 +227,8 @@ class Tally:
         self.numbers: dict[tuple[int, int, str, int, int], list[int]] = {}
         #: (bucket, type, answered, wait) → [calls, conversation]
         self.waits: dict[tuple[int, int, int, int], list[int]] = {}
+        #: (field, gram, type, status) → calls
+        self.grams: Counter[tuple[int, str, int, int]] = Counter()
         #: Outside numbers → the earliest incoming call from them added.
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
@@ -231,6 +250,9 @@ class Tally:
         wait = unix(call.answered_at) - unix(call.started_at) if answered else 0
         waited = self.waits.setdefault((bucket, type_, int(answered), wait), [0, 0])
         _move(waited, (sign, sign * call.conversation))
+        for field, name in enumerate(GRAM_FIELDS):
+            for gram in grams(getattr(call, name)):
+                self.grams[field, gram, type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
             if sign < 0:
                 self.gone.add(call.src)
@@ -280,6 +302,9 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         _upsert(conn, wait_rollups, names, waits)
     names = ["account_id", "type", "status"]
     _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
+    names = ["account_id", "field", "gram", "type", "status"]
+    found = {k: [n] for k, n in tally.grams.items()}
+    _upsert(conn, gram_counts, names, _rows(account_id, names, found, ("calls",)))
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
         rebuild_callers(conn, account_id, sorted(tally.gone))
     firsts = [
@@ -334,6 +359,7 @@ def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
 #: Every table `rebuild` fills.
 TABLES = (
     "call_counts",
+    "gram_counts",
     "call_rollups",
     "hour_rollups",
     "number_rollups",
@@ -368,6 +394,28 @@ def rebuild(conn: Connection, account_id: int) -> None:
     )
     rebuild_local(conn, account_id, _locked_zone(conn, account_id))
     rebuild_callers(conn, account_id)
+    rebuild_grams(conn, account_id)
+
+
+def rebuild_grams(conn: Connection, account_id: int) -> None:
+    """Recount the account's `gram_counts` from its calls: each distinct number's grams, read
+    from the calls grouped by number (streamed)."""
+    conn.execute(gram_counts.delete().where(gram_counts.c.account_id == account_id))
+    counted: Counter[tuple[int, str, int, int]] = Counter()
+    for field, name in enumerate(GRAM_FIELDS):
+        number = calls.c[name]
+        grouped = (
+            select(number, calls.c.type, calls.c.status, func.count())
+            .where(calls.c.account_id == account_id)
+            .group_by(number, calls.c.type, calls.c.status)
+        )
+        for value, type_, status, n in conn.execute(grouped.execution_options(yield_per=20_000)):
+            for gram in grams(value):
+                counted[field, gram, type_, status] += n
+    names = ["account_id", "field", "gram", "type", "status"]
+    rows = _rows(account_id, names, {k: [n] for k, n in counted.items()}, ("calls",))
+    if rows:
+        conn.execute(gram_counts.insert(), rows)
 
 
 def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
