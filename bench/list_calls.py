@@ -33,6 +33,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, text
 
 from callhistory import accounts, demo, migrate, store
+from callhistory.api import create_app
 from callhistory.config import Settings
 from callhistory.schema import calls, make_engine
 
@@ -174,7 +175,7 @@ def bench_database(migrated: bool = True) -> tuple[Settings, Engine]:
 
 def in_process(settings: Settings, engine: Engine) -> TestClient:
     """The app in this process, started as the server starts it (its lifespan run)."""
-    client = in_process(settings, engine)
+    client = TestClient(create_app(settings, engine))
     client.__enter__()
     return client
 
