@@ -82,6 +82,16 @@ class CallQuery:
         return not (self.text or self.numbers or self.integration_statuses)
 
     @property
+    def external_substrings(self) -> tuple[str, ...] | None:
+        """The substrings when only `external_number` filters, beside type and status at most:
+        a call has one external number, so the rollups by external number give the total."""
+        if set(self.text) != {"external_number"} or self.numbers or self.integration_statuses:
+            return None
+        if self.started_from is not None or self.started_to is not None:
+            return None
+        return self.text["external_number"]
+
+    @property
     def gram(self) -> tuple[str, str] | None:
         """(column, substring) when one substring of one or two characters without letters
         filters, beside type and status at most: the per-account gram counts give the total."""

@@ -41,6 +41,7 @@ from callhistory.schema import (
     dialect_insert,
     gram_counts,
     integrations,
+    number_rollups,
 )
 
 #: A row of any width (SQLAlchemy 2.1 types rows by their columns).
@@ -175,7 +176,8 @@ def _conditions(scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
 
 def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
     """The exact number of calls the query matches."""
-    if (query.counted_by_period or query.gram is not None) and scope.whole:
+    tallied = query.gram is not None or query.external_substrings is not None
+    if (query.counted_by_period or tallied) and scope.whole:
         return sum(counts(conn, scope, query).values())
     return _count_calls(conn, _conditions(scope, query))
 
@@ -183,7 +185,8 @@ def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
 def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[int, int]]:
     """The exact number of calls the query matches by (type, status): from the counters when
     only type and status filter (and from the gram counts when a substring of one or two
-    characters does too), from the rollups (and the calls of the partial quarter-hours at
+    characters does too, from the day rollups by external number when substrings of it do), from
+    the rollups (and the calls of the partial quarter-hours at
     the ends) when a period does too, and by counting the matching calls otherwise (always for
     a scope narrower than the account: the counters and rollups are per account)."""
     account_id = scope.account_id
@@ -192,6 +195,14 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
     elif query.counted_by_type_and_status:
         stmt = select(call_counts.c.type, call_counts.c.status, call_counts.c.calls).where(
             call_counts.c.account_id == account_id, *type_and_status(call_counts, query)
+        )
+    elif (substrings := query.external_substrings) is not None:
+        nr = number_rollups.c
+        stmt = select(nr.type, nr.status, nr.calls).where(
+            nr.account_id == account_id,
+            nr.side == tallies.EXTERNAL,
+            or_(*(_contains(nr.number, value) for value in substrings)),
+            *type_and_status(number_rollups, query),
         )
     elif query.gram is not None:
         name, gram = query.gram
