@@ -78,6 +78,30 @@ def insert(
     return conn.execute(text(sql))
 
 
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    assignments: Mapping[str, str],
+) -> None:
+    """INSERT the rows (all with the same keys) in their order; where one's `conflict` columns
+    match a row already there, set that row's columns to `assignments`' SQL instead (which reads
+    the row there as `t` and the one inserted as `excluded`)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = list(rows[0])
+    stage = _stage(conn, table, names, rows)
+    columns = ", ".join(quote(name) for name in names)
+    sets = ", ".join(f"{quote(name)} = {sql}" for name, sql in assignments.items())
+    conn.execute(
+        text(
+            f"INSERT INTO {quote(table.name)} AS t ({columns}) SELECT {columns} FROM {stage}"
+            f" ORDER BY n ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+        )
+    )
+
+
 def update(
     conn: Connection, table: Table, account_id: int, rows: Sequence[Mapping[str, Any]]
 ) -> None:

@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 
-from callhistory import citus
+from callhistory import bulk, citus
 from callhistory.models import CallStatus, CallType
 from callhistory.schema import (
     BUCKET_SECONDS,
@@ -227,8 +227,9 @@ class Tally:
         self.numbers: dict[tuple[int, int, str, int, int], list[int]] = {}
         #: (bucket, type, answered, wait) → [calls, conversation]
         self.waits: dict[tuple[int, int, int, int], list[int]] = {}
-        #: (field, gram, type, status) → calls
-        self.grams: Counter[tuple[int, str, int, int]] = Counter()
+        #: (field, number, type, status) → calls (their grams counted by `add`: few numbers
+        #: recur in a batch, extensions and the account's own lines)
+        self.values: Counter[tuple[int, str, int, int]] = Counter()
         #: Outside numbers → the earliest incoming call from them added.
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
@@ -251,8 +252,7 @@ class Tally:
         waited = self.waits.setdefault((bucket, type_, int(answered), wait), [0, 0])
         _move(waited, (sign, sign * call.conversation))
         for field, name in enumerate(GRAM_FIELDS):
-            for gram in grams(getattr(call, name)):
-                self.grams[field, gram, type_, status] += sign
+            self.values[field, getattr(call, name) or "", type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
             if sign < 0:
                 self.gone.add(call.src)
@@ -266,11 +266,16 @@ def _move(into: list[int], measures: tuple[int, ...]) -> None:
 
 
 def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """Add the rows' measures to the table's (inserting the keys it lacks)."""
+    """Add the rows' measures to the table's (inserting the keys it lacks); a big batch on
+    PostgreSQL through a staging table (`bulk`)."""
     if not rows:
         return
-    insert = dialect_insert(conn, table)
     measures = [c.name for c in table.columns if c.name not in keys]
+    if bulk.enabled(conn, rows):
+        sums = {name: f"t.{name} + excluded.{name}" for name in measures}
+        bulk.upsert(conn, table, rows, conflict=keys, assignments=sums)
+        return
+    insert = dialect_insert(conn, table)
     stmt = insert.on_conflict_do_update(
         index_elements=keys,
         set_={name: table.c[name] + insert.excluded[name] for name in measures},
@@ -303,7 +308,7 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
     names = ["account_id", "type", "status"]
     _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
     names = ["account_id", "field", "gram", "type", "status"]
-    found = {k: [n] for k, n in tally.grams.items()}
+    found = {k: [n] for k, n in _grams(tally.values).items()}
     _upsert(conn, gram_counts, names, _rows(account_id, names, found, ("calls",)))
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
         rebuild_callers(conn, account_id, sorted(tally.gone))
@@ -312,8 +317,21 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         for number, at in sorted(tally.first_calls.items())
         if number not in tally.gone
     ]
-    if firsts:
+    if firsts and bulk.enabled(conn, firsts):
+        earlier = {"first_at": "LEAST(t.first_at, excluded.first_at)"}
+        bulk.upsert(conn, callers, firsts, conflict=["account_id", "number"], assignments=earlier)
+    elif firsts:
         conn.execute(_earliest(conn, dialect_insert(conn, callers)), firsts)
+
+
+def _grams(values: Counter[tuple[int, str, int, int]]) -> Counter[tuple[int, str, int, int]]:
+    """Counts by (field, number, type, status) as counts by (field, gram, type, status)."""
+    counted: Counter[tuple[int, str, int, int]] = Counter()
+    for (field, value, type_, status), n in values.items():
+        if n:
+            for gram in grams(value):
+                counted[field, gram, type_, status] += n
+    return counted
 
 
 def _by_local(tallied: dict[Any, list[int]], zone: ZoneInfo, per: int) -> dict[Any, list[int]]:
@@ -409,9 +427,12 @@ def rebuild_grams(conn: Connection, account_id: int) -> None:
             .where(calls.c.account_id == account_id)
             .group_by(number, calls.c.type, calls.c.status)
         )
-        for value, type_, status, n in conn.execute(grouped.execution_options(yield_per=20_000)):
-            for gram in grams(value):
-                counted[field, gram, type_, status] += n
+        streamed = conn.execute(grouped.execution_options(yield_per=20_000))
+        for part in streamed.partitions():
+            values: Counter[tuple[int, str, int, int]] = Counter()
+            for value, type_, status, n in part:
+                values[field, value or "", type_, status] += n
+            counted.update(_grams(values))
     names = ["account_id", "field", "gram", "type", "status"]
     rows = _rows(account_id, names, {k: [n] for k, n in counted.items()}, ("calls",))
     if rows:
