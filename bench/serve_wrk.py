@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--src", help="serve from another checkout's src (a baseline; 1 worker)")
+    parser.add_argument("--src", help="serve from another checkout's src (a baseline)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     env = {**os.environ, "DATA_DIR": str(data), "APP_KEY": "bench-" + "k" * 40}
@@ -147,7 +147,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     bearer = ("-H", f"Authorization: Bearer {token}")
     for workers in (int(w) for w in args.workers.split(",")):
-        server, url = start_server(env, None if args.src else workers)
+        server, url = start_server(env, workers)
         try:
             run_wrk(url, 16, 3, *bearer)  # warm every worker
             for connections in (int(c) for c in args.connections.split(",")):
