@@ -295,14 +295,14 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
     if tally.numbers:  # calls were counted: their local hours and days need the account's zone
         zone = _locked_zone(conn, account_id)
         names = ["account_id", "hour", "type", "status"]
-        hours = _by_local({k: v[:1] for k, v in tally.buckets.items()}, zone, 4)
+        hours = _by_local({k: v[:1] for k, v in tally.buckets.items()}, zone, HOUR)
         _upsert(conn, hour_rollups, names, _rows(account_id, names, hours, ("calls",)))
         names = ["account_id", "day", "side", "number", "type", "status"]
-        days = _by_local(tally.numbers, zone, 96)
+        days = _by_local(tally.numbers, zone, DAY)
         _upsert(conn, number_rollups, names, _rows(account_id, names, days))
         names = ["account_id", "day", "type", "answered", "wait"]
         waits = _rows(
-            account_id, names, _by_local(tally.waits, zone, 96), ("calls", "conversation")
+            account_id, names, _by_local(tally.waits, zone, DAY), ("calls", "conversation")
         )
         _upsert(conn, wait_rollups, names, waits)
     names = ["account_id", "type", "status"]
@@ -439,6 +439,15 @@ def rebuild_grams(conn: Connection, account_id: int) -> None:
         conn.execute(gram_counts.insert(), rows)
 
 
+def _utc_days(conn: Connection, account_id: int) -> list[int]:
+    """The UTC days (since the epoch) the account has calls on, sorted: read from its
+    `call_rollups` (kept, or rebuilt first), where the rebuilds by local hour and day need the
+    zone's offsets."""
+    day = (call_rollups.c.bucket + KEY_BASE) // DAY - KEY_BASE // DAY  # floor, before 1970 too
+    mine = call_rollups.c.account_id == account_id
+    return sorted(int(d) for (d,) in conn.execute(select(day).where(mine).distinct()))
+
+
 def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's rollups by local hour and day (after `call_rollups`), in `zone`."""
     rebuild_hours(conn, account_id, zone)
@@ -448,12 +457,10 @@ def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
 def rebuild_hours(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's `hour_rollups` from its `call_rollups`, in `zone`."""
     conn.execute(hour_rollups.delete().where(hour_rollups.c.account_id == account_id))
-    mine = call_rollups.c.account_id == account_id
-    day = (call_rollups.c.bucket + KEY_BASE) // 96 - KEY_BASE // 96  # floor, before 1970 too
-    found = sorted(int(d) for (d,) in conn.execute(select(day).where(mine).distinct()))
-    if not found:
+    if not (found := _utc_days(conn, account_id)):
         return
-    hour = local_key(call_rollups.c.bucket, offsets_on(zone, found), 4)
+    mine = call_rollups.c.account_id == account_id
+    hour = local_key(call_rollups.c.bucket, offsets_on(zone, found), HOUR)
     grouped = (
         select(call_rollups.c.account_id, hour, call_rollups.c.type, call_rollups.c.status,
                func.sum(call_rollups.c.calls))
@@ -519,13 +526,10 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's `number_rollups` and `wait_rollups` from its calls, in `zone`."""
     conn.execute(number_rollups.delete().where(number_rollups.c.account_id == account_id))
     conn.execute(wait_rollups.delete().where(wait_rollups.c.account_id == account_id))
-    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
-    day = (bucket + KEY_BASE) // 96 - KEY_BASE // 96  # floor, before 1970 too
-    utc_days = select(day.label("d")).where(calls.c.account_id == account_id).distinct()
-    found = sorted(int(d) for (d,) in conn.execute(utc_days))
-    if not found:
+    if not (found := _utc_days(conn, account_id)):
         return
-    day = local_key(bucket, offsets_on(zone, found), 96)
+    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
+    day = local_key(bucket, offsets_on(zone, found), DAY)
     mine = calls.c.account_id == account_id
     taken = [
         (TOTAL, literal(""), []),
