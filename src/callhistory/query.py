@@ -82,12 +82,20 @@ class CallQuery:
         return not (self.text or self.numbers or self.integration_statuses)
 
     @property
+    def _one_text_filter(self) -> bool:
+        """True when substrings of one column filter, beside type and status at most."""
+        return (
+            len(self.text) == 1
+            and not (self.numbers or self.integration_statuses)
+            and self.started_from is None
+            and self.started_to is None
+        )
+
+    @property
     def external_substrings(self) -> tuple[str, ...] | None:
         """The substrings when only `external_number` filters, beside type and status at most:
         a call has one external number, so the rollups by external number give the total."""
-        if set(self.text) != {"external_number"} or self.numbers or self.integration_statuses:
-            return None
-        if self.started_from is not None or self.started_to is not None:
+        if not self._one_text_filter or "external_number" not in self.text:
             return None
         return self.text["external_number"]
 
@@ -95,15 +103,20 @@ class CallQuery:
     def gram(self) -> tuple[str, str] | None:
         """(column, substring) when one substring of one or two characters without letters
         filters, beside type and status at most: the per-account gram counts give the total."""
-        if len(self.text) != 1 or self.numbers or self.integration_statuses:
-            return None
-        if self.started_from is not None or self.started_to is not None:
+        if not self._one_text_filter:
             return None
         ((name, values),) = self.text.items()
         value = values[0]
         if len(values) != 1 or len(value) > 2 or value.lower() != value.upper():
             return None
         return name, value
+
+    @property
+    def tallied(self) -> bool:
+        """True when `store.counts` reads the total from counters or rollups, not the calls."""
+        return (
+            self.counted_by_period or self.gram is not None or self.external_substrings is not None
+        )
 
     @property
     def counted_by_type_and_status(self) -> bool:

@@ -176,8 +176,7 @@ def _conditions(scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
 
 def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
     """The exact number of calls the query matches."""
-    tallied = query.gram is not None or query.external_substrings is not None
-    if (query.counted_by_period or tallied) and scope.whole:
+    if query.tallied and scope.whole:
         return sum(counts(conn, scope, query).values())
     return _count_calls(conn, _conditions(scope, query))
 
@@ -186,9 +185,9 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
     """The exact number of calls the query matches by (type, status): from the counters when
     only type and status filter (and from the gram counts when a substring of one or two
     characters does too, from the day rollups by external number when substrings of it do), from
-    the rollups (and the calls of the partial quarter-hours at
-    the ends) when a period does too, and by counting the matching calls otherwise (always for
-    a scope narrower than the account: the counters and rollups are per account)."""
+    the rollups (and the calls of the partial quarter-hours at the ends) when a period does too,
+    and by counting the matching calls otherwise (always for a scope narrower than the account:
+    the counters and rollups are per account)."""
     account_id = scope.account_id
     if not scope.whole:
         stmt: Any = grouped(*_conditions(scope, query))

@@ -108,13 +108,18 @@ def _span(dialect: str, scope: Scope, lo: datetime, hi: datetime) -> Any:
     return store.period_buckets(dialect, scope.account_id, query, period)
 
 
+def _union(parts: Sequence[Any]) -> Any:
+    """The union of `parts` (SELECTs of the same columns) as a subquery."""
+    selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
+    return selected.subquery()
+
+
 def _summed(
     parts: Sequence[Any], keys: Sequence[str], measures: Sequence[str], maxima: Sequence[str] = ()
 ) -> Any:
     """The union of `parts` (SELECTs of the same columns) grouped by `keys`, `measures` summed
     and `maxima` the largest."""
-    selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
-    union = selected.subquery()
+    union = _union(parts)
     group = [union.c[k] for k in keys]
     sums = [cast(func.sum(union.c[m]), BigInteger).label(m) for m in measures]  # not numeric
     tops = [func.max(union.c[m]).label(m) for m in maxima]
@@ -263,8 +268,7 @@ def local_counts(
     else:
         call_query = _call_query(query)
         parts = [keyed(store.period_buckets(dialect, scope.account_id, call_query, period))]
-    selected: Any = union_all(*parts) if len(parts) > 1 else parts[0]
-    union = selected.subquery()
+    union = _union(parts)
     # Each row's count fits an integer, and PostgreSQL sums integers (into a bigint) twice as
     # fast as bigints (into a numeric).
     each = cast(union.c.calls, Integer)
