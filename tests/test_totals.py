@@ -85,12 +85,19 @@ def randomized(
     other = make_tenant()
     add_calls(other.account_id, [random_call(rng, other.account_id, n) for n in range(150)])
     mine = [random_call(rng, tenant.account_id, n) for n in range(600)]
-    add_calls(tenant.account_id, mine)
-    # Re-merged calls move between quarter-hours, types and statuses, as a late leg makes them.
+    # Several big batches in one transaction, as `demo` stores its calls: each batch's tallies
+    # must count once (PostgreSQL stages them in a table that lives until the commit).
     with db.begin() as conn:
-        stored = store.get_many_by_call_id(conn, tenant.account_id, [c.call_id for c in mine[:120]])
-        moved = [random_call(rng, tenant.account_id, n) for n in range(120)]
-        store.update_calls(conn, tenant.account_id, [(stored[c.call_id], c) for c in moved])
+        for start in range(0, 600, 200):
+            store.insert_calls(conn, tenant.account_id, mine[start : start + 200])
+    # Re-merged calls move between quarter-hours, types and statuses, as a late leg makes them;
+    # the second batch moves some of the first one's calls again.
+    with db.begin() as conn:
+        for start in (0, 60):
+            ids = [c.call_id for c in mine[start : start + 120]]
+            stored = store.get_many_by_call_id(conn, tenant.account_id, ids)
+            again = [random_call(rng, tenant.account_id, n) for n in range(start, start + 120)]
+            store.update_calls(conn, tenant.account_id, [(stored[c.call_id], c) for c in again])
     return tenant, ZoneInfo("Asia/Kolkata")
 
 

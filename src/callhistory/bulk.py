@@ -10,7 +10,8 @@ multi-row VALUES too: a constant account per statement routes it to one shard, w
 table lives on the coordinator alone.
 
 A staging table is created once per database session (`ON COMMIT DELETE ROWS`: it is empty again
-when the transaction ends, whether it commits or rolls back).
+when the transaction ends, whether it commits or rolls back) and emptied before each batch, since
+one transaction may stage several (`demo` stores its calls 1,000 at a time).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _stage(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
         f" SELECT {shape}, CAST(0 AS bigint) AS n FROM {quote(table.name)} WITH NO DATA"
     )
+    # Emptied at commit only: an earlier batch of the same transaction must not come back.
+    conn.exec_driver_sql(f"TRUNCATE {stage}")
     driver = conn.connection.driver_connection
     assert driver is not None  # a live connection inside a transaction
     with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({columns}, n) FROM STDIN") as copy:
