@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from callhistory import accounts, migrate, store
+from callhistory import accounts, migrate, schema, store
 from callhistory.api import create_app, server
 from callhistory.config import Settings
 from callhistory.schema import make_engine
@@ -209,6 +209,41 @@ def test_a_500_is_a_complete_response_and_the_connection_lives_on(
             )  # same socket
             assert status == 200 and json.loads(body)["result"]["email"] == "b@example.com"
             conn.close()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("idle", ["used a moment ago", "idle in the pool"])
+def test_a_dropped_database_connection_is_replaced(
+    db: Engine,
+    settings: Settings,
+    make_tenant: Callable[..., Tenant],
+    monkeypatch: pytest.MonkeyPatch,
+    idle: str,
+) -> None:
+    """The server restarted, or an idle timeout dropped the pool's connection: a connection that
+    sat idle is pinged and replaced unseen; one used a moment ago (as under load, where a ping
+    on every request would cost a round trip each) fails its request with a 503 to retry, and
+    the next request has a new connection."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server connection to lose")
+    tenant = make_tenant()
+    if idle == "idle in the pool":
+        monkeypatch.setattr(schema, "PING_AFTER_IDLE_SECONDS", 0.0)
+    engine = make_engine(db.url.render_as_string(hide_password=False))
+    try:
+        with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+            assert client.get(URL, headers=tenant.headers).status_code == 200
+            with engine.connect() as conn:  # the pool's one connection, back in the pool after
+                backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with db.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            answers = [client.get(URL, headers=tenant.headers) for _ in range(2)]
+        expected = [503, 200] if idle == "used a moment ago" else [200, 200]
+        assert [answer.status_code for answer in answers] == expected
+        if expected[0] == 503:
+            assert answers[0].json() == {"message": "Service Unavailable"}
+        assert answers[-1].json()["meta"]["total"] == 0
     finally:
         engine.dispose()
 
