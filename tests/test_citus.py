@@ -81,6 +81,7 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "callers": "PRIMARY KEY (account_id, number)",
         "hour_rollups": "PRIMARY KEY (account_id, hour, type, status)",
         "gram_counts": "PRIMARY KEY (account_id, field, gram, type, status)",
+        "length_counts": "PRIMARY KEY (account_id, field, seconds, type, status)",
     }
     assert unique and all("(account_id" in definition for _name, definition in unique)
 

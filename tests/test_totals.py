@@ -118,10 +118,13 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     )
     hours = "SELECT account_id, hour, type, status, calls FROM hour_rollups WHERE calls <> 0"
     grams = "SELECT account_id, field, gram, type, status, calls FROM gram_counts WHERE calls <> 0"
+    lengths = (
+        "SELECT account_id, field, seconds, type, status, calls FROM length_counts WHERE calls <> 0"
+    )
     with db.connect() as conn:
         found = tuple(
             sorted(map(tuple, conn.execute(text(sql))))
-            for sql in (rollups, counts, numbers, waits, hours, grams)
+            for sql in (rollups, counts, numbers, waits, hours, grams, lengths)
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
@@ -204,15 +207,21 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
     counted = (
         "SELECT account_id, type, status, count(*) FROM calls GROUP BY account_id, type, status"
     )
+    lasting = " UNION ALL ".join(
+        f"SELECT account_id, {field}, {name}, type, status, count(*) FROM calls"
+        f" GROUP BY account_id, {name}, type, status"
+        for field, name in enumerate(("duration", "conversation"))
+    )
     with db.connect() as conn:
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
             sorted(map(tuple, conn.execute(text(counted)))),
             *local_truth(db),
             grams_truth(db),
+            sorted(map(tuple, conn.execute(text(lasting)))),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[6]} == {
+    assert {(a, n) for a, n, _ in truth[7]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
@@ -227,6 +236,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("DELETE FROM callers"))
         conn.execute(text("UPDATE hour_rollups SET calls = calls + 1 WHERE type = 2"))
         conn.execute(text("DELETE FROM gram_counts WHERE gram = '9'"))
+        conn.execute(text("UPDATE length_counts SET calls = calls + 1 WHERE seconds > 30"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -356,6 +366,47 @@ def test_short_substring_totals_match_plain_sql(
     with db.connect() as conn:  # a wildcard is kept as the character it is
         held = conn.execute(text("SELECT count(*) FROM gram_counts WHERE gram = '%_'")).scalar()
     assert held == 1
+
+
+def test_duration_and_conversation_totals_match_plain_sql(
+    client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo]
+) -> None:
+    """Comparisons of the duration or the conversation alone (or with type and status) are
+    counted from `length_counts`: the total and pages must be what plain SQL finds, for every
+    operator, lists of them, bounds on and either side of values the calls hold, and values no
+    call can hold (negative, beyond 32 bits)."""
+    tenant, _ = randomized
+    rng = random.Random(13)
+    operators = {"": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+    values = [0, 1, 5, 29, 30, 31, 40, 200, 239, -1, 2**40]
+    for n in range(60):
+        field = rng.choice(["duration", "conversation"])
+        comparisons = [
+            (rng.choice(list(operators)), rng.choice(values)) for _ in range(rng.choice([1, 1, 2]))
+        ]
+        params = {
+            f"filter[{field}]": ",".join(f"{op}{value}" for op, value in comparisons),
+            "per_page": "7",
+        }
+        each = [f"{field} {operators[op]} {value}" for op, value in comparisons]
+        where = [f"({' OR '.join(each)})"]
+        if n % 3 == 0:
+            chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
+            params["filter[type]"] = ",".join(chosen)
+            where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
+        if n % 4 == 0:
+            params["filter[status]"] = status = rng.choice(["1", "2"])
+            where.append(f"status = {status}")
+        sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)} ORDER BY id"
+        with db.connect() as conn:
+            truth = list(conn.scalars(text(sql), {"a": tenant.account_id}))
+        last = max(1, -(-len(truth) // 7))
+        for page in {1, last}:
+            response = client.get(URL, params={**params, "page": str(page)}, headers=tenant.headers)
+            assert response.status_code == 200, (params, response.text)
+            body = response.json()
+            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
+            assert found == (len(truth), truth[(page - 1) * 7 : page * 7]), params
 
 
 def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ DISTRIBUTED_TABLES = (
     "callers",
     "hour_rollups",
     "gram_counts",
+    "length_counts",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

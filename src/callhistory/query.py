@@ -112,10 +112,28 @@ class CallQuery:
         return name, value
 
     @property
+    def lengths(self) -> tuple[str, tuple[tuple[Comparison, int], ...]] | None:
+        """(column, comparisons) when only `duration` or only `conversation` filters, beside type
+        and status at most: the per-account histograms of seconds give the total."""
+        if (
+            len(self.numbers) != 1
+            or self.text
+            or self.integration_statuses
+            or self.started_from is not None
+            or self.started_to is not None
+        ):
+            return None
+        ((name, comparisons),) = self.numbers.items()
+        return name, comparisons
+
+    @property
     def tallied(self) -> bool:
         """True when `store.counts` reads the total from counters or rollups, not the calls."""
         return (
-            self.counted_by_period or self.gram is not None or self.external_substrings is not None
+            self.counted_by_period
+            or self.gram is not None
+            or self.external_substrings is not None
+            or self.lengths is not None
         )
 
     @property

@@ -207,6 +207,21 @@ gram_counts = Table(
     Column("calls", BigInteger, nullable=False),
 )
 
+# How many of the account's calls last each number of seconds (`seconds`) in `field` (0
+# `duration`, 1 `conversation`), by type and status: a histogram kept like `call_counts`. The
+# total of `filter[duration]=>60` sums the rows of the seconds it matches (a few thousand: calls
+# last minutes, not years) instead of walking the index entry of every matching call.
+length_counts = Table(
+    "length_counts",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("field", SmallInteger, primary_key=True),
+    Column("seconds", Integer, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
 # The account's calls per local hour of their start (`hour`: `tallies.local_of(bucket, zone, 4)`,
 # in the account's timezone) by type and status: `call_rollups` summed by local hour. The
 # statistics per hour, the heatmap and the summary's busiest hour read a month of it (a quarter of

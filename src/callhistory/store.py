@@ -32,7 +32,7 @@ from sqlalchemy.types import ARRAY
 
 from callhistory import bulk, citus, tallies
 from callhistory.models import CallType, NewCall
-from callhistory.query import CallQuery, Sort
+from callhistory.query import CallQuery, Comparison, Sort
 from callhistory.schema import (
     call_counts,
     call_integrations,
@@ -41,6 +41,7 @@ from callhistory.schema import (
     dialect_insert,
     gram_counts,
     integrations,
+    length_counts,
     number_rollups,
 )
 
@@ -134,27 +135,31 @@ def _contains(column: Any, value: str) -> ColumnElement[bool]:
     return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
 
 
+def _compared(column: Any, comparisons: Sequence[tuple[Comparison, int]]) -> ColumnElement[bool]:
+    """Any of the comparisons holds for the column's value."""
+    terms: list[ColumnElement[bool]] = []
+    for op, number in comparisons:
+        # Bound as BIGINT: any int64 compares correctly with the INTEGER column, and
+        # PostgreSQL's btree still serves the cross-type comparison from the index.
+        value = literal(number, BigInteger)
+        terms.append(
+            {
+                "=": column == value,
+                ">": column > value,
+                ">=": column >= value,
+                "<": column < value,
+                "<=": column <= value,
+            }[op]
+        )
+    return or_(*terms)
+
+
 def _conditions(scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
     conditions = scope.conditions()
     for name, values in query.text.items():
         conditions.append(or_(*(_contains(calls.c[name], v) for v in values)))
     for name, comparisons in query.numbers.items():
-        column = calls.c[name]
-        terms: list[ColumnElement[bool]] = []
-        for op, number in comparisons:
-            # Bound as BIGINT: any int64 compares correctly with the INTEGER column, and
-            # PostgreSQL's btree still serves the cross-type comparison from the index.
-            value = literal(number, BigInteger)
-            terms.append(
-                {
-                    "=": column == value,
-                    ">": column > value,
-                    ">=": column >= value,
-                    "<": column < value,
-                    "<=": column <= value,
-                }[op]
-            )
-        conditions.append(or_(*terms))
+        conditions.append(_compared(calls.c[name], comparisons))
     if query.types:
         conditions.append(calls.c.type.in_([int(t) for t in query.types]))
     if query.statuses:
@@ -187,7 +192,8 @@ def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
 def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[int, int]]:
     """The exact number of calls the query matches by (type, status): from the counters when
     only type and status filter (and from the gram counts when a substring of one or two
-    characters does too, from the day rollups by external number when substrings of it do), from
+    characters does too, from the day rollups by external number when substrings of it do, from
+    the histograms of seconds when comparisons of the duration or the conversation do), from
     the rollups (and the calls of the partial quarter-hours at the ends) when a period does too,
     and by counting the matching calls otherwise (always for a scope narrower than the account:
     the counters and rollups are per account)."""
@@ -214,6 +220,20 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
             g.field == tallies.GRAM_FIELDS.index(name),
             g.gram == gram,
             *type_and_status(gram_counts, query),
+        )
+    elif (lengths := query.lengths) is not None:
+        name, comparisons = lengths
+        lc = length_counts.c
+        summed = cast(func.sum(lc.calls), BigInteger)  # thousands of seconds: summed in SQL
+        stmt = (
+            select(lc.type, lc.status, summed)
+            .where(
+                lc.account_id == account_id,
+                lc.field == tallies.LENGTH_FIELDS.index(name),
+                _compared(lc.seconds, comparisons),
+                *type_and_status(length_counts, query),
+            )
+            .group_by(lc.type, lc.status)
         )
     elif (period := tallies.Period.of(query.started_from, query.started_to)) is None or not (
         query.counted_by_period

@@ -1,8 +1,9 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
 per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), each
-outside number's first call (`callers`), and the calls holding each short substring of a number
-(`gram_counts`). Kept in step with `calls` by the
+outside number's first call (`callers`), the calls holding each short substring of a number
+(`gram_counts`), and the calls by their duration and conversation in seconds (`length_counts`).
+Kept in step with `calls` by the
 store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
 `stats rebuild` command). Totals over a period and the statistics read them.
 """
@@ -44,6 +45,7 @@ from callhistory.schema import (
     dialect_insert,
     gram_counts,
     hour_rollups,
+    length_counts,
     number_rollups,
     wait_rollups,
 )
@@ -191,6 +193,8 @@ TOTAL, EXTERNAL, CALLER, CALLEE = 0, 1, 2, 3
 
 #: The numbers `gram_counts` counts substrings of, by their `field` there (the index).
 GRAM_FIELDS = ("src", "dst", "external_number")
+#: `length_counts.field` → the column it counts.
+LENGTH_FIELDS = ("duration", "conversation")
 
 
 def grams(value: str | None) -> set[str]:
@@ -230,6 +234,8 @@ class Tally:
         #: (field, number, type, status) → calls (their grams counted by `add`: few numbers
         #: recur in a batch, extensions and the account's own lines)
         self.values: Counter[tuple[int, str, int, int]] = Counter()
+        #: (field, seconds, type, status) → calls
+        self.lengths: Counter[tuple[int, int, int, int]] = Counter()
         #: Outside numbers → the earliest incoming call from them added.
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
@@ -253,6 +259,8 @@ class Tally:
         _move(waited, (sign, sign * call.conversation))
         for field, name in enumerate(GRAM_FIELDS):
             self.values[field, getattr(call, name) or "", type_, status] += sign
+        self.lengths[0, call.duration, type_, status] += sign
+        self.lengths[1, call.conversation, type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
             if sign < 0:
                 self.gone.add(call.src)
@@ -310,6 +318,9 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
     names = ["account_id", "field", "gram", "type", "status"]
     found = {k: [n] for k, n in _grams(tally.values).items()}
     _upsert(conn, gram_counts, names, _rows(account_id, names, found, ("calls",)))
+    names = ["account_id", "field", "seconds", "type", "status"]
+    lengths = {k: [n] for k, n in tally.lengths.items()}
+    _upsert(conn, length_counts, names, _rows(account_id, names, lengths, ("calls",)))
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
         rebuild_callers(conn, account_id, sorted(tally.gone))
     firsts = [
@@ -378,6 +389,7 @@ def _locked_zone(conn: Connection, account_id: int) -> ZoneInfo:
 TABLES = (
     "call_counts",
     "gram_counts",
+    "length_counts",
     "call_rollups",
     "hour_rollups",
     "number_rollups",
@@ -413,6 +425,21 @@ def rebuild(conn: Connection, account_id: int) -> None:
     rebuild_local(conn, account_id, _locked_zone(conn, account_id))
     rebuild_callers(conn, account_id)
     rebuild_grams(conn, account_id)
+    rebuild_lengths(conn, account_id)
+
+
+def rebuild_lengths(conn: Connection, account_id: int) -> None:
+    """Recount the account's `length_counts` from its calls."""
+    conn.execute(length_counts.delete().where(length_counts.c.account_id == account_id))
+    for field, name in enumerate(LENGTH_FIELDS):
+        conn.execute(
+            text(
+                "INSERT INTO length_counts (account_id, field, seconds, type, status, calls)"
+                f" SELECT account_id, {field}, {name}, type, status, count(*) FROM calls"
+                f" WHERE account_id = :account GROUP BY account_id, {name}, type, status"
+            ),
+            {"account": account_id},
+        )
 
 
 def rebuild_grams(conn: Connection, account_id: int) -> None:
