@@ -335,7 +335,8 @@ def report(dialect: str, args: argparse.Namespace, runs: dict[str, Any]) -> None
         rule += "---:|---:|---:|"
     print(f"\n{head}\n{rule}")
     rows = [(name, str(shape["total"]), shape["ms"]) for name, shape in new["shapes"].items()]
-    rows.append((f"{args.random} random queries", "", new["random"]))
+    if new["random"]:
+        rows.append((f"{args.random} random queries", "", new["random"]))
     for name, total, ms in rows:
         cells = [name, total, f"{statistics.median(ms):.1f}", f"{percentile(ms, 99):.1f}",
                  f"{statistics.median(ms) / floor:.0f}"]  # fmt: skip

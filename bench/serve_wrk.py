@@ -1,10 +1,11 @@
 """Requests per second of a real `callhistory serve`, loaded by wrk on the same machine.
 
     python -m bench.serve_wrk [--calls 50000] [--workers 1,2] [--connections 16,64] [--seconds 20]
-                              [--src OTHER_CHECKOUT/src]
+                              [--src OTHER_CHECKOUT/src] [--token TOKEN]
 
 Seeds the demo account (`callhistory demo --calls N`) in a fresh SQLite folder (or the database
-DATABASE_URL names), then for each worker count starts `callhistory serve --workers W` and runs
+DATABASE_URL names), or with `--token` serves the database DATABASE_URL names as it is (the 10M
+calls of `bench/list_calls.py`: `callhistory tokens create --email bench@example.com`), then for each worker count starts `callhistory serve --workers W` and runs
 `wrk --latency` against the default page of GET /api/v1/call-history with the demo token, once per
 connection count. Prints req/s, p50/p99 (wrk's), errors, the server's CPU per request (all its
 processes, from /proc) and wrk's own CPU share. Needs Debian's `wrk`.
@@ -123,23 +124,30 @@ def main() -> None:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--src", help="serve from another checkout's src (a baseline)")
+    parser.add_argument("--token", help="serve DATABASE_URL as it is, reading with this token")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     env = {**os.environ, "DATA_DIR": str(data), "APP_KEY": "bench-" + "k" * 40}
     if args.src:
         env["PYTHONPATH"] = str(Path(args.src).resolve())
-    seeded = subprocess.run(
-        [sys.executable, "-m", "callhistory", "demo", "--calls", str(args.calls)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    token = seeded.stdout.strip().splitlines()[-1].removeprefix("token: ")
-    if os.environ.get("DATABASE_URL"):  # as autovacuum would after the bulk load
+    if args.token:
+        if not os.environ.get("DATABASE_URL"):
+            sys.exit("--token serves the database DATABASE_URL names")
+        token = args.token
+    else:
+        seeded = subprocess.run(
+            [sys.executable, "-m", "callhistory", "demo", "--calls", str(args.calls)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        token = seeded.stdout.strip().splitlines()[-1].removeprefix("token: ")
+    if os.environ.get("DATABASE_URL") and not args.token:  # as autovacuum would after the load
         engine = make_engine(os.environ["DATABASE_URL"])
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
         engine.dispose()
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
-    print(f"{args.calls} demo calls on {database}, {os.cpu_count()} cores, wrk -t2 for")
+    calls = "the database's" if args.token else f"{args.calls} demo"
+    print(f"{calls} calls on {database}, {os.cpu_count()} cores, wrk -t2 for")
     print(f"{args.seconds} s per line on the default page\n")
     print(
         "| workers | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | wrk CPU |"

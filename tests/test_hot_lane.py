@@ -31,7 +31,7 @@ class Tracker:
 
 
 def test_fast_requests_run_one_at_a_time_in_order() -> None:
-    lane, tracker = HotLane(stuck_after=1.0), Tracker()
+    lane, tracker = HotLane(width=1, stuck_after=1.0), Tracker()
     results: list[str] = []
 
     async def main() -> None:
@@ -48,7 +48,7 @@ def test_fast_requests_run_one_at_a_time_in_order() -> None:
 
 
 def test_slow_work_in_the_lane_is_gone_around() -> None:
-    lane, tracker = HotLane(stuck_after=0.1), Tracker()
+    lane, tracker = HotLane(width=1, stuck_after=0.1), Tracker()
     finished: dict[str, float] = {}
 
     async def main() -> None:
