@@ -5,10 +5,11 @@
 
 Seeds the demo account (`callhistory demo --calls N`) in a fresh SQLite folder (or the database
 DATABASE_URL names), or with `--token` serves the database DATABASE_URL names as it is (the 10M
-calls of `bench/list_calls.py`: `callhistory tokens create --email bench@example.com`), then for each worker count starts `callhistory serve --workers W` and runs
-`wrk --latency` against the default page of GET /api/v1/call-history with the demo token, once per
-connection count. Prints req/s, p50/p99 (wrk's), errors, the server's CPU per request (all its
-processes, from /proc) and wrk's own CPU share. Needs Debian's `wrk`.
+calls of `bench/list_calls.py`: `callhistory tokens create --email bench@example.com`). Then for
+each worker count starts `callhistory serve --workers W` and runs `wrk --latency` against the
+default page of GET /api/v1/call-history with the token, once per connection count. Prints req/s,
+p50/p99 (wrk's), errors, the server's CPU per request (all its processes, from /proc) and wrk's
+own CPU share. Needs Debian's `wrk`.
 """
 
 from __future__ import annotations
