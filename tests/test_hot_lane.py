@@ -69,3 +69,27 @@ def test_slow_work_in_the_lane_is_gone_around() -> None:
     assert tracker.ended[-1] == "slow"
     assert max(finished[f"fast {n}"] for n in range(3)) < 1.0, finished
     assert finished["slow"] >= 2.0
+
+
+def test_an_app_driven_from_several_event_loops_serves_them_all() -> None:
+    """Each of the tests' clients runs the app on its own event loop (in its own thread): a lane
+    shared by the loops left requests waiting for a wake-up that another loop never sent."""
+    lane, tracker = HotLane(width=1, stuck_after=1.0), Tracker()
+
+    def client(name: str) -> None:
+        async def main() -> None:
+            async with anyio.create_task_group() as group:
+                for n in range(10):
+                    group.start_soon(lane.run, lambda n=n: tracker.work(f"{name} {n}", 0.005))
+
+        anyio.run(main)
+
+    threads = [
+        threading.Thread(target=client, args=(f"client {c}",), daemon=True) for c in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads), "a request waits forever"
+    assert len(tracker.ended) == 30

@@ -237,7 +237,9 @@ def test_a_dropped_database_connection_is_replaced(
             with engine.connect() as conn:  # the pool's one connection, back in the pool after
                 backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
             with db.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+                # integer: Citus adds a pg_terminate_backend(bigint) of its own
+                stop = text("SELECT pg_terminate_backend(CAST(:pid AS integer))")
+                conn.execute(stop, {"pid": backend})
             answers = [client.get(URL, headers=tenant.headers) for _ in range(2)]
         expected = [503, 200] if idle == "used a moment ago" else [200, 200]
         assert [answer.status_code for answer in answers] == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -77,24 +78,33 @@ class HotLane:
     answering (measured, `serve --workers 1` on 50k calls: 371 req/s with the pool's 40 threads,
     633 req/s one at a time). A request waits for the lane in the event loop, in turn, costing no
     thread. One still running after `stuck_after` seconds is slow work (a sort of millions of
-    rows): it leaves the lane, to finish on its thread, and the next request enters."""
+    rows): it leaves the lane, to finish on its thread, and the next request enters.
+
+    One lane per event loop: uvicorn runs one loop per process, but an app can be driven from
+    several (each of the tests' clients has its own), and a limiter wakes its waiters only on the
+    loop it belongs to: shared, a request on another loop waited forever."""
 
     def __init__(self, width: int, stuck_after: float):
-        self.stuck_after = stuck_after
-        self._lane = anyio.CapacityLimiter(width)
+        self.width, self.stuck_after = width, stuck_after
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]
+        self._lanes = weakref.WeakKeyDictionary()
 
     async def run(self, function: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = anyio.CapacityLimiter(self.width)
         borrower = object()
-        await self._lane.acquire_on_behalf_of(borrower)
+        await lane.acquire_on_behalf_of(borrower)
         inside = True
 
         def leave() -> None:
             nonlocal inside
             if inside:
                 inside = False
-                self._lane.release_on_behalf_of(borrower)
+                lane.release_on_behalf_of(borrower)
 
-        timer = asyncio.get_running_loop().call_later(self.stuck_after, leave)
+        timer = loop.call_later(self.stuck_after, leave)
         try:
             return await run_in_threadpool(function)
         finally:
