@@ -137,6 +137,11 @@ class CallQuery:
         )
 
     @property
+    def unfiltered(self) -> bool:
+        """True when no filter applies: the whole account's calls, in the query's order."""
+        return self.counted_by_type_and_status and not (self.types or self.statuses)
+
+    @property
     def counted_by_type_and_status(self) -> bool:
         """True when only type/status filters apply, so the per-account counters give the total."""
         return self.counted_by_period and self.started_from is None and self.started_to is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -313,15 +314,32 @@ def _ordered(conn: Connection, scope: Scope, query: CallQuery, backwards: bool =
     (measured 131 ms instead of 2 at 10M calls); its bitmap and a top-N sort serve that order.
     Nor on Citus, which routes a query to its shard by an equality only (and whose shards have no
     index but the account's)."""
-    keys = (Sort("account_id", query.sort[0].descending), *query.sort)
-    if query.text or citus.sharded(conn):
-        account = calls.c.account_id == scope.account_id
-    else:
-        account = calls.c.account_id.between(scope.account_id, scope.account_id)
-    order = [
+    account = _account(bool(query.text) or citus.sharded(conn), scope.account_id)
+    order = _order(query.sort, backwards)
+    return select(*CALL_COLUMNS).where(account, *_conditions(scope, query)[1:]).order_by(*order)
+
+
+def _account(equal: bool, account: Any) -> ColumnElement[bool]:
+    """The account's calls, as an equality or as a range (`_ordered` says when each)."""
+    return calls.c.account_id == account if equal else calls.c.account_id.between(account, account)
+
+
+def _order(sort: tuple[Sort, ...], backwards: bool) -> list[Any]:
+    """ORDER BY the sort keys (each reversed when `backwards`), the account first."""
+    keys = (Sort("account_id", sort[0].descending), *sort)
+    return [
         calls.c[k.column].desc() if k.descending != backwards else calls.c[k.column] for k in keys
     ]
-    return select(*CALL_COLUMNS).where(account, *_conditions(scope, query)[1:]).order_by(*order)
+
+
+@functools.lru_cache(maxsize=64)
+def _unfiltered_page(sharded: bool, sort: tuple[Sort, ...], backwards: bool) -> Any:
+    """`_ordered`'s page of an unfiltered list of the whole account, built once per order and
+    reused with its parameters: most list requests are this one, and building a statement costs
+    about as much CPU as running it."""
+    account = _account(sharded, bindparam("account"))
+    page = select(*CALL_COLUMNS).where(account).order_by(*_order(sort, backwards))
+    return page.limit(bindparam("limit")).offset(bindparam("offset"))
 
 
 def search(
@@ -333,6 +351,11 @@ def search(
     offset, limit, backwards = query.offset, query.per_page, False
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
+    if offset < DEFERRED_OFFSET and scope.whole and query.unfiltered:
+        stmt = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
+        params = {"account": scope.account_id, "limit": limit, "offset": offset}
+        rows = conn.execute(stmt, params).all()
+        return rows[::-1] if backwards else rows
     ordered = _ordered(conn, scope, query, backwards)
     if offset < DEFERRED_OFFSET:
         stmt = ordered.limit(limit).offset(offset)
