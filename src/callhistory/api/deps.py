@@ -72,7 +72,7 @@ def allowed(principal: Principal, ability: str) -> Principal:
 
 
 class HotLane:
-    """The hottest reads of a process, run a few at a time.
+    """The hottest reads of a process, `width` at a time (one in `create_app`).
 
     Sixteen requests on sixteen pool threads spend more CPU handing the GIL to each other than
     answering (measured, `serve --workers 1` on 50k calls: 371 req/s with the pool's 40 threads,
