@@ -82,14 +82,17 @@ class CallQuery:
         return not (self.text or self.numbers or self.integration_statuses)
 
     @property
+    def _undated(self) -> bool:
+        """True when neither a period nor the CRM sync state filters: what the per-account
+        tallies, which keep no time or sync state, can count (beside type and status)."""
+        return (
+            not self.integration_statuses and self.started_from is None and self.started_to is None
+        )
+
+    @property
     def _one_text_filter(self) -> bool:
         """True when substrings of one column filter, beside type and status at most."""
-        return (
-            len(self.text) == 1
-            and not (self.numbers or self.integration_statuses)
-            and self.started_from is None
-            and self.started_to is None
-        )
+        return len(self.text) == 1 and not self.numbers and self._undated
 
     @property
     def external_substrings(self) -> tuple[str, ...] | None:
@@ -115,13 +118,7 @@ class CallQuery:
     def lengths(self) -> tuple[str, tuple[tuple[Comparison, int], ...]] | None:
         """(column, comparisons) when only `duration` or only `conversation` filters, beside type
         and status at most: the per-account histograms of seconds give the total."""
-        if (
-            len(self.numbers) != 1
-            or self.text
-            or self.integration_statuses
-            or self.started_from is not None
-            or self.started_to is not None
-        ):
+        if len(self.numbers) != 1 or self.text or not self._undated:
             return None
         ((name, comparisons),) = self.numbers.items()
         return name, comparisons
