@@ -124,6 +124,16 @@ class CallQuery:
         return name, comparisons
 
     @property
+    def length_sorted(self) -> str | None:
+        """`duration` or `conversation` when the list is sorted by it first and filtered by
+        nothing but type, status and comparisons of that same column: the per-account histograms
+        of seconds then tell which seconds any page holds."""
+        column = self.sort[0].column
+        if column not in ("duration", "conversation") or self.text or not self._undated:
+            return None
+        return column if set(self.numbers) <= {column} else None
+
+    @property
     def tallied(self) -> bool:
         """True when `store.counts` reads the total from counters or rollups, not the calls."""
         return (

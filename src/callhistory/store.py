@@ -350,16 +350,20 @@ def search(
     second half is read from the other end (the reversed order, a small offset) and turned round:
     the same rows, without walking past every row before them."""
     offset, limit, backwards = query.offset, query.per_page, False
+    within: list[ColumnElement[bool]] = []
+    if total is not None and _windowed(scope, query) and (found := _window(conn, scope, query)):
+        window, offset, total = found
+        within = [window]
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
     params: dict[str, int] = {}
-    if offset < DEFERRED_OFFSET and scope.whole and query.unfiltered:
+    if offset < DEFERRED_OFFSET and scope.whole and query.unfiltered and not within:
         stmt = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
         params = {"account": scope.account_id, "limit": limit, "offset": offset}
     elif offset < DEFERRED_OFFSET:
-        stmt = _ordered(conn, scope, query, backwards).limit(limit).offset(offset)
+        stmt = _ordered(conn, scope, query, backwards).where(*within).limit(limit).offset(offset)
     else:
-        ordered = _ordered(conn, scope, query, backwards)
+        ordered = _ordered(conn, scope, query, backwards).where(*within)
         # A deep page: walk the offset over ids alone (an index-only scan of the index that gives
         # the order), then read the page's rows: 25,000 skipped rows cost 25,000 heap reads
         # otherwise (measured 90 ms at 1M calls).
@@ -371,6 +375,66 @@ def search(
 
 #: From how many skipped rows a page is found by its ids first (`search`).
 DEFERRED_OFFSET = 1000
+
+
+def _windowed(scope: Scope, query: CallQuery) -> bool:
+    """A list sorted by duration or conversation is paged inside a window of seconds
+    (`_window`) when filters or a deep page would make the walk along its index long. The first
+    page of the whole list is not: the index's first entries are the page."""
+    return (
+        scope.whole
+        and query.length_sorted is not None
+        and bool(query.types or query.statuses or query.numbers or query.offset)
+    )
+
+
+def _window(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, int, int] | None:
+    """For a list sorted by duration or conversation first (`CallQuery.length_sorted`): the
+    range of seconds its page lies in, read from the histograms of seconds, as (the condition,
+    the page's offset within that range, the calls within it). The page is then read inside the
+    range, from a small offset: the walk along the index never passes the calls that sort before
+    it, nor those the filters reject there. (Missed calls sorted by conversation walked every
+    answered call's index entry before: their conversation is 0, and correlated with the
+    filter.) None when the histograms hold no such page (a call stored meanwhile)."""
+    name = query.length_sorted
+    assert name is not None
+    lc = length_counts.c
+    calls_at = cast(func.sum(lc.calls), BigInteger)
+    conditions = [
+        lc.account_id == scope.account_id,
+        lc.field == tallies.LENGTH_FIELDS.index(name),
+        *type_and_status(length_counts, query),
+    ]
+    if name in query.numbers:
+        conditions.append(_compared(lc.seconds, query.numbers[name]))
+    per_second = (
+        select(lc.seconds, calls_at.label("calls"))
+        .where(*conditions)
+        .group_by(lc.seconds)
+        .having(calls_at > 0)
+        .subquery()
+    )
+    first = per_second.c.seconds.desc() if query.sort[0].descending else per_second.c.seconds
+    running = select(
+        per_second.c.seconds,
+        per_second.c.calls,
+        cast(func.sum(per_second.c.calls).over(order_by=first), BigInteger).label("upto"),
+    ).subquery()
+    # The seconds from the page's first call to its last: each holds at least one call.
+    stmt = (
+        select(running.c.seconds, running.c.calls, running.c.upto)
+        .where(running.c.upto > query.offset)
+        .order_by(running.c.upto)
+        .limit(query.per_page)
+    )
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return None
+    end = query.offset + query.per_page
+    last = next((row for row in rows if row.upto >= end), rows[-1])
+    before = rows[0].upto - rows[0].calls
+    low, high = sorted((rows[0].seconds, last.seconds))
+    return calls.c[name].between(low, high), query.offset - before, last.upto - before
 
 
 def stream(conn: Connection, scope: Scope, query: CallQuery) -> Iterator[Sequence[AnyRow]]:
