@@ -224,6 +224,9 @@ def shapes(day: str, total: int) -> dict[str, str]:
         "page=last": f"page={max(1, -(-total // 20))}",
         "per_page=300": "per_page=300",
         "sort=-id": "sort=-id",
+        "sort=-conversation + status=2": "sort=-conversation&filter[status]=2",
+        "sort=duration + type=3 + status=1": "sort=duration&filter[type]=3&filter[status]=1",
+        "sort=-duration, middle page": f"sort=-duration&page={max(1, total // 40)}",
     }
 
 
@@ -345,7 +348,7 @@ def report(dialect: str, args: argparse.Namespace, runs: dict[str, Any]) -> None
             cells += [f"{statistics.median(old):.1f}", f"{percentile(old, 99):.1f}",
                       f"{percentile(old, 99) / percentile(ms, 99):.1f}x"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
-    slowest = sorted(zip(new["random"], new.get("queries", []), strict=False), reverse=True)[:5]
+    slowest = sorted(zip(new["random"], new.get("queries", []), strict=False), reverse=True)[:15]
     print("\nslowest random queries (ms):")
     for ms, qs in slowest:
         print(f"  {ms:8.1f}  {qs}")

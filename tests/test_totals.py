@@ -491,16 +491,27 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
     make_tenant: Callable[..., Tenant],
     add_calls: Callable[..., list[int]],
 ) -> None:
-    """Pages past store.DEFERRED_OFFSET skipped rows are read by their ids first: the same rows,
-    in the same order, forwards (first half) and backwards (second half), filtered or not."""
+    """Pages past store.DEFERRED_OFFSET skipped rows are read by their ids first (sorted by
+    start time, duration or conversation: inside the quarter-hours or seconds the rollups place
+    them in): the same rows, in the same order, forwards (first half) and backwards (second
+    half), filtered or not, within a period whose ends cut quarter-hours or not."""
     assert store.DEFERRED_OFFSET == 1000
     rng = random.Random(2600)
-    tenant = make_tenant()
+    tenant = make_tenant(timezone="UTC")
     add_calls(tenant.account_id, [random_call(rng, tenant.account_id, n) for n in range(2600)])
+    # 3.5 days of the 4, in UTC, the account's zone: the ends cut quarter-hours.
+    period = {"filter[from]": "2026-03-01 06:07:08", "filter[to]": "2026-03-04 19:03:00"}
+    within = ["started_at >= :lo", "started_at <= :hi"]
+    bounds = {"lo": datetime(2026, 3, 1, 6, 7, 8), "hi": datetime(2026, 3, 4, 19, 3)}
     for sort, order in SORTS.items():
-        for extra, where in (({}, []), ({"filter[type]": "1,2"}, ["type IN (1, 2)"]),
-                             ({"filter[duration]": ">30"}, ["duration > 30"])):  # fmt: skip
-            truth = expected_ids(db, tenant.account_id, where, {}, order)
+        for extra, where in (
+            ({}, []),
+            ({"filter[type]": "1,2"}, ["type IN (1, 2)"]),
+            ({"filter[duration]": ">30"}, ["duration > 30"]),
+            ({**period, "filter[status]": "1"}, [*within, "status = 1"]),
+        ):
+            args = bounds if "filter[from]" in extra else {}
+            truth = expected_ids(db, tenant.account_id, where, args, order)
             # Unfiltered (2,600 calls): offsets 1,000 to 1,200 forwards; page 71 of 20 (offset
             # 1,400, past the middle) backwards from offset 1,180; all past DEFERRED_OFFSET.
             for per_page, page in ((50, 21), (300, 5), (7, 150), (20, 71)):

@@ -349,11 +349,8 @@ def search(
     """One page of calls; never loads more rows than the page. Given the total, a page in the
     second half is read from the other end (the reversed order, a small offset) and turned round:
     the same rows, without walking past every row before them."""
-    offset, limit, backwards = query.offset, query.per_page, False
-    within: list[ColumnElement[bool]] = []
-    if total is not None and _windowed(scope, query) and (found := _window(conn, scope, query)):
-        window, offset, total = found
-        within = [window]
+    within, offset, total = _placed(conn, scope, query, total)
+    limit, backwards = query.per_page, False
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
     params: dict[str, int] = {}
@@ -377,55 +374,100 @@ def search(
 DEFERRED_OFFSET = 1000
 
 
-def _windowed(scope: Scope, query: CallQuery) -> bool:
-    """A list sorted by duration or conversation is paged inside a window of seconds
-    (`_window`) when filters or a deep page would make the walk along its index long. The first
-    page of the whole list is not: the index's first entries are the page."""
+def _placed(
+    conn: Connection, scope: Scope, query: CallQuery, total: int | None
+) -> tuple[list[ColumnElement[bool]], int, int | None]:
+    """Where the page lies, when histograms of the first sort key can tell: (conditions that
+    narrow the list to a window of that key holding the page, the page's offset in the window,
+    how many calls the window holds). Without them (no histogram answers): no condition, the
+    query's offset, the list's total.
+
+    - Sorted by duration or conversation, filtered by nothing but type, status and comparisons
+      of that column, when filtered or paged past the first page: the window is the seconds
+      from the page's first call to its last (`length_counts`).
+    - Sorted by start time, filtered by nothing but type, status and a period, paged deep: the
+      window is the quarter-hours from the page's first call to its last (`call_rollups`, the
+      partial quarter-hours at a period's ends counted from the calls).
+    - Sorted by duration or conversation under other filters too: no window, but the list is
+      bounded by the shortest and longest calls of its type and status, so the walk along the
+      index skips where none of them lies (missed calls last at most the ringing: sorted by
+      longest first, the walk passed every answered call).
+
+    The page is then read inside the window from a small offset: the walk along the index never
+    passes the calls that sort before it, nor those the filters reject there."""
+    offset = query.offset
+    column = query.sort[0].column
+    lengths = column in tallies.LENGTH_FIELDS
+    if total is None:
+        return [], offset, total
+    if scope.whole and query.length_sorted is not None and (offset or not query.unfiltered):
+        found = _window(conn, query, _seconds(scope.account_id, query, column))
+        if found is None:
+            return [], offset, total
+        (low, high), before, within = found
+        return [calls.c[column].between(low, high)], offset - before, within
+    period = tallies.Period.of(query.started_from, query.started_to)
+    if (
+        scope.whole and column == "started_at" and query.counted_by_period
+        and offset >= DEFERRED_OFFSET and period is not None
+    ):  # fmt: skip
+        parts = period_buckets(conn.dialect.name, scope.account_id, query, period)
+        found = _window(conn, query, _per_key(parts.c.bucket, parts.c.calls))
+        if found is None:
+            return [], offset, total
+        (low, high), before, within = found
+        edges = [calls.c.started_at >= tallies.start_of(low)]
+        edges.append(calls.c.started_at < tallies.start_of(high + 1))
+        return edges, offset - before, within
+    if lengths and (offset or not query.unfiltered):
+        per_second = _seconds(scope.account_id, query, column)
+        bounds = conn.execute(select(func.min(per_second.c.key), func.max(per_second.c.key)))
+        low, high = bounds.one()
+        if low is not None:
+            return [calls.c[column].between(low, high)], offset, total
+    return [], offset, total
+
+
+def _per_key(key: Any, calls_of: Any, *conditions: ColumnElement[bool]) -> Any:
+    """A histogram: (key, calls) for each key that holds calls."""
+    summed = cast(func.sum(calls_of), BigInteger)
     return (
-        scope.whole
-        and query.length_sorted is not None
-        and bool(query.types or query.statuses or query.numbers or query.offset)
+        select(key.label("key"), summed.label("calls"))
+        .where(*conditions)
+        .group_by(key)
+        .having(summed > 0)
+        .subquery()
     )
 
 
-def _window(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, int, int] | None:
-    """For a list sorted by duration or conversation first (`CallQuery.length_sorted`): the
-    range of seconds its page lies in, read from the histograms of seconds, as (the condition,
-    the page's offset within that range, the calls within it). The page is then read inside the
-    range, from a small offset: the walk along the index never passes the calls that sort before
-    it, nor those the filters reject there. (Missed calls sorted by conversation walked every
-    answered call's index entry before: their conversation is 0, and correlated with the
-    filter.) None when the histograms hold no such page (a call stored meanwhile)."""
-    name = query.length_sorted
-    assert name is not None
+def _seconds(account_id: int, query: CallQuery, name: str) -> Any:
+    """The histogram of `name` (duration or conversation) of the account's calls of the query's
+    types and statuses, under its comparisons of that column."""
     lc = length_counts.c
-    calls_at = cast(func.sum(lc.calls), BigInteger)
     conditions = [
-        lc.account_id == scope.account_id,
+        lc.account_id == account_id,
         lc.field == tallies.LENGTH_FIELDS.index(name),
         *type_and_status(length_counts, query),
     ]
     if name in query.numbers:
         conditions.append(_compared(lc.seconds, query.numbers[name]))
-    per_second = (
-        select(lc.seconds, calls_at.label("calls"))
-        .where(*conditions)
-        .group_by(lc.seconds)
-        .having(calls_at > 0)
-        .subquery()
-    )
-    first = per_second.c.seconds.desc() if query.sort[0].descending else per_second.c.seconds
-    running = select(
-        per_second.c.seconds,
-        per_second.c.calls,
-        cast(func.sum(per_second.c.calls).over(order_by=first), BigInteger).label("upto"),
-    ).subquery()
-    # The seconds from the page's first call to its last: each holds at least one call.
+    return _per_key(lc.seconds, lc.calls, *conditions)
+
+
+def _window(
+    conn: Connection, query: CallQuery, histogram: Any
+) -> tuple[tuple[int, int], int, int] | None:
+    """The keys of the histogram from the page's first call to its last, in the query's order:
+    ((lowest, highest key), the calls before them, the calls they hold); None when the
+    histogram holds no such page (a call stored or removed since the total was counted)."""
+    first = histogram.c.key.desc() if query.sort[0].descending else histogram.c.key
+    upto = cast(func.sum(histogram.c.calls).over(order_by=first), BigInteger)
+    running = select(histogram.c.key, histogram.c.calls, upto.label("upto")).subquery()
     stmt = (
-        select(running.c.seconds, running.c.calls, running.c.upto)
+        select(running.c.key, running.c.calls, running.c.upto)
         .where(running.c.upto > query.offset)
         .order_by(running.c.upto)
-        .limit(query.per_page)
+        .limit(query.per_page)  # each key holds a call at least
     )
     rows = conn.execute(stmt).all()
     if not rows:
@@ -433,8 +475,8 @@ def _window(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, int,
     end = query.offset + query.per_page
     last = next((row for row in rows if row.upto >= end), rows[-1])
     before = rows[0].upto - rows[0].calls
-    low, high = sorted((rows[0].seconds, last.seconds))
-    return calls.c[name].between(low, high), query.offset - before, last.upto - before
+    low, high = sorted((rows[0].key, last.key))
+    return (low, high), before, last.upto - before
 
 
 def stream(conn: Connection, scope: Scope, query: CallQuery) -> Iterator[Sequence[AnyRow]]:
