@@ -121,10 +121,11 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     lengths = (
         "SELECT account_id, field, seconds, type, status, calls FROM length_counts WHERE calls <> 0"
     )
+    blocks = "SELECT account_id, block, type, status, calls FROM id_counts WHERE calls <> 0"
     with db.connect() as conn:
         found = tuple(
             sorted(map(tuple, conn.execute(text(sql))))
-            for sql in (rollups, counts, numbers, waits, hours, grams, lengths)
+            for sql in (rollups, counts, numbers, waits, hours, grams, lengths, blocks)
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
@@ -212,6 +213,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         f" GROUP BY account_id, {name}, type, status"
         for field, name in enumerate(("duration", "conversation"))
     )
+    blocked = (
+        f"SELECT account_id, id / {tallies.ID_BLOCK}, type, status, count(*) FROM calls"
+        f" GROUP BY account_id, id / {tallies.ID_BLOCK}, type, status"
+    )
     with db.connect() as conn:
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
@@ -219,9 +224,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             *local_truth(db),
             grams_truth(db),
             sorted(map(tuple, conn.execute(text(lasting)))),
+            sorted(map(tuple, conn.execute(text(blocked)))),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[7]} == {
+    assert {(a, n) for a, n, _ in truth[8]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
@@ -237,6 +243,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("UPDATE hour_rollups SET calls = calls + 1 WHERE type = 2"))
         conn.execute(text("DELETE FROM gram_counts WHERE gram = '9'"))
         conn.execute(text("UPDATE length_counts SET calls = calls + 1 WHERE seconds > 30"))
+        conn.execute(text("DELETE FROM id_counts WHERE type = 1"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -485,20 +492,39 @@ def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None
     engine.dispose()
 
 
+def skip_ids(db: Engine, last: int) -> None:
+    """The next call stored gets id `last` + 1."""
+    with db.begin() as conn:
+        if db.dialect.name == "postgresql":
+            sequence = "pg_get_serial_sequence('calls', 'id')"
+            conn.execute(text(f"SELECT setval({sequence}, :last)"), {"last": last})
+        else:  # the next rowid is the highest one's + 1: one more call, of no account's list
+            account = accounts.create_account(conn, f"ids up to {last}")
+            store.insert_calls(conn, account, [new_call(account, last)])
+            conn.execute(text("UPDATE calls SET id = :last WHERE account_id = :a"),
+                         {"last": last, "a": account})  # fmt: skip
+
+
 def test_deep_pages_found_by_their_ids_match_plain_sql(
     client: TestClient,
     db: Engine,
     make_tenant: Callable[..., Tenant],
     add_calls: Callable[..., list[int]],
 ) -> None:
-    """Pages past store.DEFERRED_OFFSET skipped rows are read by their ids first (sorted by
-    start time, duration or conversation: inside the quarter-hours or seconds the rollups place
-    them in): the same rows, in the same order, forwards (first half) and backwards (second
+    """Pages past store.DEFERRED_OFFSET skipped rows are read by their ids first (sorted by id,
+    start time, duration or conversation: inside the blocks of ids, quarter-hours or seconds the
+    tallies place them in): the same rows, in the same order, forwards (first half) and backwards (second
     half), filtered or not, within a period whose ends cut quarter-hours or not."""
     assert store.DEFERRED_OFFSET == 1000
     rng = random.Random(2600)
     tenant = make_tenant(timezone="UTC")
-    add_calls(tenant.account_id, [random_call(rng, tenant.account_id, n) for n in range(2600)])
+    mine = [random_call(rng, tenant.account_id, n) for n in range(2600)]
+    # Ids in three blocks of tallies.ID_BLOCK, the third not next to the second.
+    add_calls(tenant.account_id, mine[:900])
+    skip_ids(db, tallies.ID_BLOCK + 7)
+    add_calls(tenant.account_id, mine[900:1800])
+    skip_ids(db, 3 * tallies.ID_BLOCK - 400)
+    add_calls(tenant.account_id, mine[1800:])
     # 3.5 days of the 4, in UTC, the account's zone: the ends cut quarter-hours.
     period = {"filter[from]": "2026-03-01 06:07:08", "filter[to]": "2026-03-04 19:03:00"}
     within = ["started_at >= :lo", "started_at <= :hi"]

@@ -40,6 +40,7 @@ DISTRIBUTED_TABLES = (
     "hour_rollups",
     "gram_counts",
     "length_counts",
+    "id_counts",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

@@ -222,6 +222,20 @@ length_counts = Table(
     Column("calls", BigInteger, nullable=False),
 )
 
+# How many of the account's calls have an id in each block of `tallies.ID_BLOCK` ids (`block`:
+# id // ID_BLOCK), by type and status: a histogram kept like `call_counts`. A deep page of a list
+# in id order (the default) is read inside the blocks it places the page in, instead of walking
+# the index entries of every call before it (millions, in the middle of a big account's list).
+id_counts = Table(
+    "id_counts",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("block", BigInteger, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
 # The account's calls per local hour of their start (`hour`: `tallies.local_of(bucket, zone, 4)`,
 # in the account's timezone) by type and status: `call_rollups` summed by local hour. The
 # statistics per hour, the heatmap and the summary's busiest hour read a month of it (a quarter of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ from callhistory.schema import (
     calls,
     dialect_insert,
     gram_counts,
+    id_counts,
     integrations,
     length_counts,
     number_rollups,
@@ -377,55 +378,77 @@ DEFERRED_OFFSET = 1000
 def _placed(
     conn: Connection, scope: Scope, query: CallQuery, total: int | None
 ) -> tuple[list[ColumnElement[bool]], int, int | None]:
-    """Where the page lies, when histograms of the first sort key can tell: (conditions that
-    narrow the list to a window of that key holding the page, the page's offset in the window,
-    how many calls the window holds). Without them (no histogram answers): no condition, the
-    query's offset, the list's total.
+    """Where the page lies, when a histogram of the first sort key can tell (`_histogram`):
+    (conditions that narrow the list to the keys from the page's first call to its last, the
+    page's offset among them, how many calls they hold). The page is then read there from a
+    small offset: the walk along the index never passes the calls that sort before it, nor
+    those the filters reject there. Without one: no condition, the query's offset, its total.
 
-    - Sorted by duration or conversation, filtered by nothing but type, status and comparisons
-      of that column, when filtered or paged past the first page: the window is the seconds
-      from the page's first call to its last (`length_counts`).
-    - Sorted by start time, filtered by nothing but type, status and a period, paged deep: the
-      window is the quarter-hours from the page's first call to its last (`call_rollups`, the
-      partial quarter-hours at a period's ends counted from the calls).
-    - Sorted by duration or conversation under other filters too: no window, but the list is
-      bounded by the shortest and longest calls of its type and status, so the walk along the
-      index skips where none of them lies (missed calls last at most the ringing: sorted by
-      longest first, the walk passed every answered call).
-
-    The page is then read inside the window from a small offset: the walk along the index never
-    passes the calls that sort before it, nor those the filters reject there."""
+    A list sorted by duration or conversation under other filters too has no window, but is
+    bounded by the shortest and longest calls of its type and status, so the walk along the
+    index skips where none of them lies (missed calls last at most the ringing: sorted longest
+    first, the walk passed every answered call)."""
     offset = query.offset
-    column = query.sort[0].column
-    lengths = column in tallies.LENGTH_FIELDS
     if total is None:
         return [], offset, total
-    if scope.whole and query.length_sorted is not None and (offset or not query.unfiltered):
-        found = _window(conn, query, _seconds(scope.account_id, query, column))
-        if found is None:
+    if (found := _histogram(conn, scope, query)) is not None:
+        histogram, between = found
+        window = _window(conn, query, histogram)
+        if window is None:
             return [], offset, total
-        (low, high), before, within = found
-        return [calls.c[column].between(low, high)], offset - before, within
-    period = tallies.Period.of(query.started_from, query.started_to)
-    if (
-        scope.whole and column == "started_at" and query.counted_by_period
-        and offset >= DEFERRED_OFFSET and period is not None
-    ):  # fmt: skip
-        parts = period_buckets(conn.dialect.name, scope.account_id, query, period)
-        found = _window(conn, query, _per_key(parts.c.bucket, parts.c.calls))
-        if found is None:
-            return [], offset, total
-        (low, high), before, within = found
-        edges = [calls.c.started_at >= tallies.start_of(low)]
-        edges.append(calls.c.started_at < tallies.start_of(high + 1))
-        return edges, offset - before, within
-    if lengths and (offset or not query.unfiltered):
+        (low, high), before, within = window
+        return between(low, high), offset - before, within
+    column = query.sort[0].column
+    if column in tallies.LENGTH_FIELDS and (offset or not query.unfiltered):
         per_second = _seconds(scope.account_id, query, column)
         bounds = conn.execute(select(func.min(per_second.c.key), func.max(per_second.c.key)))
         low, high = bounds.one()
         if low is not None:
             return [calls.c[column].between(low, high)], offset, total
     return [], offset, total
+
+
+#: The conditions on a call that its sort key lies within (lowest, highest) histogram keys.
+Between = Callable[[int, int], list[ColumnElement[bool]]]
+
+
+def _histogram(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, Between] | None:
+    """The histogram (key, calls) of the list's first sort key, and the conditions a window of
+    its keys stands for, when one holds exactly the list's calls (the whole account's, under
+    filters the histogram keeps) and the walk to the page could be long:
+
+    - sorted by duration or conversation, filtered by nothing but type, status and comparisons
+      of that column, when filtered or paged past the first page: its seconds (`length_counts`);
+    - sorted by start time, filtered by nothing but type, status and a period, paged deep: its
+      quarter-hours (`call_rollups`; the partial ones at a period's ends counted from the calls);
+    - sorted by id, filtered by nothing but type and status, paged deep: its blocks of ids
+      (`id_counts`)."""
+    if not scope.whole:
+        return None
+    column, offset = query.sort[0].column, query.offset
+    if query.length_sorted is not None and (offset or not query.unfiltered):
+        seconds = calls.c[column]
+        return _seconds(scope.account_id, query, column), lambda lo, hi: [seconds.between(lo, hi)]
+    if offset < DEFERRED_OFFSET:
+        return None
+    period = tallies.Period.of(query.started_from, query.started_to)
+    if column == "started_at" and query.counted_by_period and period is not None:
+        parts = period_buckets(conn.dialect.name, scope.account_id, query, period)
+        return _per_key(parts.c.bucket, parts.c.calls), lambda lo, hi: [
+            calls.c.started_at >= tallies.start_of(lo),
+            calls.c.started_at < tallies.start_of(hi + 1),
+        ]
+    if column == "id" and query.counted_by_type_and_status:
+        ic = id_counts.c
+        blocks = _per_key(
+            ic.block,
+            ic.calls,
+            ic.account_id == scope.account_id,
+            *type_and_status(id_counts, query),
+        )
+        size = tallies.ID_BLOCK
+        return blocks, lambda lo, hi: [calls.c.id >= lo * size, calls.c.id < (hi + 1) * size]
+    return None
 
 
 def _per_key(key: Any, calls_of: Any, *conditions: ColumnElement[bool]) -> Any:
@@ -596,6 +619,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     by_call_id = {row["call_id"]: row for row in rows}
     for row in inserted:
         created[row.call_id] = row.id
+        by_call_id[row.call_id]["id"] = row.id
         tally.count(by_call_id[row.call_id], +1)
         if row.type != CallType.INTERNAL:
             external.append(row.id)
@@ -675,7 +699,7 @@ def update_calls(
         del values["account_id"], values["call_id"], values["created_at"]
         params.append({"pk": old.id, **values})
         tally.count(old, -1)
-        tally.count(values, +1)
+        tally.count({**values, "id": old.id}, +1)
     if bulk.enabled(conn, params):
         bulk.update(conn, calls, account_id, params)
     else:

@@ -45,6 +45,7 @@ from callhistory.schema import (
     dialect_insert,
     gram_counts,
     hour_rollups,
+    id_counts,
     length_counts,
     number_rollups,
     wait_rollups,
@@ -193,6 +194,10 @@ TOTAL, EXTERNAL, CALLER, CALLEE = 0, 1, 2, 3
 
 #: The numbers `gram_counts` counts substrings of, by their `field` there (the index).
 GRAM_FIELDS = ("src", "dst", "external_number")
+#: How many ids one row of `id_counts` covers: a deep page sorted by id walks at most this many
+#: index entries, and a list's histogram holds (its highest id - its lowest) / ID_BLOCK blocks.
+ID_BLOCK = 1 << 14
+
 #: `length_counts.field` → the column it counts.
 LENGTH_FIELDS = ("duration", "conversation")
 
@@ -236,6 +241,8 @@ class Tally:
         self.values: Counter[tuple[int, str, int, int]] = Counter()
         #: (field, seconds, type, status) → calls
         self.lengths: Counter[tuple[int, int, int, int]] = Counter()
+        #: (id block, type, status) → calls
+        self.blocks: Counter[tuple[int, int, int]] = Counter()
         #: Outside numbers → the earliest incoming call from them added.
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
@@ -243,7 +250,7 @@ class Tally:
 
     def count(self, call: Any, sign: int) -> None:
         """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
-        started_at, answered_at, type, status, duration, conversation, src, dst and
+        id, started_at, answered_at, type, status, duration, conversation, src, dst and
         external_number."""
         if isinstance(call, dict):
             call = SimpleNamespace(**call)
@@ -261,6 +268,7 @@ class Tally:
             self.values[field, getattr(call, name) or "", type_, status] += sign
         self.lengths[0, call.duration, type_, status] += sign
         self.lengths[1, call.conversation, type_, status] += sign
+        self.blocks[call.id // ID_BLOCK, type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
             if sign < 0:
                 self.gone.add(call.src)
@@ -321,6 +329,9 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
     names = ["account_id", "field", "seconds", "type", "status"]
     lengths = {k: [n] for k, n in tally.lengths.items()}
     _upsert(conn, length_counts, names, _rows(account_id, names, lengths, ("calls",)))
+    names = ["account_id", "block", "type", "status"]
+    blocks = {k: [n] for k, n in tally.blocks.items()}
+    _upsert(conn, id_counts, names, _rows(account_id, names, blocks, ("calls",)))
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
         rebuild_callers(conn, account_id, sorted(tally.gone))
     firsts = [
@@ -390,6 +401,7 @@ TABLES = (
     "call_counts",
     "gram_counts",
     "length_counts",
+    "id_counts",
     "call_rollups",
     "hour_rollups",
     "number_rollups",
@@ -426,6 +438,20 @@ def rebuild(conn: Connection, account_id: int) -> None:
     rebuild_callers(conn, account_id)
     rebuild_grams(conn, account_id)
     rebuild_lengths(conn, account_id)
+    rebuild_ids(conn, account_id)
+
+
+def rebuild_ids(conn: Connection, account_id: int) -> None:
+    """Recount the account's `id_counts` from its calls."""
+    conn.execute(id_counts.delete().where(id_counts.c.account_id == account_id))
+    conn.execute(
+        text(
+            "INSERT INTO id_counts (account_id, block, type, status, calls)"
+            f" SELECT account_id, id / {ID_BLOCK}, type, status, count(*) FROM calls"
+            f" WHERE account_id = :account GROUP BY account_id, id / {ID_BLOCK}, type, status"
+        ),
+        {"account": account_id},
+    )
 
 
 def rebuild_lengths(conn: Connection, account_id: int) -> None:
