@@ -513,8 +513,9 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
 ) -> None:
     """Pages past store.DEFERRED_OFFSET skipped rows are read by their ids first (sorted by id,
     start time, duration or conversation: inside the blocks of ids, quarter-hours or seconds the
-    tallies place them in): the same rows, in the same order, forwards (first half) and backwards (second
-    half), filtered or not, within a period whose ends cut quarter-hours or not."""
+    tallies place them in): the same rows, in the same order, forwards (first half) and
+    backwards (second half), filtered or not, within a period whose ends cut quarter-hours or
+    not."""
     assert store.DEFERRED_OFFSET == 1000
     rng = random.Random(2600)
     tenant = make_tenant(timezone="UTC")
