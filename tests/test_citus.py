@@ -82,6 +82,7 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "hour_rollups": "PRIMARY KEY (account_id, hour, type, status)",
         "gram_counts": "PRIMARY KEY (account_id, field, gram, type, status)",
         "length_counts": "PRIMARY KEY (account_id, field, seconds, type, status)",
+        "id_counts": "PRIMARY KEY (account_id, block, type, status)",
     }
     assert unique and all("(account_id" in definition for _name, definition in unique)
 
