@@ -227,6 +227,8 @@ def shapes(day: str, total: int) -> dict[str, str]:
         "sort=-conversation + status=2": "sort=-conversation&filter[status]=2",
         "sort=duration + type=3 + status=1": "sort=duration&filter[type]=3&filter[status]=1",
         "sort=-duration, middle page": f"sort=-duration&page={max(1, total // 40)}",
+        "middle page": f"page={max(1, total // 40)}",
+        "sort=datetime, type=1, middle page": f"sort=datetime&filter[type]=1&page={total // 80}",
     }
 
 

@@ -595,3 +595,21 @@ def test_whole_days_and_edges_cover_a_period_once(zone: str, per: int) -> None:
             edges = sum(a <= at < b or (included and at == b) for a, b, included in days.edges)
             assert (whole or edges == 1) == inside and not (whole and edges), (lo, hi, at)
     assert cut > 20
+
+
+def test_the_indexes_that_order_a_list_carry_type_and_status(db: Engine) -> None:
+    """PostgreSQL: a page inside a window of its sort key, filtered by type or status, finds its
+    ids from the index that orders it alone (migration 0021)."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("INCLUDE columns are PostgreSQL's")
+    names = ["ix_calls_account_id", "ix_calls_account_started", "ix_calls_account_duration",
+             "ix_calls_account_conversation"]  # fmt: skip
+    with db.connect() as conn:
+        found = dict(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(:names)"),
+                {"names": names},
+            ).all()
+        )
+    assert sorted(found) == sorted(names)
+    assert all(d.endswith("INCLUDE (type, status)") for d in found.values()), found

@@ -95,6 +95,9 @@ login_failures = Table(
     Index("ix_login_failures_failed_at", "failed_at"),
 )
 
+#: What an index that orders calls carries beside its keys, for filters to read (PostgreSQL).
+_KINDS = ["type", "status"]
+
 calls = Table(
     "calls",
     metadata,
@@ -120,16 +123,24 @@ calls = Table(
     # One index per query shape of the contract, each led by the account and ended by id,
     # so a filter or a sort (either direction) is an index range scan inside one account.
     Index("uq_calls_account_call_id", "account_id", "call_id", unique=True),
-    Index("ix_calls_account_id", "account_id", "id"),
+    Index("ix_calls_account_id", "account_id", "id", postgresql_include=_KINDS),
     Index(
         "ix_calls_account_started",
         "account_id",
         "started_at",
         "id",
-        postgresql_include=["type", "status"],  # period edges counted from the index alone
+        postgresql_include=_KINDS,  # period edges counted from the index alone
     ),
-    Index("ix_calls_account_duration", "account_id", "duration", "id"),
-    Index("ix_calls_account_conversation", "account_id", "conversation", "id"),
+    # Type and status ride along (INCLUDE): a page inside a window of its sort key, filtered by
+    # them, finds its ids from the index alone (`store._placed`).
+    Index("ix_calls_account_duration", "account_id", "duration", "id", postgresql_include=_KINDS),
+    Index(
+        "ix_calls_account_conversation",
+        "account_id",
+        "conversation",
+        "id",
+        postgresql_include=_KINDS,
+    ),
     Index("ix_calls_account_type", "account_id", "type", "id"),
     Index("ix_calls_account_status", "account_id", "status", "id"),
     Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
