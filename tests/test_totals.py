@@ -517,15 +517,15 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
     backwards (second half), filtered or not, within a period whose ends cut quarter-hours or
     not."""
     assert store.DEFERRED_OFFSET == 1000
-    rng = random.Random(2600)
+    rng = random.Random(6000)
     tenant = make_tenant(timezone="UTC")
-    mine = [random_call(rng, tenant.account_id, n) for n in range(2600)]
+    mine = [random_call(rng, tenant.account_id, n) for n in range(6000)]
     # Ids in three blocks of tallies.ID_BLOCK, the third not next to the second.
-    add_calls(tenant.account_id, mine[:900])
+    add_calls(tenant.account_id, mine[:2000])
     skip_ids(db, tallies.ID_BLOCK + 7)
-    add_calls(tenant.account_id, mine[900:1800])
+    add_calls(tenant.account_id, mine[2000:4000])
     skip_ids(db, 3 * tallies.ID_BLOCK - 400)
-    add_calls(tenant.account_id, mine[1800:])
+    add_calls(tenant.account_id, mine[4000:])
     # 3.5 days of the 4, in UTC, the account's zone: the ends cut quarter-hours.
     period = {"filter[from]": "2026-03-01 06:07:08", "filter[to]": "2026-03-04 19:03:00"}
     within = ["started_at >= :lo", "started_at <= :hi"]
@@ -539,9 +539,13 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
         ):
             args = bounds if "filter[from]" in extra else {}
             truth = expected_ids(db, tenant.account_id, where, args, order)
-            # Unfiltered (2,600 calls): offsets 1,000 to 1,200 forwards; page 71 of 20 (offset
-            # 1,400, past the middle) backwards from offset 1,180; all past DEFERRED_OFFSET.
-            for per_page, page in ((50, 21), (300, 5), (7, 150), (20, 71)):
+            # Offsets 1,200 to 1,400 forwards; page 200 of 20 (offset 3,980, past the middle of
+            # 6,000 calls) backwards from offset 2,000. Each list has a page deeper than
+            # DEFERRED_OFFSET from both ends (the lists of 3,000 to 4,000 calls, several).
+            pages = ((50, 25), (300, 5), (7, 180), (20, 71), (20, 200))
+            deep = [min(s, len(truth) - s - n) for n, p in pages if (s := (p - 1) * n) < len(truth)]
+            assert max(deep) >= store.DEFERRED_OFFSET, (extra, deep)
+            for per_page, page in pages:
                 params = {**extra, "per_page": str(per_page), "page": str(page)}
                 if sort:
                     params["sort"] = sort

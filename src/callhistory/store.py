@@ -403,7 +403,7 @@ def _placed(
     offset = query.offset
     if total is None:
         return [], offset, total
-    if (found := _histogram(conn, scope, query)) is not None:
+    if (found := _histogram(conn, scope, query, total)) is not None:
         histogram, between = found
         window = _window(conn, query, histogram)
         if window is None:
@@ -424,7 +424,9 @@ def _placed(
 Between = Callable[[int, int], list[ColumnElement[bool]]]
 
 
-def _histogram(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, Between] | None:
+def _histogram(
+    conn: Connection, scope: Scope, query: CallQuery, total: int
+) -> tuple[Any, Between] | None:
     """The histogram (key, calls) of the list's first sort key, and the conditions a window of
     its keys stands for, when one holds exactly the list's calls (the whole account's, under
     filters the histogram keeps) and the walk to the page could be long:
@@ -434,14 +436,17 @@ def _histogram(conn: Connection, scope: Scope, query: CallQuery) -> tuple[Any, B
     - sorted by start time, filtered by nothing but type, status and a period, paged deep: its
       quarter-hours (`call_rollups`; the partial ones at a period's ends counted from the calls);
     - sorted by id, filtered by nothing but type and status, paged deep: its blocks of ids
-      (`id_counts`)."""
+      (`id_counts`).
+
+    Deep: past DEFERRED_OFFSET calls from the nearer end (a page in the second half is read
+    backwards from the last call: `search`)."""
     if not scope.whole:
         return None
     column, offset = query.sort[0].column, query.offset
     if query.length_sorted is not None and (offset or not query.unfiltered):
         seconds = calls.c[column]
         return _seconds(scope.account_id, query, column), lambda lo, hi: [seconds.between(lo, hi)]
-    if offset < DEFERRED_OFFSET:
+    if min(offset, total - offset - query.per_page) < DEFERRED_OFFSET:
         return None
     period = tallies.Period.of(query.started_from, query.started_to)
     if column == "started_at" and query.counted_by_period and period is not None:
