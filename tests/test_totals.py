@@ -59,6 +59,19 @@ def random_call(rng: random.Random, account_id: int, n: int) -> NewCall:
     )
 
 
+def kinds(
+    rng: random.Random, params: dict[str, str], where: list[str], *, types: bool, status: bool
+) -> None:
+    """Random type and status filters (when asked), as the API takes them and as plain SQL."""
+    if types:
+        chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
+        params["filter[type]"] = ",".join(chosen)
+        where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
+    if status:
+        params["filter[status]"] = value = rng.choice(["1", "2"])
+        where.append(f"status = {value}")
+
+
 def expected_ids(
     db: Engine, account_id: int, where: list[str], args: dict[str, Any], order: str
 ) -> list[int]:
@@ -348,13 +361,7 @@ def test_short_substring_totals_match_plain_sql(
                 f"{find}(lower({field}), lower(:v{i})) > 0" for i in range(value.count(",") + 1)
             ]
             where = [f"({' OR '.join(each)})"]
-            if rng.random() < 0.5:
-                chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
-                params["filter[type]"] = ",".join(chosen)
-                where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
-            if rng.random() < 0.4:
-                params["filter[status]"] = status = rng.choice(["1", "2"])
-                where.append(f"status = {status}")
+            kinds(rng, params, where, types=rng.random() < 0.5, status=rng.random() < 0.4)
             sql = (
                 f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)} ORDER BY id"
             )
@@ -397,13 +404,7 @@ def test_duration_and_conversation_totals_match_plain_sql(
         }
         each = [f"{field} {operators[op]} {value}" for op, value in comparisons]
         where = [f"({' OR '.join(each)})"]
-        if n % 3 == 0:
-            chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
-            params["filter[type]"] = ",".join(chosen)
-            where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
-        if n % 4 == 0:
-            params["filter[status]"] = status = rng.choice(["1", "2"])
-            where.append(f"status = {status}")
+        kinds(rng, params, where, types=n % 3 == 0, status=n % 4 == 0)
         sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)} ORDER BY id"
         with db.connect() as conn:
             truth = list(conn.scalars(text(sql), {"a": tenant.account_id}))
@@ -437,13 +438,7 @@ def test_pages_sorted_by_duration_or_conversation_match_plain_sql(
         column = sort.lstrip("-").split(",")[0]
         params = {"sort": sort, "per_page": str(rng.choice([1, 7, 50]))}
         where: list[str] = []
-        if n % 2 == 0:
-            chosen = rng.sample(sorted(TYPES), rng.randint(1, 2))
-            params["filter[type]"] = ",".join(chosen)
-            where.append(f"type IN ({', '.join(str(int(TYPES[t])) for t in chosen)})")
-        if n % 3 == 0:
-            params["filter[status]"] = status = rng.choice(["1", "2"])
-            where.append(f"status = {status}")
+        kinds(rng, params, where, types=n % 2 == 0, status=n % 3 == 0)
         if n % 5 == 1:
             params[f"filter[{column}]"] = f">={rng.choice([0, 5, 30])},<3"
             where.append(f"({column} >= {params[f'filter[{column}]'][2:].split(',')[0]}"
