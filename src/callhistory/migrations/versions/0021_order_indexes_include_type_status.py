@@ -11,6 +11,7 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
@@ -27,9 +28,12 @@ INDEXES = {
 
 
 def _rebuild(include: str) -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    conn = op.get_bind()
+    if conn.dialect.name != "postgresql":
         return
     for name, columns in INDEXES.items():
+        if conn.execute(sa.text("SELECT to_regclass(:name)"), {"name": name}).scalar() is None:
+            continue  # Citus: the primary key (account_id, id) took ix_calls_account_id's place
         op.execute(f"CREATE INDEX {name}_new ON calls ({columns}){include}")
         op.execute(f"DROP INDEX {name}")
         op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
