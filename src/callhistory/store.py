@@ -224,17 +224,11 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
             *type_and_status(gram_counts, query),
         )
     elif (lengths := query.lengths) is not None:
-        name, comparisons = lengths
         lc = length_counts.c
         summed = cast(func.sum(lc.calls), BigInteger)  # thousands of seconds: summed in SQL
         stmt = (
             select(lc.type, lc.status, summed)
-            .where(
-                lc.account_id == account_id,
-                lc.field == tallies.LENGTH_FIELDS.index(name),
-                _compared(lc.seconds, comparisons),
-                *type_and_status(length_counts, query),
-            )
+            .where(*_lengths_of(account_id, query, lengths[0]))
             .group_by(lc.type, lc.status)
         )
     elif (period := tallies.Period.of(query.started_from, query.started_to)) is None or not (
@@ -481,8 +475,14 @@ def _per_key(key: Any, calls_of: Any, *conditions: ColumnElement[bool]) -> Any:
 
 
 def _seconds(account_id: int, query: CallQuery, name: str) -> Any:
-    """The histogram of `name` (duration or conversation) of the account's calls of the query's
-    types and statuses, under its comparisons of that column."""
+    """The histogram of `name` (duration or conversation): `_lengths_of`'s rows by seconds."""
+    lc = length_counts.c
+    return _per_key(lc.seconds, lc.calls, *_lengths_of(account_id, query, name))
+
+
+def _lengths_of(account_id: int, query: CallQuery, name: str) -> list[ColumnElement[bool]]:
+    """The `length_counts` rows of `name` (duration or conversation) that count the account's
+    calls of the query's types and statuses, under its comparisons of that column if any."""
     lc = length_counts.c
     conditions = [
         lc.account_id == account_id,
@@ -491,7 +491,7 @@ def _seconds(account_id: int, query: CallQuery, name: str) -> Any:
     ]
     if name in query.numbers:
         conditions.append(_compared(lc.seconds, query.numbers[name]))
-    return _per_key(lc.seconds, lc.calls, *conditions)
+    return conditions
 
 
 def _window(

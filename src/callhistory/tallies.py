@@ -321,17 +321,14 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
             account_id, names, _by_local(tally.waits, zone, DAY), ("calls", "conversation")
         )
         _upsert(conn, wait_rollups, names, waits)
-    names = ["account_id", "type", "status"]
-    _upsert(conn, call_counts, names, _rows(account_id, names, {k: [n] for k, n in counts.items()}))
-    names = ["account_id", "field", "gram", "type", "status"]
-    found = {k: [n] for k, n in _grams(tally.values).items()}
-    _upsert(conn, gram_counts, names, _rows(account_id, names, found, ("calls",)))
-    names = ["account_id", "field", "seconds", "type", "status"]
-    lengths = {k: [n] for k, n in tally.lengths.items()}
-    _upsert(conn, length_counts, names, _rows(account_id, names, lengths, ("calls",)))
-    names = ["account_id", "block", "type", "status"]
-    blocks = {k: [n] for k, n in tally.blocks.items()}
-    _upsert(conn, id_counts, names, _rows(account_id, names, blocks, ("calls",)))
+    _add_counts(conn, call_counts, account_id, ["type", "status"], counts)
+    _add_counts(
+        conn, gram_counts, account_id, ["field", "gram", "type", "status"], _grams(tally.values)
+    )
+    _add_counts(
+        conn, length_counts, account_id, ["field", "seconds", "type", "status"], tally.lengths
+    )
+    _add_counts(conn, id_counts, account_id, ["block", "type", "status"], tally.blocks)
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
         rebuild_callers(conn, account_id, sorted(tally.gone))
     firsts = [
@@ -344,6 +341,15 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         bulk.upsert(conn, callers, firsts, conflict=["account_id", "number"], assignments=earlier)
     elif firsts:
         conn.execute(_earliest(conn, dialect_insert(conn, callers)), firsts)
+
+
+def _add_counts(
+    conn: Connection, table: Table, account_id: int, keys: list[str], counted: Counter[Any]
+) -> None:
+    """Move a table of counts (`calls` by the account and `keys`) by `counted`."""
+    names = ["account_id", *keys]
+    moved = {key: [n] for key, n in counted.items()}
+    _upsert(conn, table, names, _rows(account_id, names, moved, ("calls",)))
 
 
 def _grams(values: Counter[tuple[int, str, int, int]]) -> Counter[tuple[int, str, int, int]]:
