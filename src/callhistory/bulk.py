@@ -29,6 +29,16 @@ from callhistory import citus
 MIN_ROWS = 100
 
 
+def plan_generically(conn: Connection) -> None:
+    """For the rest of this transaction, let PostgreSQL reuse its plans: the engine forces a
+    custom plan per statement (right for the searches, whose best plan depends on the values),
+    and that makes the server plan again the foreign-key check behind every inserted row (a
+    leg's call, a call's account): measured, 21 µs a leg instead of 3. A batch of writes has
+    no search to spoil."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = auto")
+
+
 def enabled(conn: Connection, rows: Sequence[object]) -> bool:
     """Whether this batch goes through a staging table: on plain PostgreSQL, when it is big."""
     return len(rows) >= MIN_ROWS and conn.dialect.name == "postgresql" and not citus.sharded(conn)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from sqlalchemy import Connection, select, update
 
@@ -17,25 +17,33 @@ from callhistory.store import one_of, utcnow
 _CDR_FIELDS = tuple(f.name for f in fields(Cdr) if f.init)
 
 
-def known_leg_keys(conn: Connection, account_id: int, leg_keys: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for among in one_of(conn, call_legs.c.leg_key, leg_keys):
-        stmt = select(call_legs.c.leg_key).where(call_legs.c.account_id == account_id, among)
-        found.update(conn.execute(stmt).scalars())
+@dataclass
+class Stored:
+    """The stored legs of some calls."""
+
+    legs: dict[str, list[Cdr]]  # by call key
+    keys: set[str]  # their leg keys, as stored
+
+
+def stored_legs(conn: Connection, account_id: int, call_keys: Sequence[str]) -> Stored:
+    """The stored legs of these calls, and their keys: a leg already stored belongs to one of
+    its own call's legs, so one read tells which legs of a batch are known and what their calls
+    hold already."""
+    found = Stored({}, set())
+    columns = [call_legs.c.call_key, call_legs.c.leg_key, *(call_legs.c[n] for n in _CDR_FIELDS)]
+    for among in one_of(conn, call_legs.c.call_key, call_keys):
+        stmt = select(*columns).where(call_legs.c.account_id == account_id, among)
+        for row in conn.execute(stmt):
+            found.keys.add(row.leg_key)
+            found.legs.setdefault(row.call_key, []).append(
+                Cdr(**{name: getattr(row, name) for name in _CDR_FIELDS})
+            )
     return found
 
 
 def legs_of(conn: Connection, account_id: int, call_keys: Sequence[str]) -> dict[str, list[Cdr]]:
     """The stored legs of these calls, by call key."""
-    found: dict[str, list[Cdr]] = {}
-    columns = [call_legs.c.call_key, *(call_legs.c[name] for name in _CDR_FIELDS)]
-    for among in one_of(conn, call_legs.c.call_key, call_keys):
-        stmt = select(*columns).where(call_legs.c.account_id == account_id, among)
-        for row in conn.execute(stmt):
-            found.setdefault(row.call_key, []).append(
-                Cdr(**{name: getattr(row, name) for name in _CDR_FIELDS})
-            )
-    return found
+    return stored_legs(conn, account_id, call_keys).legs
 
 
 def legs_of_call(conn: Connection, account_id: int, call_pk: int) -> list[Cdr]:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from fnmatch import fnmatchcase
+from fnmatch import translate
 
 from callhistory.models import CallType
 
@@ -75,8 +75,12 @@ class PbxConfig:
     outside_numbers: str = DEFAULT_OUTSIDE_NUMBERS
     _extension_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _outside_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    #: The trunk globs as one pattern (fnmatchcase's, matched once per channel, not per glob).
+    _trunk_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        globs = "|".join(f"(?:{translate(pattern)})" for pattern in self.trunks)
+        object.__setattr__(self, "_trunk_re", re.compile(globs) if self.trunks else None)
         for attribute, option, pattern in (
             ("_extension_re", "--extensions", self.extensions),
             ("_outside_re", "--outside-numbers", self.outside_numbers),
@@ -90,6 +94,7 @@ class PbxConfig:
         data = asdict(self)
         data.pop("_extension_re", None)
         data.pop("_outside_re", None)
+        data.pop("_trunk_re", None)
         return json.dumps(data)
 
     @classmethod
@@ -113,7 +118,7 @@ class PbxConfig:
         return bool(number) and self._outside_re.search(number) is not None
 
     def is_trunk(self, channel: str) -> bool:
-        return bool(channel) and any(fnmatchcase(channel, pattern) for pattern in self.trunks)
+        return bool(channel) and self._trunk_re is not None and bool(self._trunk_re.match(channel))
 
     def kind(self, channel: str) -> Kind:
         if not channel:

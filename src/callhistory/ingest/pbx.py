@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 
-from callhistory import accounts, cdrstore, crmstore, store
+from callhistory import accounts, bulk, cdrstore, crmstore, store
 from callhistory.classify import PbxConfig
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import merge
@@ -63,9 +63,10 @@ class Outcome:
 
 def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: Layout) -> Outcome:
     """Store a batch of legs (any order, any calls) in the caller's transaction."""
+    bulk.plan_generically(conn)
     unique = {leg.leg_key: leg for leg in legs}
-    known = cdrstore.known_leg_keys(conn, account_id, list(unique))
-    new_legs = [leg for key, leg in unique.items() if key not in known]
+    stored = cdrstore.stored_legs(conn, account_id, list({leg.call_key: 0 for leg in legs}))
+    new_legs = [leg for key, leg in unique.items() if key not in stored.keys]
     outcome = Outcome(duplicate_legs=len(legs) - len(new_legs))
     if not new_legs:
         return outcome
@@ -73,11 +74,10 @@ def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: L
     by_call: dict[str, list[Cdr]] = {}
     for leg in new_legs:
         by_call.setdefault(leg.call_key, []).append(leg)
-    stored = cdrstore.legs_of(conn, account_id, list(by_call))
     merged = {
         key: merge(
             account_id,
-            [*stored.get(key, []), *fresh],
+            [*stored.legs.get(key, []), *fresh],
             layout.config,
             layout.tz,
             layout.recording_exists,
