@@ -17,10 +17,11 @@ one transaction may stage several (`demo` stores its calls 1,000 at a time).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Table, text
+from sqlalchemy import Connection, CursorResult, Dialect, Table, text
 
 from callhistory import citus
 
@@ -61,11 +62,22 @@ def _stage(
     conn.exec_driver_sql(f"TRUNCATE {stage}")
     driver = conn.connection.driver_connection
     assert driver is not None  # a live connection inside a transaction
-    with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({columns}, n) FROM STDIN") as copy:
+    copying = f"COPY {stage} ({columns}, n) FROM STDIN (FORMAT BINARY)"
+    with driver.cursor() as cursor, cursor.copy(copying) as copy:
+        copy.set_types([*_copy_types(conn.dialect, table, tuple(names)), "bigint"])
         values = itemgetter(*names)
         for n, row in enumerate(rows):
             copy.write_row((*values(row), n))
     return stage
+
+
+@cache
+def _copy_types(dialect: Dialect, table: Table, names: tuple[str, ...]) -> list[str]:
+    """The PostgreSQL types of the columns `names` (`pk` is `id`), which a binary COPY must be
+    told: binary rows cost the driver a quarter of what text ones do (timestamps above all)."""
+    compiler = dialect.type_compiler_instance
+    columns = [table.c["id" if name == "pk" else name] for name in names]
+    return [compiler.process(c.type).partition("(")[0].lower() for c in columns]
 
 
 def insert(

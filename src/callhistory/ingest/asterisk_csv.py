@@ -12,23 +12,25 @@ import hashlib
 import itertools
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from callhistory import cdrstore
 from callhistory.ingest.cdr import BadCdr, Cdr, decode, guess_clock, parse_csv_line
-from callhistory.ingest.pbx import Layout, Outcome, store_legs
+from callhistory.ingest.pbx import Layout, Merged, Outcome, merge_batch, write
 
-BATCH_LINES = 5000
+BATCH_LINES = 10_000
 #: Lines read ahead to tell a UTC file from a PBX-local one.
 CLOCK_SAMPLE = 200
 STDIN = "-"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,17 @@ def import_stream(
         tz, label, resumable=resume_key is not None, offset=last_offset, last_line=start_line,
         size=batch_lines,
     )  # fmt: skip
-    for flushes, batch in enumerate(_read_ahead(batches), start=1):
+    merging = _Merging(engine, account_id, layout)
+    for flushes, (batch, merged) in enumerate(merging.ahead(_read_ahead(batches)), start=1):
         with engine.begin() as conn:
-            report.outcome += store_legs(conn, account_id, batch.legs, layout)
+            if merged is None:  # an in-memory SQLite database: one connection sees it
+                merged = merge_batch(conn, account_id, batch.legs, layout)
+            report.outcome += write(conn, account_id, merged)
             if resume_key is not None:
                 cdrstore.save_import_offset(
                     conn, account_id, resume_key, head, batch.offset, batch.last_line
                 )
+        merging.committed = flushes
         report.lines_read += batch.lines
         report.bad += batch.bad
         report.notes += batch.notes
@@ -178,14 +184,56 @@ def _batches(
     yield batch or _Batch(offset=offset, last_line=last_line)
 
 
-def _read_ahead(items: Iterator[_Batch], depth: int = 2) -> Iterator[_Batch]:
-    """The items, made by a thread while the caller works on the ones before: the next batch is
-    read and parsed while the last one is stored (the database driver lets go of the GIL while
-    it waits). An error in the thread is raised here; leaving early stops the thread."""
-    queue: Queue[tuple[_Batch | None, BaseException | None]] = Queue(maxsize=depth)
+class _Merging:
+    """Merges each batch of legs with what its calls hold already, on a thread of its own with
+    its own connection, while the caller writes the batch before: reading, merging and writing
+    overlap (the database works while Python merges). A batch being merged may need legs of
+    the ones before that are not committed yet (a call's legs straddle batches): those are
+    taken from memory. The caller sets `committed` to the number of batches committed."""
+
+    def __init__(self, engine: Engine, account_id: int, layout: Layout):
+        self.engine = engine
+        self.account_id = account_id
+        self.layout = layout
+        self.committed = 0
+        #: (batch number, the legs it writes), of batches merged and maybe not committed yet
+        self.unwritten: deque[tuple[int, list[Cdr]]] = deque()
+        url = engine.url
+        self.pipelined = not (url.get_backend_name() == "sqlite" and _in_memory(url.database))
+
+    def ahead(self, batches: Iterator[_Batch]) -> Iterator[tuple[_Batch, Merged | None]]:
+        """Each batch with its legs merged (None: not merged, for the caller to merge)."""
+        if not self.pipelined:
+            return ((batch, None) for batch in batches)
+        return _read_ahead(self._merged(batches), depth=1)
+
+    def _merged(self, batches: Iterator[_Batch]) -> Iterator[tuple[_Batch, Merged | None]]:
+        for number, batch in enumerate(batches, start=1):
+            # Read `committed` before the legs: a batch committed by then is in what the read
+            # sees, one committed later is still in `unwritten`; a leg in both counts once.
+            committed = self.committed
+            while self.unwritten and self.unwritten[0][0] <= committed:
+                self.unwritten.popleft()
+            pending = [leg for _, legs in self.unwritten for leg in legs]
+            with self.engine.connect() as conn:
+                merged = merge_batch(conn, self.account_id, batch.legs, self.layout, pending)
+            self.unwritten.append((number, merged.new_legs))
+            yield batch, merged
+
+
+def _in_memory(database: str | None) -> bool:
+    return not database or database == ":memory:" or "mode=memory" in database
+
+
+def _read_ahead(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
+    """The items, made by a thread while the caller works on the ones before (the next batch
+    is read and parsed while the last one is merged, and merged while the one before is
+    stored: the database driver lets go of the GIL while it waits). An error in the thread is
+    raised here; leaving early stops the thread."""
+    queue: Queue[tuple[_T | None, BaseException | None]] = Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(entry: tuple[_Batch | None, BaseException | None]) -> None:
+    def put(entry: tuple[_T | None, BaseException | None]) -> None:
         while not stop.is_set():
             try:
                 queue.put(entry, timeout=0.1)

@@ -7,7 +7,7 @@ updates its call and never creates a second one. Legs already seen are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from callhistory import accounts, bulk, cdrstore, crmstore, store
 from callhistory.classify import PbxConfig
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import merge
-from callhistory.models import CallType, derive_call_id
+from callhistory.models import CallType, NewCall, derive_call_id
 from callhistory.recordings import safe_path
 
 
@@ -61,20 +61,38 @@ class Outcome:
         return self
 
 
-def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: Layout) -> Outcome:
-    """Store a batch of legs (any order, any calls) in the caller's transaction."""
+@dataclass
+class Merged:
+    """A batch of legs merged into calls: what `write` stores."""
+
+    new_legs: list[Cdr]  # the legs not stored yet, in the batch's order
+    calls: dict[str, NewCall]  # by call key: each call a new leg belongs to, from all its legs
+    duplicate_legs: int  # legs of the batch already stored (or twice in it)
+
+
+def merge_batch(
+    conn: Connection,
+    account_id: int,
+    legs: Sequence[Cdr],
+    layout: Layout,
+    unwritten: Iterable[Cdr] = (),
+) -> Merged:
+    """Merge a batch of legs (any order, any calls) with their calls' stored legs. `unwritten`:
+    legs an earlier batch is storing but may not have committed yet (the import reads a batch
+    while it writes the one before), taken as stored."""
     bulk.plan_generically(conn)
     unique = {leg.leg_key: leg for leg in legs}
-    stored = cdrstore.stored_legs(conn, account_id, list({leg.call_key: 0 for leg in legs}))
+    call_keys = {leg.call_key: 0 for leg in legs}
+    stored = cdrstore.stored_legs(conn, account_id, list(call_keys))
+    for leg in unwritten:
+        if leg.call_key in call_keys and leg.leg_key not in stored.keys:
+            stored.keys.add(leg.leg_key)
+            stored.legs.setdefault(leg.call_key, []).append(leg)
     new_legs = [leg for key, leg in unique.items() if key not in stored.keys]
-    outcome = Outcome(duplicate_legs=len(legs) - len(new_legs))
-    if not new_legs:
-        return outcome
-
     by_call: dict[str, list[Cdr]] = {}
     for leg in new_legs:
         by_call.setdefault(leg.call_key, []).append(leg)
-    merged = {
+    calls = {
         key: merge(
             account_id,
             [*stored.legs.get(key, []), *fresh],
@@ -84,6 +102,17 @@ def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: L
         )
         for key, fresh in by_call.items()
     }
+    return Merged(new_legs, calls, len(legs) - len(new_legs))
+
+
+def write(conn: Connection, account_id: int, batch: Merged) -> Outcome:
+    """Store merged calls and their new legs in the caller's transaction: a call already stored
+    is updated, another is inserted."""
+    outcome = Outcome(duplicate_legs=batch.duplicate_legs)
+    if not batch.new_legs:
+        return outcome
+    bulk.plan_generically(conn)
+    merged = batch.calls
     existing = store.get_many_by_call_id(conn, account_id, [c.call_id for c in merged.values()])
     created = store.insert_calls(
         conn, account_id, [c for c in merged.values() if c.call_id not in existing]
@@ -100,11 +129,16 @@ def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: L
     )
     ids = {call_id: row.id for call_id, row in existing.items()} | created
     cdrstore.insert_legs(
-        conn, account_id, [(ids[merged[leg.call_key].call_id], leg) for leg in new_legs]
+        conn, account_id, [(ids[merged[leg.call_key].call_id], leg) for leg in batch.new_legs]
     )
     outcome.created = len(created)
     outcome.updated = len(merged) - len(created)
     return outcome
+
+
+def store_legs(conn: Connection, account_id: int, legs: Sequence[Cdr], layout: Layout) -> Outcome:
+    """Store a batch of legs (any order, any calls) in the caller's transaction."""
+    return write(conn, account_id, merge_batch(conn, account_id, legs, layout))
 
 
 #: What a CRM is sent of a call (see crm/amocrm.py); a change re-queues its sync.
