@@ -5,9 +5,10 @@ A batch of thousands of calls or legs otherwise goes as one INSERT per row (the 
 executemany: each row its own round of parsing and planning on the server) or as multi-row
 VALUES statements with tens of thousands of parameters, which the driver re-parses in Python.
 COPY's rows are formatted by the driver's C code, and the server plans each statement once.
-SQLite keeps executemany, already one C loop in the same process. A Citus cluster keeps the
-multi-row VALUES too: a constant account per statement routes it to one shard, while a staging
-table lives on the coordinator alone.
+SQLite keeps executemany, already one C loop in the same process; a big batch of inserts goes
+to the driver as plain tuples, past SQLAlchemy's processing of each parameter. A Citus cluster
+keeps the multi-row VALUES too: a constant account per statement routes it to one shard, while
+a staging table lives on the coordinator alone.
 
 A staging table is created once per database session (`ON COMMIT DELETE ROWS`: it is empty again
 when the transaction ends, whether it commits or rolls back) and emptied before each batch, since
@@ -16,12 +17,13 @@ one transaction may stage several (`demo` stores its calls 1,000 at a time).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Dialect, Table, text
+from sqlalchemy import Connection, Dialect, Table, text
 
 from callhistory import citus
 
@@ -80,6 +82,12 @@ def _copy_types(dialect: Dialect, table: Table, names: tuple[str, ...]) -> list[
     return [compiler.process(c.type).partition("(")[0].lower() for c in columns]
 
 
+def insertable(conn: Connection, rows: Sequence[object]) -> bool:
+    """Whether `insert` takes this batch: what goes through a staging table on PostgreSQL, and
+    a big batch on SQLite (handed to the driver as plain tuples)."""
+    return enabled(conn, rows) or (len(rows) >= MIN_ROWS and conn.dialect.name == "sqlite")
+
+
 def insert(
     conn: Connection,
     table: Table,
@@ -87,9 +95,11 @@ def insert(
     *,
     conflict: Sequence[str],
     returning: Sequence[str] = (),
-) -> CursorResult[Any]:
+) -> Sequence[Any]:
     """INSERT the rows (all with the same keys) in their order, skipping those that conflict on
-    the unique index of `conflict`; the result's rows are `returning` of the inserted ones."""
+    the unique index of `conflict`; returns `returning` of the inserted ones (named rows)."""
+    if conn.dialect.name == "sqlite":
+        return _insert_sqlite(conn, table, rows, conflict, returning)
     quote = conn.dialect.identifier_preparer.quote
     names = list(rows[0])
     stage = _stage(conn, table, names, rows)
@@ -100,7 +110,48 @@ def insert(
     )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    return conn.execute(text(sql))
+    return conn.execute(text(sql)).all()
+
+
+def _insert_sqlite(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> Sequence[Any]:
+    """`insert` on SQLite: the rows go to the driver as tuples of the values SQLAlchemy would
+    bind (its processing of each parameter of each row costs more than SQLite's insert)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = list(rows[0])
+    dialect = conn.dialect
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    converted = [(i, p) for i, p in enumerate(processors) if p is not None]
+    values = itemgetter(*names)
+    params = []
+    for row in rows:
+        value = list(values(row))
+        for i, process in converted:
+            value[i] = process(value[i])
+        params.append(value)
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)})"
+        f" VALUES ({', '.join('?' * len(names))}) ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if not returning:
+            cursor.executemany(sql, params)
+            return []
+        sql += f" RETURNING {', '.join(returning)}"
+        inserted = namedtuple("inserted", returning)  # type: ignore[misc]
+        found: list[Any] = []
+        for value in params:
+            cursor.execute(sql, value)
+            found.extend(inserted(*row) for row in cursor.fetchall())
+        return found
+    finally:
+        cursor.close()
 
 
 def upsert(

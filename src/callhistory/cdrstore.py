@@ -70,7 +70,7 @@ def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr
         }
         for call_pk, leg in legs
     ]
-    if bulk.enabled(conn, rows):
+    if bulk.insertable(conn, rows):
         bulk.insert(conn, call_legs, rows, conflict=["account_id", "leg_key"])
         return
     stmt = dialect_insert(conn, call_legs).on_conflict_do_nothing(

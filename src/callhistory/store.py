@@ -616,7 +616,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
     now = utcnow()
     rows = [_row_values(account_id, c, now) for c in new_calls]
     _lock_call_ids(conn, account_id, [row["call_id"] for row in rows])
-    if bulk.enabled(conn, rows):
+    if bulk.insertable(conn, rows):
         inserted = bulk.insert(
             conn, calls, rows, conflict=["account_id", "call_id"],
             returning=["id", "call_id", "type"],
@@ -629,7 +629,7 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
             .on_conflict_do_nothing(index_elements=["account_id", "call_id"])
             .returning(calls.c.id, calls.c.call_id, calls.c.type)
         )
-        inserted = conn.execute(stmt, rows)
+        inserted = conn.execute(stmt, rows).all()
     created: dict[str, int] = {}
     tally = tallies.Tally()
     external: list[int] = []
