@@ -108,9 +108,10 @@ def insert(
         f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM {stage} ORDER BY n"
         f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
     )
-    if returning:
-        sql += f" RETURNING {', '.join(returning)}"
-    return conn.execute(text(sql)).all()
+    if not returning:
+        conn.execute(text(sql))
+        return []
+    return conn.execute(text(sql + f" RETURNING {', '.join(returning)}")).all()
 
 
 def _insert_sqlite(
