@@ -454,6 +454,64 @@ def test_pages_sorted_by_duration_or_conversation_match_plain_sql(
             assert found == (len(truth), truth[(page - 1) * size : page * size]), (params, page)
 
 
+def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
+    client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo]
+) -> None:
+    """A list sorted by duration or conversation under filters no histogram reads (the other
+    length column, a period, a number) is walked along its sort key's index when its matches
+    are many, and its matches sorted when they are few (at most one in store.SORTED_SHARE of the
+    account's calls): either way each page is what plain SQL's ORDER BY gives. Both ways are
+    taken here."""
+    tenant, zone = randomized
+    rng = random.Random(23)
+    sorts = {
+        "duration": "duration, id",
+        "-duration": "duration DESC, id DESC",
+        "conversation,-datetime": "conversation, started_at DESC, id DESC",
+        "-conversation": "conversation DESC, id DESC",
+    }
+    with db.connect() as conn:
+        size = conn.execute(
+            text("SELECT count(*) FROM calls WHERE account_id = :a"), {"a": tenant.account_id}
+        ).scalar_one()
+    sorted_here = walked = 0
+    for n in range(36):
+        sort = rng.choice(list(sorts))
+        column = sort.lstrip("-").split(",")[0]
+        other = "conversation" if column == "duration" else "duration"
+        params = {"sort": sort, "per_page": str(rng.choice([1, 7, 50]))}
+        where: list[str] = []
+        args: dict[str, Any] = {}
+        if n % 3 != 2:
+            at_least = rng.choice([5, 30, 200])
+            params[f"filter[{other}]"] = f">={at_least}"
+            where.append(f"{other} >= {at_least}")
+        if n % 3 != 0:
+            lo = DAY0 + timedelta(seconds=rng.randrange(0, 3 * 86400))
+            hi = lo + timedelta(seconds=rng.choice([3600, 86400, 3 * 86400]))
+            params.update({"filter[from]": local(lo, zone), "filter[to]": local(hi, zone)})
+            where += ["started_at >= :lo", "started_at <= :hi"]
+            args.update(lo=lo, hi=hi)
+        if n % 4 == 1:
+            params["filter[src]"] = "10"
+            where.append("src LIKE '%10%'")
+        kinds(rng, params, where, types=n % 5 == 0, status=n % 7 == 0)
+        truth = expected_ids(db, tenant.account_id, where, args, sorts[sort])
+        if len(truth) * store.SORTED_SHARE <= size:
+            sorted_here += 1
+        else:
+            walked += 1
+        per = int(params["per_page"])
+        last = max(1, -(-len(truth) // per))
+        for page in {1, 2, last // 2, last - 1, last, last + 1} - {0}:
+            response = client.get(URL, params={**params, "page": str(page)}, headers=tenant.headers)
+            assert response.status_code == 200, (params, response.text)
+            body = response.json()
+            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
+            assert found == (len(truth), truth[(page - 1) * per : page * per]), (params, page)
+    assert sorted_here >= 5 and walked >= 5, (sorted_here, walked)
+
+
 def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     migrate.upgrade(engine, revision="0007")

@@ -307,6 +307,8 @@ def _ordered(
     query: CallQuery,
     backwards: bool = False,
     within: Sequence[ColumnElement[bool]] = (),
+    *,
+    sort_here: bool = False,
 ) -> Any:
     """Every call the query matches, in its order (reversed if asked), inside the window of its
     first sort key `within` (`_placed`) if given: a SELECT to page or stream.
@@ -318,11 +320,14 @@ def _ordered(
     Nor inside a window: a btree scan bounded by a range of its first column cannot stop at the
     end of a range of its second (measured 850 ms instead of 1 for 59 calls at 10M calls), and
     the window keeps a scan along the primary key short. Nor on Citus, which routes a query to
-    its shard by an equality only (and whose shards have no index but the account's)."""
-    equal = bool(query.text or within) or citus.sharded(conn)
+    its shard by an equality only (and whose shards have no index but the account's).
+    `sort_here`: in an order no index gives, so that the matches are found by the filters'
+    indexes and sorted (`_sorts_matches`)."""
+    equal = bool(query.text or within or sort_here) or citus.sharded(conn)
     account = _account(equal, scope.account_id)
     conditions = [account, *_conditions(scope, query)[1:], *within]
-    return select(*CALL_COLUMNS).where(*conditions).order_by(*_order(query.sort, backwards))
+    order = _order(query.sort, backwards, sort_here)
+    return select(*CALL_COLUMNS).where(*conditions).order_by(*order)
 
 
 def _account(equal: bool, account: Any) -> ColumnElement[bool]:
@@ -330,12 +335,15 @@ def _account(equal: bool, account: Any) -> ColumnElement[bool]:
     return calls.c.account_id == account if equal else calls.c.account_id.between(account, account)
 
 
-def _order(sort: tuple[Sort, ...], backwards: bool) -> list[Any]:
-    """ORDER BY the sort keys (each reversed when `backwards`), the account first."""
+def _order(sort: tuple[Sort, ...], backwards: bool, unindexed: bool = False) -> list[Any]:
+    """ORDER BY the sort keys (each reversed when `backwards`), the account first; `unindexed`:
+    the first sort key (a number of seconds) `+ 0`, an expression no index orders by."""
     keys = (Sort("account_id", sort[0].descending), *sort)
-    return [
-        calls.c[k.column].desc() if k.descending != backwards else calls.c[k.column] for k in keys
-    ]
+    found = []
+    for n, k in enumerate(keys):
+        key: Any = calls.c[k.column] + 0 if unindexed and n == 1 else calls.c[k.column]
+        found.append(key.desc() if k.descending != backwards else key)
+    return found
 
 
 @functools.lru_cache(maxsize=64)
@@ -354,12 +362,19 @@ def search(
     """One page of calls; never loads more rows than the page. Given the total, a page in the
     second half is read from the other end (the reversed order, a small offset) and turned round:
     the same rows, without walking past every row before them."""
-    within, offset, total = _placed(conn, scope, query, total)
+    matches = _sorts_matches(conn, scope, query, total)
+    within: list[ColumnElement[bool]] = []
+    if matches:
+        offset = query.offset
+    else:
+        within, offset, total = _placed(conn, scope, query, total)
     limit, backwards = query.per_page, False
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
     params: dict[str, int] = {}
-    if offset < DEFERRED_OFFSET and scope.whole and query.unfiltered and not within:
+    if matches:
+        stmt = _ordered(conn, scope, query, backwards, sort_here=True).limit(limit).offset(offset)
+    elif offset < DEFERRED_OFFSET and scope.whole and query.unfiltered and not within:
         stmt = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
         params = {"account": scope.account_id, "limit": limit, "offset": offset}
     elif offset < DEFERRED_OFFSET and not (within and (query.types or query.statuses)):
@@ -379,6 +394,31 @@ def search(
 
 #: From how many skipped rows a page is found by its ids first (`search`).
 DEFERRED_OFFSET = 1000
+#: Up to how many matches (and what share of the account's calls) a list sorted by duration or
+#: conversation under filters no histogram reads is sorted, not walked (`_sorts_matches`).
+SORTED_MATCHES, SORTED_SHARE = 50_000, 20
+
+
+def _sorts_matches(conn: Connection, scope: Scope, query: CallQuery, total: int | None) -> bool:
+    """Whether to sort the matches of a list sorted by duration or conversation under filters no
+    histogram reads (a number, a period, the other length column), rather than walk the index
+    of its sort key: when they are few, at most SORTED_MATCHES and one in SORTED_SHARE of the
+    account's calls. The walk passes every call that sorts before the page and that the filters
+    reject, and when those reject the calls that sort first it passes millions: a conversation
+    of at least 226 s sorted by duration meets every shorter call first, and none of them
+    matches (measured 3 to 16 s at 10M calls). Sorting costs at most SORTED_MATCHES rows."""
+    column = query.sort[0].column
+    if column not in tallies.LENGTH_FIELDS or query.length_sorted is not None or total is None:
+        return False
+    if total > SORTED_MATCHES:
+        return False
+    size = int(conn.execute(_ACCOUNT_SIZE, {"account": scope.account_id}).scalar_one())
+    return total * SORTED_SHARE <= size
+
+
+_ACCOUNT_SIZE = select(func.coalesce(func.sum(call_counts.c.calls), 0)).where(
+    call_counts.c.account_id == bindparam("account")
+)
 
 
 def _placed(
