@@ -83,6 +83,7 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "gram_counts": "PRIMARY KEY (account_id, field, gram, type, status)",
         "length_counts": "PRIMARY KEY (account_id, field, seconds, type, status)",
         "id_counts": "PRIMARY KEY (account_id, block, type, status)",
+        "length_pairs": "PRIMARY KEY (account_id, duration, conversation, type, status)",
     }
     assert unique and all("(account_id" in definition for _name, definition in unique)
 

@@ -135,10 +135,14 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         "SELECT account_id, field, seconds, type, status, calls FROM length_counts WHERE calls <> 0"
     )
     blocks = "SELECT account_id, block, type, status, calls FROM id_counts WHERE calls <> 0"
+    pairs = (
+        "SELECT account_id, duration, conversation, type, status, calls FROM length_pairs"
+        " WHERE calls <> 0"
+    )
     with db.connect() as conn:
         found = tuple(
             sorted(map(tuple, conn.execute(text(sql))))
-            for sql in (rollups, counts, numbers, waits, hours, grams, lengths, blocks)
+            for sql in (rollups, counts, numbers, waits, hours, grams, lengths, blocks, pairs)
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
@@ -230,6 +234,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         f"SELECT account_id, id / {tallies.ID_BLOCK}, type, status, count(*) FROM calls"
         f" GROUP BY account_id, id / {tallies.ID_BLOCK}, type, status"
     )
+    paired = (
+        "SELECT account_id, duration, conversation, type, status, count(*) FROM calls"
+        " GROUP BY account_id, duration, conversation, type, status"
+    )
     with db.connect() as conn:
         truth = (
             sorted(map(tuple, conn.execute(text(grouped)))),
@@ -238,9 +246,10 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             grams_truth(db),
             sorted(map(tuple, conn.execute(text(lasting)))),
             sorted(map(tuple, conn.execute(text(blocked)))),
+            sorted(map(tuple, conn.execute(text(paired)))),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[8]} == {
+    assert {(a, n) for a, n, _ in truth[9]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
@@ -257,6 +266,7 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("DELETE FROM gram_counts WHERE gram = '9'"))
         conn.execute(text("UPDATE length_counts SET calls = calls + 1 WHERE seconds > 30"))
         conn.execute(text("DELETE FROM id_counts WHERE type = 1"))
+        conn.execute(text("UPDATE length_pairs SET calls = calls + 2 WHERE conversation = 5"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -386,24 +396,29 @@ def test_duration_and_conversation_totals_match_plain_sql(
     client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo]
 ) -> None:
     """Comparisons of the duration or the conversation alone (or with type and status) are
-    counted from `length_counts`: the total and pages must be what plain SQL finds, for every
-    operator, lists of them, bounds on and either side of values the calls hold, and values no
-    call can hold (negative, beyond 32 bits)."""
+    counted from `length_counts`, of both from `length_pairs`: the total and pages must be what
+    plain SQL finds, for every operator, lists of them, bounds on and either side of values the
+    calls hold, and values no call can hold (negative, beyond 32 bits)."""
     tenant, _ = randomized
     rng = random.Random(13)
     operators = {"": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
     values = [0, 1, 5, 29, 30, 31, 40, 200, 239, -1, 2**40]
-    for n in range(60):
-        field = rng.choice(["duration", "conversation"])
-        comparisons = [
-            (rng.choice(list(operators)), rng.choice(values)) for _ in range(rng.choice([1, 1, 2]))
-        ]
-        params = {
-            f"filter[{field}]": ",".join(f"{op}{value}" for op, value in comparisons),
-            "per_page": "7",
-        }
-        each = [f"{field} {operators[op]} {value}" for op, value in comparisons]
-        where = [f"({' OR '.join(each)})"]
+    for n in range(90):
+        fields = (
+            ["duration", "conversation"]
+            if n % 3 == 2
+            else [rng.choice(["duration", "conversation"])]
+        )
+        params = {"per_page": "7"}
+        where = []
+        for field in fields:
+            comparisons = [
+                (rng.choice(list(operators)), rng.choice(values))
+                for _ in range(rng.choice([1, 1, 2]))
+            ]
+            params[f"filter[{field}]"] = ",".join(f"{op}{value}" for op, value in comparisons)
+            each = [f"{field} {operators[op]} {value}" for op, value in comparisons]
+            where.append(f"({' OR '.join(each)})")
         kinds(rng, params, where, types=n % 3 == 0, status=n % 4 == 0)
         sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)} ORDER BY id"
         with db.connect() as conn:
@@ -495,6 +510,9 @@ def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
         if n % 4 == 1:
             params["filter[src]"] = "10"
             where.append("src LIKE '%10%'")
+        if n % 6 == 3:  # the sort key compared too: the joint histogram reads both
+            params[f"filter[{column}]"] = "<=30,>=200"
+            where.append(f"({column} <= 30 OR {column} >= 200)")
         kinds(rng, params, where, types=n % 5 == 0, status=n % 7 == 0)
         truth = expected_ids(db, tenant.account_id, where, args, sorts[sort])
         if len(truth) * store.SORTED_SHARE <= size:

@@ -41,6 +41,7 @@ DISTRIBUTED_TABLES = (
     "gram_counts",
     "length_counts",
     "id_counts",
+    "length_pairs",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

@@ -124,6 +124,24 @@ class CallQuery:
         return name, comparisons
 
     @property
+    def paired(self) -> bool:
+        """True when both `duration` and `conversation` filter, beside type and status at most:
+        the per-account joint histograms of the two give the total."""
+        return set(self.numbers) == {"duration", "conversation"} and not self.text and self._undated
+
+    @property
+    def pair_sorted(self) -> str | None:
+        """`duration` or `conversation` when the list is sorted by it first and filtered by
+        comparisons of the other (and of itself, perhaps), beside type and status at most: the
+        joint histograms then tell which seconds of the sort key any page holds."""
+        column = self.sort[0].column
+        if column not in ("duration", "conversation") or self.text or not self._undated:
+            return None
+        if self.length_sorted is not None:
+            return None
+        return column if set(self.numbers) <= {"duration", "conversation"} else None
+
+    @property
     def length_sorted(self) -> str | None:
         """`duration` or `conversation` when the list is sorted by it first and filtered by
         nothing but type, status and comparisons of that same column: the per-account histograms
@@ -141,6 +159,7 @@ class CallQuery:
             or self.gram is not None
             or self.external_substrings is not None
             or self.lengths is not None
+            or self.paired
         )
 
     @property

@@ -233,6 +233,22 @@ length_counts = Table(
     Column("calls", BigInteger, nullable=False),
 )
 
+# How many of the account's calls last each (duration, conversation) pair of seconds, by type and
+# status: the joint histogram of the two. A list sorted by one and filtered by the other (talk of
+# at most 71 s, longest first: the longest calls talked longer) is read inside the seconds of its
+# sort key that hold its page, instead of walking every call that sorts before it; its total is
+# summed from here. Tens of thousands of rows an account: the wait before an answer is short.
+length_pairs = Table(
+    "length_pairs",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("duration", Integer, primary_key=True),
+    Column("conversation", Integer, primary_key=True),
+    Column("type", SmallInteger, primary_key=True),
+    Column("status", SmallInteger, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
 # How many of the account's calls have an id in each block of `tallies.ID_BLOCK` ids (`block`:
 # id // ID_BLOCK), by type and status: a histogram kept like `call_counts`. A deep page of a list
 # in id order (the default) is read inside the blocks it places the page in, instead of walking

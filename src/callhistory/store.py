@@ -44,6 +44,7 @@ from callhistory.schema import (
     id_counts,
     integrations,
     length_counts,
+    length_pairs,
     number_rollups,
 )
 
@@ -222,6 +223,14 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
             g.field == tallies.GRAM_FIELDS.index(name),
             g.gram == gram,
             *type_and_status(gram_counts, query),
+        )
+    elif query.paired:
+        lp = length_pairs.c
+        summed = cast(func.sum(lp.calls), BigInteger)
+        stmt = (
+            select(lp.type, lp.status, summed)
+            .where(*_pairs_of(account_id, query))
+            .group_by(lp.type, lp.status)
         )
     elif (lengths := query.lengths) is not None:
         lc = length_counts.c
@@ -408,7 +417,9 @@ def _sorts_matches(conn: Connection, scope: Scope, query: CallQuery, total: int 
     of at least 226 s sorted by duration meets every shorter call first, and none of them
     matches (measured 3 to 16 s at 10M calls). Sorting costs at most SORTED_MATCHES rows."""
     column = query.sort[0].column
-    if column not in tallies.LENGTH_FIELDS or query.length_sorted is not None or total is None:
+    if column not in tallies.LENGTH_FIELDS or total is None:
+        return False
+    if query.length_sorted is not None or query.pair_sorted is not None:  # a histogram places it
         return False
     if total > SORTED_MATCHES:
         return False
@@ -480,6 +491,10 @@ def _histogram(
     if query.length_sorted is not None and (offset or not query.unfiltered):
         seconds = calls.c[column]
         return _seconds(scope.account_id, query, column), lambda lo, hi: [seconds.between(lo, hi)]
+    if query.pair_sorted is not None:
+        lp, seconds = length_pairs.c, calls.c[column]
+        histogram = _per_key(lp[column], lp.calls, *_pairs_of(scope.account_id, query))
+        return histogram, lambda lo, hi: [seconds.between(lo, hi)]
     if min(offset, total - offset - query.per_page) < DEFERRED_OFFSET:
         return None
     period = tallies.Period.of(query.started_from, query.started_to)
@@ -518,6 +533,15 @@ def _seconds(account_id: int, query: CallQuery, name: str) -> Any:
     """The histogram of `name` (duration or conversation): `_lengths_of`'s rows by seconds."""
     lc = length_counts.c
     return _per_key(lc.seconds, lc.calls, *_lengths_of(account_id, query, name))
+
+
+def _pairs_of(account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
+    """The `length_pairs` rows that count the account's calls of the query's types and
+    statuses, under its comparisons of the duration and the conversation."""
+    lp = length_pairs.c
+    conditions = [lp.account_id == account_id, *type_and_status(length_pairs, query)]
+    conditions += [_compared(lp[name], compared) for name, compared in query.numbers.items()]
+    return conditions
 
 
 def _lengths_of(account_id: int, query: CallQuery, name: str) -> list[ColumnElement[bool]]:

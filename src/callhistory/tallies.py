@@ -2,10 +2,10 @@
 quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
 per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), each
 outside number's first call (`callers`), the calls holding each short substring of a number
-(`gram_counts`), and the calls by their duration and conversation in seconds (`length_counts`).
-Kept in step with `calls` by the
-store in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the
-`stats rebuild` command). Totals over a period and the statistics read them.
+(`gram_counts`), the calls by their duration and conversation in seconds (`length_counts`) and
+by both together (`length_pairs`). Kept in step with `calls` by the store in the same
+transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the `stats rebuild`
+command). Totals over a period and the statistics read them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from callhistory.schema import (
     hour_rollups,
     id_counts,
     length_counts,
+    length_pairs,
     number_rollups,
     wait_rollups,
 )
@@ -241,6 +242,8 @@ class Tally:
         self.values: Counter[tuple[int, str, int, int]] = Counter()
         #: (field, seconds, type, status) → calls
         self.lengths: Counter[tuple[int, int, int, int]] = Counter()
+        #: (duration, conversation, type, status) → calls
+        self.pairs: Counter[tuple[int, int, int, int]] = Counter()
         #: (id block, type, status) → calls
         self.blocks: Counter[tuple[int, int, int]] = Counter()
         #: Outside numbers → the earliest incoming call from them added.
@@ -268,6 +271,7 @@ class Tally:
             self.values[field, getattr(call, name) or "", type_, status] += sign
         self.lengths[0, call.duration, type_, status] += sign
         self.lengths[1, call.conversation, type_, status] += sign
+        self.pairs[call.duration, call.conversation, type_, status] += sign
         self.blocks[call.id // ID_BLOCK, type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
             if sign < 0:
@@ -327,6 +331,9 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
     )
     _add_counts(
         conn, length_counts, account_id, ["field", "seconds", "type", "status"], tally.lengths
+    )
+    _add_counts(
+        conn, length_pairs, account_id, ["duration", "conversation", "type", "status"], tally.pairs
     )
     _add_counts(conn, id_counts, account_id, ["block", "type", "status"], tally.blocks)
     if tally.gone:  # the first call of these may have moved or gone: read it from the calls
@@ -408,6 +415,7 @@ TABLES = (
     "gram_counts",
     "length_counts",
     "id_counts",
+    "length_pairs",
     "call_rollups",
     "hour_rollups",
     "number_rollups",
@@ -444,6 +452,7 @@ def rebuild(conn: Connection, account_id: int) -> None:
     rebuild_callers(conn, account_id)
     rebuild_grams(conn, account_id)
     rebuild_lengths(conn, account_id)
+    rebuild_pairs(conn, account_id)
     rebuild_ids(conn, account_id)
 
 
@@ -472,6 +481,20 @@ def rebuild_lengths(conn: Connection, account_id: int) -> None:
             ),
             {"account": account_id},
         )
+
+
+def rebuild_pairs(conn: Connection, account_id: int) -> None:
+    """Recount the account's `length_pairs` from its calls."""
+    conn.execute(length_pairs.delete().where(length_pairs.c.account_id == account_id))
+    conn.execute(
+        text(
+            "INSERT INTO length_pairs (account_id, duration, conversation, type, status, calls)"
+            " SELECT account_id, duration, conversation, type, status, count(*) FROM calls"
+            " WHERE account_id = :account"
+            " GROUP BY account_id, duration, conversation, type, status"
+        ),
+        {"account": account_id},
+    )
 
 
 def rebuild_grams(conn: Connection, account_id: int) -> None:
