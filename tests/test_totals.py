@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from callhistory import accounts, citus, migrate, store, tallies
 from callhistory.cli import app
-from callhistory.models import CallStatus, CallType, NewCall
+from callhistory.models import CallStatus, CallType, NewCall, UserType
 from callhistory.schema import accounts as accounts_table
 from callhistory.schema import callers, calls, make_engine
 from tests.conftest import Tenant, new_call
@@ -530,6 +530,55 @@ def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
     assert sorted_here >= 5 and walked >= 5, (sorted_here, walked)
 
 
+def test_an_operators_totals_and_pages_match_plain_sql(
+    client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo], password_hash: str
+) -> None:
+    """An operator's total under type, status and period filters is its calls as caller plus
+    as answering party less those it was both, each counted from one index: it and its pages
+    must be what plain SQL finds for `src IN (...) OR dst IN (...)`, with one extension and
+    with two (calls between them counted once), and under other filters (counted from the
+    calls)."""
+    tenant, zone = randomized
+    rng = random.Random(29)
+    tokens = {}
+    with db.begin() as conn:
+        for owned in (("100",), ("100", "102")):
+            user_id = accounts.create_user(
+                conn, tenant.account_id, f"op{'-'.join(owned)}@example.com", "Op", "pw-operator",
+                role=UserType.USER, extensions=owned, password_hash=password_hash,
+            )  # fmt: skip
+            tokens[owned] = accounts.create_token(conn, user_id, "test", ("*",))
+    for n in range(40):
+        owned = rng.choice(list(tokens))
+        listed = ", ".join(f"'{e}'" for e in owned)
+        where = [f"(src IN ({listed}) OR dst IN ({listed}))"]
+        params = {"per_page": str(rng.choice([1, 7, 50]))}
+        args: dict[str, Any] = {}
+        if rng.random() < 0.6:
+            lo = DAY0 + timedelta(seconds=rng.randrange(-3600, 3 * 86400))
+            hi = lo + timedelta(seconds=rng.randrange(0, 2 * 86400))
+            params.update({"filter[from]": local(lo, zone), "filter[to]": local(hi, zone)})
+            where += ["started_at >= :lo", "started_at <= :hi"]
+            args.update(lo=lo, hi=hi)
+        kinds(rng, params, where, types=n % 2 == 0, status=n % 3 == 0)
+        if n % 5 == 4:  # a filter the indexes do not carry: counted from the calls
+            params["filter[conversation]"] = ">=5"
+            where.append("conversation >= 5")
+        sort = rng.choice(list(SORTS))
+        if sort:
+            params["sort"] = sort
+        truth = expected_ids(db, tenant.account_id, where, args, SORTS[sort])
+        per = int(params["per_page"])
+        last = max(1, -(-len(truth) // per))
+        headers = {"Authorization": f"Bearer {tokens[owned]}"}
+        for page in {1, last // 2, last} - {0}:
+            response = client.get(URL, params={**params, "page": str(page)}, headers=headers)
+            assert response.status_code == 200, (params, response.text)
+            body = response.json()
+            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
+            assert found == (len(truth), truth[(page - 1) * per : page * per]), (owned, params)
+
+
 def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     migrate.upgrade(engine, revision="0007")
@@ -690,3 +739,20 @@ def test_the_indexes_that_order_a_list_carry_type_and_status(db: Engine) -> None
         )
     assert sorted(found) == sorted(names)
     assert all(d.endswith("INCLUDE (type, status)") for d in found.values()), found
+
+
+def test_the_number_indexes_carry_what_an_operators_total_reads(db: Engine) -> None:
+    """PostgreSQL: an operator's total is counted from the src and dst indexes alone: they carry
+    type and status, the src one the dst too (migration 0023)."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("INCLUDE columns are PostgreSQL's")
+    with db.connect() as conn:
+        found = dict(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE :pattern"),
+                {"pattern": "ix_calls_account_%_started"},
+            ).all()
+        )
+    src, dst = found["ix_calls_account_src_started"], found["ix_calls_account_dst_started"]
+    assert src.endswith("(account_id, src, started_at) INCLUDE (dst, type, status)"), src
+    assert dst.endswith("(account_id, dst, started_at) INCLUDE (type, status)"), dst

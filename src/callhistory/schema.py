@@ -145,9 +145,20 @@ calls = Table(
     Index("ix_calls_account_status", "account_id", "status", "id"),
     Index("ix_calls_account_pbx_call_id", "account_id", "pbx_call_id"),
     Index("ix_calls_account_recording", "account_id", "recording"),
-    # Exact numbers in time: new callers, call-backs, an operator's extensions (0012).
-    Index("ix_calls_account_src_started", "account_id", "src", "started_at"),
-    Index("ix_calls_account_dst_started", "account_id", "dst", "started_at"),
+    # Exact numbers in time: new callers, call-backs, an operator's extensions (0012). Type and
+    # status ride along, and the dst with the src: an operator's totals are counted from these
+    # two indexes alone, its calls as caller plus as answering party less those it was both
+    # (`store.counts`; 0023).
+    Index(
+        "ix_calls_account_src_started",
+        "account_id",
+        "src",
+        "started_at",
+        postgresql_include=["dst", *_KINDS],
+    ),
+    Index(
+        "ix_calls_account_dst_started", "account_id", "dst", "started_at", postgresql_include=_KINDS
+    ),
 )
 
 # How many calls each account has per (type, status), kept in step with `calls` by the store in the

@@ -186,9 +186,15 @@ def _conditions(scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
 
 def count(conn: Connection, scope: Scope, query: CallQuery) -> int:
     """The exact number of calls the query matches."""
-    if query.tallied and scope.whole:
+    if (query.tallied and scope.whole) or _by_owner(scope, query):
         return sum(counts(conn, scope, query).values())
     return _count_calls(conn, _conditions(scope, query))
+
+
+def _by_owner(scope: Scope, query: CallQuery) -> bool:
+    """Whether an operator's total is counted as its calls as caller plus as answering party
+    less those it was both (`_owned`): under type, status and period filters at most."""
+    return not scope.whole and bool(scope.extensions) and query.counted_by_period
 
 
 def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[int, int]]:
@@ -201,8 +207,11 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
     the counters and rollups are per account)."""
     account_id = scope.account_id
     params: dict[str, int] = {}
-    if not scope.whole:
-        stmt: Any = grouped(*_conditions(scope, query))
+    if _by_owner(scope, query):
+        assert scope.extensions is not None
+        stmt: Any = _owned(scope.account_id, sorted(scope.extensions), query)
+    elif not scope.whole:
+        stmt = grouped(*_conditions(scope, query))
     elif query.counted_by_type_and_status:
         filters = type_and_status(call_counts, query)
         stmt = _COUNTS.where(*filters) if filters else _COUNTS
@@ -258,6 +267,18 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
 _COUNTS = select(call_counts.c.type, call_counts.c.status, call_counts.c.calls).where(
     call_counts.c.account_id == bindparam("account")
 )
+
+
+def _owned(account_id: int, extensions: list[str], query: CallQuery) -> Any:
+    """An operator's calls under type, status and period filters by (type, status): those its
+    extensions placed, plus those they answered, less those they did both (a call between two of
+    them), each counted from one index alone (the src index carries the dst)."""
+    both = _conditions(Scope(account_id), query)
+    src, dst = calls.c.src.in_(extensions), calls.c.dst.in_(extensions)
+    parts = [grouped(*both, src), grouped(*both, dst)]
+    twice = select(calls.c.type, calls.c.status, (-func.count()).label("calls"))
+    parts.append(twice.where(*both, src, dst).group_by(calls.c.type, calls.c.status))
+    return union_all(*parts)
 
 
 def grouped(*conditions: ColumnElement[bool]) -> Any:
