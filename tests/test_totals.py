@@ -87,6 +87,23 @@ def local(moment: datetime, zone: ZoneInfo) -> str:
     return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def assert_pages(
+    client: TestClient,
+    headers: dict[str, str],
+    params: dict[str, str],
+    truth: list[int],
+    pages: set[int],
+) -> None:
+    """Each of the list's `pages`: the total and the ids plain SQL gives (`truth`, in order)."""
+    per = int(params["per_page"])
+    for page in sorted(pages - {0}):
+        response = client.get(URL, params={**params, "page": str(page)}, headers=headers)
+        assert response.status_code == 200, (params, response.text)
+        body = response.json()
+        found = (body["meta"]["total"], [c["id"] for c in body["data"]])
+        assert found == (len(truth), truth[(page - 1) * per : page * per]), (params, page)
+
+
 @pytest.fixture
 def randomized(
     db: Engine,
@@ -379,14 +396,7 @@ def test_short_substring_totals_match_plain_sql(
                 args = {f"v{i}": v for i, v in enumerate(value.split(","))}
                 truth = list(conn.scalars(text(sql), {"a": tenant.account_id, **args}))
             last = max(1, -(-len(truth) // 5))
-            for page in {1, last}:
-                response = client.get(
-                    URL, params={**params, "page": str(page)}, headers=tenant.headers
-                )
-                assert response.status_code == 200, (params, response.text)
-                body = response.json()
-                found = (body["meta"]["total"], [c["id"] for c in body["data"]])
-                assert found == (len(truth), truth[(page - 1) * 5 : page * 5]), params
+            assert_pages(client, tenant.headers, params, truth, {1, last})
     with db.connect() as conn:  # a wildcard is kept as the character it is
         held = conn.execute(text("SELECT count(*) FROM gram_counts WHERE gram = '%_'")).scalar()
     assert held == 1
@@ -424,12 +434,7 @@ def test_duration_and_conversation_totals_match_plain_sql(
         with db.connect() as conn:
             truth = list(conn.scalars(text(sql), {"a": tenant.account_id}))
         last = max(1, -(-len(truth) // 7))
-        for page in {1, last}:
-            response = client.get(URL, params={**params, "page": str(page)}, headers=tenant.headers)
-            assert response.status_code == 200, (params, response.text)
-            body = response.json()
-            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
-            assert found == (len(truth), truth[(page - 1) * 7 : page * 7]), params
+        assert_pages(client, tenant.headers, params, truth, {1, last})
 
 
 def test_pages_sorted_by_duration_or_conversation_match_plain_sql(
@@ -461,12 +466,8 @@ def test_pages_sorted_by_duration_or_conversation_match_plain_sql(
         truth = expected_ids(db, tenant.account_id, where, {}, sorts[sort])
         size = int(params["per_page"])
         last = max(1, -(-len(truth) // size))
-        for page in {1, 2, last // 2, last - 1, last, last + 1} - {0}:
-            response = client.get(URL, params={**params, "page": str(page)}, headers=tenant.headers)
-            assert response.status_code == 200, (params, response.text)
-            body = response.json()
-            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
-            assert found == (len(truth), truth[(page - 1) * size : page * size]), (params, page)
+        pages = {1, 2, last // 2, last - 1, last, last + 1}
+        assert_pages(client, tenant.headers, params, truth, pages)
 
 
 def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
@@ -521,12 +522,8 @@ def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
             walked += 1
         per = int(params["per_page"])
         last = max(1, -(-len(truth) // per))
-        for page in {1, 2, last // 2, last - 1, last, last + 1} - {0}:
-            response = client.get(URL, params={**params, "page": str(page)}, headers=tenant.headers)
-            assert response.status_code == 200, (params, response.text)
-            body = response.json()
-            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
-            assert found == (len(truth), truth[(page - 1) * per : page * per]), (params, page)
+        pages = {1, 2, last // 2, last - 1, last, last + 1}
+        assert_pages(client, tenant.headers, params, truth, pages)
     assert sorted_here >= 5 and walked >= 5, (sorted_here, walked)
 
 
@@ -571,12 +568,7 @@ def test_an_operators_totals_and_pages_match_plain_sql(
         per = int(params["per_page"])
         last = max(1, -(-len(truth) // per))
         headers = {"Authorization": f"Bearer {tokens[owned]}"}
-        for page in {1, last // 2, last} - {0}:
-            response = client.get(URL, params={**params, "page": str(page)}, headers=headers)
-            assert response.status_code == 200, (params, response.text)
-            body = response.json()
-            found = (body["meta"]["total"], [c["id"] for c in body["data"]])
-            assert found == (len(truth), truth[(page - 1) * per : page * per]), (owned, params)
+        assert_pages(client, headers, params, truth, {1, last // 2, last})
 
 
 def test_the_migration_rolls_up_the_calls_already_stored(tmp_path: Path) -> None:
