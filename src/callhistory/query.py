@@ -134,11 +134,9 @@ class CallQuery:
         """`duration` or `conversation` when the list is sorted by it first and filtered by
         comparisons of the other (and of itself, perhaps), beside type and status at most: the
         joint histograms then tell which seconds of the sort key any page holds."""
-        column = self.sort[0].column
-        if column not in ("duration", "conversation") or self.text or not self._undated:
-            return None
-        if self.length_sorted is not None:
-            return None
+        column = self._sorted_by_length
+        if column is None or set(self.numbers) <= {column}:
+            return None  # not sorted so, or `length_sorted`
         return column if set(self.numbers) <= {"duration", "conversation"} else None
 
     @property
@@ -146,10 +144,17 @@ class CallQuery:
         """`duration` or `conversation` when the list is sorted by it first and filtered by
         nothing but type, status and comparisons of that same column: the per-account histograms
         of seconds then tell which seconds any page holds."""
+        column = self._sorted_by_length
+        return column if column is not None and set(self.numbers) <= {column} else None
+
+    @property
+    def _sorted_by_length(self) -> str | None:
+        """`duration` or `conversation` when the list is sorted by it first, under no substring,
+        period or sync state filter (which no histogram of seconds keeps)."""
         column = self.sort[0].column
         if column not in ("duration", "conversation") or self.text or not self._undated:
             return None
-        return column if set(self.numbers) <= {column} else None
+        return column
 
     @property
     def tallied(self) -> bool:

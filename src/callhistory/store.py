@@ -509,12 +509,14 @@ def _histogram(
     if not scope.whole:
         return None
     column, offset = query.sort[0].column, query.offset
+    histogram = None
     if query.length_sorted is not None and (offset or not query.unfiltered):
-        seconds = calls.c[column]
-        return _seconds(scope.account_id, query, column), lambda lo, hi: [seconds.between(lo, hi)]
-    if query.pair_sorted is not None:
-        lp, seconds = length_pairs.c, calls.c[column]
+        histogram = _seconds(scope.account_id, query, column)
+    elif query.pair_sorted is not None:
+        lp = length_pairs.c
         histogram = _per_key(lp[column], lp.calls, *_pairs_of(scope.account_id, query))
+    if histogram is not None:
+        seconds = calls.c[column]
         return histogram, lambda lo, hi: [seconds.between(lo, hi)]
     if min(offset, total - offset - query.per_page) < DEFERRED_OFFSET:
         return None

@@ -80,7 +80,6 @@ def merge_batch(
     """Merge a batch of legs (any order, any calls) with their calls' stored legs. `unwritten`:
     legs an earlier batch is storing but may not have committed yet (the import reads a batch
     while it writes the one before), taken as stored."""
-    bulk.plan_generically(conn)
     unique = {leg.leg_key: leg for leg in legs}
     call_keys = {leg.call_key: 0 for leg in legs}
     stored = cdrstore.stored_legs(conn, account_id, list(call_keys))
