@@ -428,16 +428,8 @@ def rebuild(conn: Connection, account_id: int) -> None:
     """Recount the account's counters and rollups from its calls."""
     bucket = BUCKET_SQL[conn.dialect.name]
     args = {"account": account_id}
-    conn.execute(call_counts.delete().where(call_counts.c.account_id == account_id))
+    _recount(conn, call_counts, account_id, _KINDS)
     conn.execute(call_rollups.delete().where(call_rollups.c.account_id == account_id))
-    conn.execute(
-        text(
-            "INSERT INTO call_counts (account_id, type, status, calls)"
-            " SELECT account_id, type, status, count(*) FROM calls WHERE account_id = :account"
-            " GROUP BY account_id, type, status"
-        ),
-        args,
-    )
     conn.execute(
         text(
             "INSERT INTO call_rollups"
@@ -456,45 +448,53 @@ def rebuild(conn: Connection, account_id: int) -> None:
     rebuild_ids(conn, account_id)
 
 
-def rebuild_ids(conn: Connection, account_id: int) -> None:
-    """Recount the account's `id_counts` from its calls."""
-    conn.execute(id_counts.delete().where(id_counts.c.account_id == account_id))
+def _recount(
+    conn: Connection,
+    table: Table,
+    account_id: int,
+    keys: dict[str, str],
+    fixed: dict[str, int] | None = None,
+    *,
+    empty: bool = True,
+) -> None:
+    """Fill the account's rows of a table of counts from its calls: `calls` per value of the
+    SQL expressions `keys` (column → expression), beside the constants `fixed` (column → value);
+    the account's rows there are deleted first unless `empty` is False."""
+    if empty:
+        conn.execute(table.delete().where(table.c.account_id == account_id))
+    fixed = fixed or {}
+    columns = ", ".join(["account_id", *fixed, *keys, "calls"])
+    values = ", ".join(["account_id", *map(str, fixed.values()), *keys.values(), "count(*)"])
+    grouped = ", ".join(["account_id", *keys.values()])
     conn.execute(
         text(
-            "INSERT INTO id_counts (account_id, block, type, status, calls)"
-            f" SELECT account_id, id / {ID_BLOCK}, type, status, count(*) FROM calls"
-            f" WHERE account_id = :account GROUP BY account_id, id / {ID_BLOCK}, type, status"
+            f"INSERT INTO {table.name} ({columns}) SELECT {values} FROM calls"
+            f" WHERE account_id = :account GROUP BY {grouped}"
         ),
         {"account": account_id},
     )
+
+
+#: The type and status columns every table of counts keys its rows by too.
+_KINDS = {"type": "type", "status": "status"}
+
+
+def rebuild_ids(conn: Connection, account_id: int) -> None:
+    """Recount the account's `id_counts` from its calls."""
+    _recount(conn, id_counts, account_id, {"block": f"id / {ID_BLOCK}", **_KINDS})
 
 
 def rebuild_lengths(conn: Connection, account_id: int) -> None:
     """Recount the account's `length_counts` from its calls."""
-    conn.execute(length_counts.delete().where(length_counts.c.account_id == account_id))
-    for field, name in enumerate(LENGTH_FIELDS):
-        conn.execute(
-            text(
-                "INSERT INTO length_counts (account_id, field, seconds, type, status, calls)"
-                f" SELECT account_id, {field}, {name}, type, status, count(*) FROM calls"
-                f" WHERE account_id = :account GROUP BY account_id, {name}, type, status"
-            ),
-            {"account": account_id},
-        )
+    for field, name in enumerate(LENGTH_FIELDS):  # one table: emptied before the first field
+        keys = {"seconds": name, **_KINDS}
+        _recount(conn, length_counts, account_id, keys, {"field": field}, empty=field == 0)
 
 
 def rebuild_pairs(conn: Connection, account_id: int) -> None:
     """Recount the account's `length_pairs` from its calls."""
-    conn.execute(length_pairs.delete().where(length_pairs.c.account_id == account_id))
-    conn.execute(
-        text(
-            "INSERT INTO length_pairs (account_id, duration, conversation, type, status, calls)"
-            " SELECT account_id, duration, conversation, type, status, count(*) FROM calls"
-            " WHERE account_id = :account"
-            " GROUP BY account_id, duration, conversation, type, status"
-        ),
-        {"account": account_id},
-    )
+    keys = {"duration": "duration", "conversation": "conversation", **_KINDS}
+    _recount(conn, length_pairs, account_id, keys)
 
 
 def rebuild_grams(conn: Connection, account_id: int) -> None:
