@@ -84,6 +84,8 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "length_counts": "PRIMARY KEY (account_id, field, seconds, type, status)",
         "id_counts": "PRIMARY KEY (account_id, block, type, status)",
         "length_pairs": "PRIMARY KEY (account_id, duration, conversation, type, status)",
+        "caller_days": "PRIMARY KEY (account_id, number, day)",
+        "caller_gaps": "PRIMARY KEY (account_id, day, since)",
     }
     assert unique and all("(account_id" in definition for _name, definition in unique)
 

@@ -4,6 +4,7 @@ half-hour and daylight-saving timezones, and every report against a plain readin
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -13,8 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
 
+from callhistory import store
 from callhistory.models import CallStatus, CallType, NewCall
+from callhistory.schema import calls as calls_table
 from tests.conftest import Tenant, new_call
 
 BASE = "/api/v1/statistic"
@@ -594,6 +598,60 @@ def test_summary_exact_body(client: TestClient, tenant: Tenant, add_calls: AddCa
     empty = get(client, tenant, "summary", **{"from": "2026-02-01", "to": "2026-02-01"})[1]
     assert empty["result"]["busiest_hour"] is None
     assert empty["result"]["service_level"] == {"sla": 20, "answered_within": 0, "rate": None}
+
+
+def test_unique_and_new_callers_follow_calls_that_move(
+    client: TestClient, db: Engine, tenant: Tenant, add_calls: AddCalls
+) -> None:
+    """Numbers that call on scattered days, stored out of order in several batches, then
+    re-merged onto other days, into other directions and from other numbers (as late legs do):
+    the summary's unique and new callers over whole local days (read from the days each number
+    called on) and over periods with partial days agree with the calls."""
+    a, zone, rng = tenant.account_id, ZoneInfo("Asia/Tashkent"), random.Random(12)
+
+    def moment() -> datetime:
+        return START + timedelta(seconds=rng.randrange(0, 21 * 86400))
+
+    def call(n: int) -> NewCall:
+        kind = rng.choice([IN, IN, IN, OUT])
+        phone = f"99890{rng.randrange(30):07d}"
+        return new_call(a, n, type=kind, src=phone if kind is IN else "101",
+                        dst="101" if kind is IN else phone, started_at=moment())  # fmt: skip
+
+    made = [call(n) for n in range(300)]
+    shuffled = rng.sample(made, len(made))
+    for start in range(0, 300, 100):
+        add_calls(a, shuffled[start : start + 100])
+    for _ in range(2):
+        with db.begin() as conn:
+            moved = rng.sample(made, 80)
+            stored = store.get_many_by_call_id(conn, a, [c.call_id for c in moved])
+            again = [dataclasses.replace(call(0), call_id=c.call_id) for c in moved]
+            store.update_calls(conn, a, [(stored[c.call_id], c) for c in again])
+    with db.connect() as conn:
+        rows = conn.execute(select(calls_table).where(calls_table.c.account_id == a)).all()
+
+    def local(moment: datetime) -> datetime:
+        return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+
+    whole = 0
+    for _ in range(40):
+        lo = local(START) + timedelta(seconds=rng.randrange(-86400, 21 * 86400))
+        hi = lo + timedelta(seconds=rng.randrange(0, 12 * 86400))
+        if rng.random() < 0.6:
+            lo, hi = (
+                lo.replace(hour=0, minute=0, second=0),
+                hi.replace(hour=23, minute=59, second=59),
+            )
+            whole += 1
+        callers = {r.src for r in rows if r.type == IN and lo <= local(r.started_at) <= hi}
+        known = {r.src for r in rows if r.type == IN and local(r.started_at) < lo}
+        period = {"from": f"{lo:%Y-%m-%d %H:%M:%S}", "to": f"{hi:%Y-%m-%d %H:%M:%S}"}
+        status, body = get(client, tenant, "summary", **period)
+        assert status == 200
+        found = (body["result"]["unique_callers"], body["result"]["new_callers"])
+        assert found == (len(callers), len(callers - known)), period
+    assert whole > 15
 
 
 def test_calls_count_by_history_agrees_with_the_list(

@@ -147,6 +147,8 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         " WHERE calls <> 0 OR conversation <> 0"
     )
     hours = "SELECT account_id, hour, type, status, calls FROM hour_rollups WHERE calls <> 0"
+    days = "SELECT account_id, number, day, calls FROM caller_days"
+    gaps = "SELECT account_id, day, since, callers FROM caller_gaps WHERE callers <> 0"
     grams = "SELECT account_id, field, gram, type, status, calls FROM gram_counts WHERE calls <> 0"
     lengths = (
         "SELECT account_id, field, seconds, type, status, calls FROM length_counts WHERE calls <> 0"
@@ -159,7 +161,19 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     with db.connect() as conn:
         found = tuple(
             sorted(map(tuple, conn.execute(text(sql))))
-            for sql in (rollups, counts, numbers, waits, hours, grams, lengths, blocks, pairs)
+            for sql in (
+                rollups,
+                counts,
+                numbers,
+                waits,
+                hours,
+                days,
+                gaps,
+                grams,
+                lengths,
+                blocks,
+                pairs,
+            )
         )
         firsts = sorted(map(tuple, conn.execute(select(callers))))
     return (*found, firsts)
@@ -195,8 +209,10 @@ def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     """number_rollups, wait_rollups and hour_rollups read plainly from the calls: each call's
     local day (hour) in its account's zone; under its external number, the src of a call placed
     inside, the dst of one received; by whether it was answered (with a time) and its wait in
-    whole seconds."""
+    whole seconds; the local days each outside number called on (incoming calls), and per day
+    how many numbers called whose previous such day was which."""
     numbers: dict[tuple[Any, ...], list[int]] = {}
+    called: Counter[tuple[Any, ...]] = Counter()
     waits: dict[tuple[Any, ...], list[int]] = {}
     hours: Counter[tuple[Any, ...]] = Counter()
     with db.connect() as conn:
@@ -209,6 +225,8 @@ def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         local = r.started_at.replace(tzinfo=UTC).astimezone(zones[r.account_id])
         day = (local.date() - date(1970, 1, 1)).days + tallies.KEY_BASE // 96
         hours[r.account_id, day * 24 + local.hour, r.type, r.status] += 1
+        if r.type == CallType.INCOMING and r.src:
+            called[r.account_id, r.src, day] += 1
         sides = [(0, ""), (1, r.external_number)] if r.external_number else [(0, "")]
         sides += [(2, r.src)] if r.type != CallType.INCOMING else []
         sides += [(3, r.dst)] if r.type != CallType.OUTGOING else []
@@ -220,10 +238,19 @@ def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         wait = int((r.answered_at - r.started_at).total_seconds()) if answered else 0
         for i, value in enumerate((1, r.conversation)):
             waits.setdefault((r.account_id, day, r.type, int(answered), wait), [0, 0])[i] += value
+    days_of: dict[tuple[int, str], list[int]] = {}
+    for account_id, number, day in sorted(called):
+        days_of.setdefault((account_id, number), []).append(day)
+    gaps: Counter[tuple[int, int, int]] = Counter()
+    for (account_id, _), days in days_of.items():
+        for day, before in zip(days, [tallies.NEVER, *days], strict=False):
+            gaps[account_id, day, before] += 1
     return (
         sorted((*k, *v) for k, v in numbers.items()),
         sorted((*k, *v) for k, v in waits.items()),
         sorted((*k, v) for k, v in hours.items()),
+        sorted((*k, v) for k, v in called.items()),
+        sorted((*k, v) for k, v in gaps.items()),
     )
 
 
@@ -266,11 +293,12 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             sorted(map(tuple, conn.execute(text(paired)))),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[9]} == {
+    assert {(a, n) for a, n, _ in truth[11]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
     assert len({row[4] for row in truth[3]}) > 20  # waits
+    assert {row[3] for row in truth[5]} > {1, 2} and len(truth[6]) >= 10  # days, gaps
     kept = tallies_of(db)
     assert kept == truth
     with db.begin() as conn:  # a fault for the rebuild to repair
@@ -284,6 +312,8 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("UPDATE length_counts SET calls = calls + 1 WHERE seconds > 30"))
         conn.execute(text("DELETE FROM id_counts WHERE type = 1"))
         conn.execute(text("UPDATE length_pairs SET calls = calls + 2 WHERE conversation = 5"))
+        conn.execute(text("DELETE FROM caller_days WHERE number = '100'"))
+        conn.execute(text("UPDATE caller_gaps SET callers = callers + 1 WHERE since = 0"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
     assert result.exit_code == 0, result.output
@@ -297,9 +327,9 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
     )
     assert moved.exit_code == 0, moved.output
-    numbers, waits, hours = local_truth(db)
-    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, *truth[5:])
-    assert numbers != truth[2] and hours != truth[4]
+    numbers, waits, hours, days, gaps = local_truth(db)
+    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, days, gaps, *truth[7:])
+    assert numbers != truth[2] and hours != truth[4] and days != truth[5]
 
 
 def test_totals_and_pages_match_plain_sql(

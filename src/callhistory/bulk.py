@@ -18,12 +18,13 @@ one transaction may stage several (`demo` stores its calls 1,000 at a time).
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Table, text
+from sqlalchemy import ColumnElement, Connection, Dialect, Table, any_, literal, text
+from sqlalchemy.types import ARRAY, Text
 
 from callhistory import citus
 
@@ -194,3 +195,24 @@ def update(
         ),
         {"account": account_id},
     )
+
+
+K = TypeVar("K", str, int)
+
+#: Keys per `IN (...)` list: well under SQLite's bound-parameter cap.
+IN_CHUNK = 500
+
+
+def in_chunks(keys: Sequence[K]) -> Iterable[Sequence[K]]:
+    """`keys` in slices small enough for one `IN (...)` list."""
+    for start in range(0, len(keys), IN_CHUNK):
+        yield keys[start : start + IN_CHUNK]
+
+
+def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[ColumnElement[bool]]:
+    """`column IN keys` as one condition per statement to run: on PostgreSQL a single
+    `= ANY(array)` (one parameter, however many keys), elsewhere `IN` lists of IN_CHUNK keys."""
+    if conn.dialect.name != "postgresql":
+        yield from (column.in_(chunk) for chunk in in_chunks(keys))
+    elif keys:
+        yield column == any_(literal(list(keys), ARRAY(Text)))

@@ -8,10 +8,11 @@ from dataclasses import dataclass, fields
 from sqlalchemy import Connection, select, update
 
 from callhistory import bulk
+from callhistory.bulk import one_of
 from callhistory.ingest.cdr import Cdr
 from callhistory.ingest.merge import leg_order
 from callhistory.schema import call_legs, dialect_insert, import_files
-from callhistory.store import one_of, utcnow
+from callhistory.store import utcnow
 
 #: The columns a leg is stored in (its key is derived from them).
 _CDR_FIELDS = tuple(f.name for f in fields(Cdr) if f.init)

@@ -42,6 +42,8 @@ DISTRIBUTED_TABLES = (
     "length_counts",
     "id_counts",
     "length_pairs",
+    "caller_days",
+    "caller_gaps",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

@@ -314,6 +314,32 @@ callers = Table(
     Index("ix_callers_account_first_at", "account_id", "first_at"),
 )
 
+# The local days (`day`, as `number_rollups`') each outside number called the account on, with
+# how many incoming calls: kept with the calls (`tallies.add` reads a batch's numbers' days here
+# to move `caller_gaps`); rebuilt when the account's timezone changes.
+caller_days = Table(
+    "caller_days",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", String(255), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
+# How many outside numbers called on each local day (`day`) whose previous day of calls was
+# `since` (`tallies.NEVER`: none before). The numbers that called on the whole days a..b are the
+# rows of those days with `since` < a (each number counted once, on its first day there), the new
+# callers among them those with `since` NEVER: the summary's unique and new callers over a month
+# from a few thousand rows, not a million numbers sorted.
+caller_gaps = Table(
+    "caller_gaps",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("since", Integer, primary_key=True),
+    Column("callers", BigInteger, nullable=False),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -29,9 +29,10 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.types import ARRAY, Text
+from sqlalchemy.types import ARRAY
 
 from callhistory import bulk, citus, tallies
+from callhistory.bulk import in_chunks, one_of
 from callhistory.models import CallType, NewCall
 from callhistory.query import CallQuery, Comparison, Sort
 from callhistory.schema import (
@@ -70,27 +71,6 @@ CALL_COLUMNS = (
     calls.c.legs,
     calls.c.recording,
 )
-
-
-K = TypeVar("K", str, int)
-
-#: Keys per `IN (...)` list: well under SQLite's bound-parameter cap.
-IN_CHUNK = 500
-
-
-def in_chunks(keys: Sequence[K]) -> Iterable[Sequence[K]]:
-    """`keys` in slices small enough for one `IN (...)` list."""
-    for start in range(0, len(keys), IN_CHUNK):
-        yield keys[start : start + IN_CHUNK]
-
-
-def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[ColumnElement[bool]]:
-    """`column IN keys` as one condition per statement to run: on PostgreSQL a single
-    `= ANY(array)` (one parameter, however many keys), elsewhere `IN` lists of IN_CHUNK keys."""
-    if conn.dialect.name != "postgresql":
-        yield from (column.in_(chunk) for chunk in in_chunks(keys))
-    elif keys:
-        yield column == any_(literal(list(keys), ARRAY(Text)))
 
 
 @dataclass(frozen=True, slots=True)

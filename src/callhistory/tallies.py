@@ -1,17 +1,19 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
 per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), each
-outside number's first call (`callers`), the calls holding each short substring of a number
-(`gram_counts`), the calls by their duration and conversation in seconds (`length_counts`) and
-by both together (`length_pairs`). Kept in step with `calls` by the store in the same
-transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the `stats rebuild`
-command). Totals over a period and the statistics read them.
+outside number's first call (`callers`) and the local days it called on (`caller_days`; per day,
+how many numbers called after a pause of how long: `caller_gaps`), the calls holding each short
+substring of a number (`gram_counts`), the calls by their duration and conversation in seconds
+(`length_counts`) and by both together (`length_pairs`). Kept in step with `calls` by the store
+in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the `stats
+rebuild` command). Totals over a period and the statistics read them.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
+    bindparam,
     case,
     func,
     literal,
@@ -40,6 +43,8 @@ from callhistory.schema import (
     accounts,
     call_counts,
     call_rollups,
+    caller_days,
+    caller_gaps,
     callers,
     calls,
     dialect_insert,
@@ -250,6 +255,8 @@ class Tally:
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
         self.gone: set[str] = set()
+        #: (bucket, outside number) → incoming calls from it
+        self.called: Counter[tuple[int, str]] = Counter()
 
     def count(self, call: Any, sign: int) -> None:
         """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
@@ -274,6 +281,7 @@ class Tally:
         self.pairs[call.duration, call.conversation, type_, status] += sign
         self.blocks[call.id // ID_BLOCK, type_, status] += sign
         if type_ == CallType.INCOMING and call.src:
+            self.called[bucket, call.src] += sign
             if sign < 0:
                 self.gone.add(call.src)
             elif call.src not in self.first_calls or call.started_at < self.first_calls[call.src]:
@@ -325,6 +333,8 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
             account_id, names, _by_local(tally.waits, zone, DAY), ("calls", "conversation")
         )
         _upsert(conn, wait_rollups, names, waits)
+        called = {key: [n] for key, n in tally.called.items() if n}
+        _move_callers(conn, account_id, _by_local(called, zone, DAY))
     _add_counts(conn, call_counts, account_id, ["type", "status"], counts)
     _add_counts(
         conn, gram_counts, account_id, ["field", "gram", "type", "status"], _grams(tally.values)
@@ -348,6 +358,89 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         bulk.upsert(conn, callers, firsts, conflict=["account_id", "number"], assignments=earlier)
     elif firsts:
         conn.execute(_earliest(conn, dialect_insert(conn, callers)), firsts)
+
+
+#: `caller_gaps`' `since` for a number's first day of calls (local day keys are positive).
+NEVER = 0
+
+
+def _spacing(days: Iterable[int]) -> list[tuple[int, int]]:
+    """A number's days of calls as `caller_gaps` keys: (day, the day before it, or NEVER)."""
+    ordered = sorted(days)
+    return list(zip(ordered, [NEVER, *ordered], strict=False))
+
+
+def _lock_callers(conn: Connection, account_id: int) -> None:
+    """PostgreSQL: take the account's lock on its `caller_days` for this transaction. Moving
+    `caller_gaps` reads the days a number called on before writing them; two batches doing it
+    at once would each miss the other's day."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, CAST(:account % 2147483647 AS integer))"),
+            {"space": CALLERS_LOCK, "account": account_id},
+        )
+
+
+#: The first key of the account's `caller_days` lock (its own space: `store` locks call ids
+#: under single keys, which never meet pairs).
+CALLERS_LOCK = 2
+
+
+def _move_callers(
+    conn: Connection, account_id: int, moved: dict[tuple[int, str], list[int]]
+) -> None:
+    """Move `caller_days` by incoming calls per (local day, number), and `caller_gaps` by what
+    that does to each number's run of days: the numbers' days are read (under the account's
+    lock), and the difference of their spacing before and after is written."""
+    changed: dict[str, dict[int, int]] = {}
+    for (day, number), (n,) in moved.items():
+        if n:
+            changed.setdefault(number, {})[day] = n
+    if not changed:
+        return
+    _lock_callers(conn, account_id)
+    cd = caller_days.c
+    known: dict[str, dict[int, int]] = {}
+    for among in bulk.one_of(conn, cd.number, sorted(changed)):
+        stmt = select(cd.number, cd.day, cd.calls).where(cd.account_id == account_id, among)
+        for number, day, n in conn.execute(stmt):
+            known.setdefault(number, {})[day] = n
+    gaps: Counter[tuple[int, int]] = Counter()
+    kept: list[dict[str, Any]] = []
+    emptied: list[dict[str, Any]] = []
+    for number, days in sorted(changed.items()):
+        before = known.get(number, {})
+        after = {d: before.get(d, 0) + days.get(d, 0) for d in before.keys() | days.keys()}
+        after = {d: n for d, n in after.items() if n > 0}
+        gaps.subtract(_spacing(before))
+        gaps.update(_spacing(after))
+        for day in sorted(days):
+            row = {"account_id": account_id, "number": number, "day": day}
+            if day in after:
+                kept.append({**row, "calls": after[day]})
+            elif day in before:
+                emptied.append(row)
+    if emptied:
+        conn.execute(
+            caller_days.delete().where(
+                cd.account_id == bindparam("account_id"),
+                cd.number == bindparam("number"),
+                cd.day == bindparam("day"),
+            ),
+            emptied,
+        )
+    if kept and bulk.enabled(conn, kept):
+        keys = ["account_id", "number", "day"]
+        bulk.upsert(conn, caller_days, kept, conflict=keys, assignments={"calls": "excluded.calls"})
+    elif kept:
+        insert = dialect_insert(conn, caller_days)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["account_id", "number", "day"], set_={"calls": insert.excluded.calls}
+        )
+        conn.execute(stmt, kept)
+    names = ["account_id", "day", "since"]
+    spaced = {key: [n] for key, n in gaps.items() if n}
+    _upsert(conn, caller_gaps, names, _rows(account_id, names, spaced, ("callers",)))
 
 
 def _add_counts(
@@ -421,6 +514,8 @@ TABLES = (
     "number_rollups",
     "wait_rollups",
     "callers",
+    "caller_days",
+    "caller_gaps",
 )
 
 
@@ -534,6 +629,7 @@ def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's rollups by local hour and day (after `call_rollups`), in `zone`."""
     rebuild_hours(conn, account_id, zone)
     rebuild_days(conn, account_id, zone)
+    rebuild_caller_days(conn, account_id, zone)
 
 
 def rebuild_hours(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
@@ -587,6 +683,42 @@ def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None
         )
         # A whole account's were all deleted; a few numbers' may meet a concurrent first call.
         conn.execute(insert if chunk is None else _earliest(conn, insert))
+
+
+def rebuild_caller_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
+    """Recount the account's `caller_days` from its incoming calls, in `zone` (after
+    `call_rollups`), and its `caller_gaps` from them."""
+    _lock_callers(conn, account_id)
+    conn.execute(caller_days.delete().where(caller_days.c.account_id == account_id))
+    conn.execute(caller_gaps.delete().where(caller_gaps.c.account_id == account_id))
+    if not (found := _utc_days(conn, account_id)):
+        return
+    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
+    day = local_key(bucket, offsets_on(zone, found), DAY)
+    grouped = (
+        select(calls.c.account_id, calls.c.src, day, func.count())
+        .where(
+            calls.c.account_id == account_id,
+            calls.c.type == int(CallType.INCOMING),
+            calls.c.src != "",
+        )
+        .group_by(calls.c.account_id, calls.c.src, day)
+    )
+    columns = ["account_id", "number", "day", "calls"]
+    conn.execute(caller_days.insert().from_select(columns, grouped))
+    cd = caller_days.c
+    before = func.lag(cd.day).over(partition_by=cd.number, order_by=cd.day)
+    spaced = (
+        select(cd.day, func.coalesce(before, NEVER).label("since"))
+        .where(cd.account_id == account_id)
+        .subquery()
+    )
+    counted = select(literal(account_id), spaced.c.day, spaced.c.since, func.count()).group_by(
+        spaced.c.day, spaced.c.since
+    )
+    conn.execute(
+        caller_gaps.insert().from_select(["account_id", "day", "since", "callers"], counted)
+    )
 
 
 #: Whole seconds from a call's start to its answer, in SQL (each time floored to its second, as

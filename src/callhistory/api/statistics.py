@@ -266,7 +266,7 @@ def summary(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONRespon
     result = report.summary(
         stats_store.summary_rows(conn, scope, stats_query, zone),
         stats_query.sla_seconds,
-        stats_store.callers(conn, scope, stats_query),
+        stats_store.callers(conn, scope, stats_query, zone),
         stats_store.local_counts(conn, scope, stats_query, zone, report.HOUR),
     )
     return JSONResponse(report.envelope(result))

@@ -22,14 +22,23 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     union_all,
 )
 
-from callhistory import store, tallies
+from callhistory import bulk, store, tallies
 from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
-from callhistory.schema import call_rollups, calls, hour_rollups, number_rollups, wait_rollups
+from callhistory.schema import (
+    call_rollups,
+    caller_days,
+    caller_gaps,
+    calls,
+    hour_rollups,
+    number_rollups,
+    wait_rollups,
+)
 from callhistory.schema import callers as callers_table
 from callhistory.stats.params import StatsQuery
 from callhistory.store import AnyRow, Scope
@@ -191,10 +200,53 @@ def _grouped_by_sorting(conn: Connection) -> Iterator[None]:
         conn.exec_driver_sql("RESET enable_hashagg")
 
 
-def callers(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int]:
+def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -> tuple[int, int]:
     """(unique, new): the numbers that called in (incoming calls) in the period, and those of
-    them whose first call to the account (whoever in it they reached) is in the period: for the
-    whole account, the `callers` whose first call is in it; else each caller's first call looked
+    them whose first call to the account (whoever in it they reached) is in the period. For the
+    whole account over one run of whole local days, summed from `caller_gaps` (with the numbers
+    of the edges that did not call on those days, and the `callers` whose first call is in an
+    edge); else counted from the calls."""
+    days = None if query.external_numbers else _days(conn, scope, query, zone)
+    if days is None or len(days.runs) != 1:
+        return _callers_counted(conn, scope, query)
+    ((first, last),) = days.runs
+    g, cd, found = caller_gaps.c, caller_days.c, callers_table.c
+    rolled = [g.account_id == scope.account_id, g.day.between(first, last)]
+    # A number is counted on its first day of the run: the one whose previous day is before it.
+    unique = select(func.sum(g.callers)).where(*rolled, g.since < first).scalar_subquery()
+    new = select(func.sum(g.callers)).where(*rolled, g.since == tallies.NEVER).scalar_subquery()
+    stmt = select(unique, new, literal(0), literal(0))
+    if days.edges:
+        called = exists().where(
+            cd.account_id == scope.account_id, cd.number == calls.c.src, cd.day.between(first, last)
+        )
+        edges = (
+            select(calls.c.src)
+            .where(
+                *_selected(scope, query, False),
+                or_(*days.around(calls.c.started_at)),
+                calls.c.type == int(CallType.INCOMING),
+                calls.c.src != "",
+                ~called,
+            )
+            .distinct()
+            .subquery()
+        )
+        first_in_edges = select(func.count()).where(
+            found.account_id == scope.account_id,
+            or_(*(found.first_at.between(lo, hi) for lo, hi in days.spans())),
+        )
+        only_there = select(func.count()).select_from(edges)
+        stmt = select(unique, new, only_there.scalar_subquery(), first_in_edges.scalar_subquery())
+    with _grouped_by_sorting(conn):
+        counts = conn.execute(stmt).one()
+    whole, fresh, edge_only, edge_new = (int(n or 0) for n in counts)
+    return whole + edge_only, fresh + edge_new
+
+
+def _callers_counted(conn: Connection, scope: Scope, query: StatsQuery) -> tuple[int, int]:
+    """`callers` from the calls: the period's distinct callers, and of them, for the whole
+    account, the `callers` whose first call is in the period; else each one's first call looked
     up."""
     numbers = (
         select(calls.c.src.label("number"))
@@ -431,7 +483,7 @@ def last_missed_ids(
 ) -> dict[str, int]:
     """The id of each number's last missed call in the period (the latest start, then id)."""
     latest: dict[str, tuple[datetime, int]] = {}
-    for among in store.one_of(conn, calls.c.src, list(numbers)):
+    for among in bulk.one_of(conn, calls.c.src, list(numbers)):
         stmt = select(calls.c.src, calls.c.started_at, calls.c.id).where(
             *_missed_conditions(scope, query), among
         )
