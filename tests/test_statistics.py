@@ -600,27 +600,36 @@ def test_summary_exact_body(client: TestClient, tenant: Tenant, add_calls: AddCa
     assert empty["result"]["service_level"] == {"sla": 20, "answered_within": 0, "rate": None}
 
 
-def test_unique_and_new_callers_follow_calls_that_move(
+def test_callers_and_missed_unreturned_follow_calls_that_move(
     client: TestClient, db: Engine, tenant: Tenant, add_calls: AddCalls
 ) -> None:
-    """Numbers that call on scattered days, stored out of order in several batches, then
-    re-merged onto other days, into other directions and from other numbers (as late legs do):
-    the summary's unique and new callers over whole local days (read from the days each number
-    called on) and over periods with partial days agree with the calls."""
+    """Numbers that call in (answered or missed) and are called on scattered days, some called
+    back exactly `within` hours after a miss or a second later, stored out of order in several
+    batches, then re-merged onto other days, into other directions and statuses and from other
+    numbers (as late legs do): the summary's unique and new callers and the missed-unreturned
+    list (every page, total) over whole local days (read from the numbers' days and the missed
+    calls' stories) and over periods with partial days agree with the calls."""
     a, zone, rng = tenant.account_id, ZoneInfo("Asia/Tashkent"), random.Random(12)
 
     def moment() -> datetime:
         return START + timedelta(seconds=rng.randrange(0, 21 * 86400))
 
-    def call(n: int) -> NewCall:
+    def call(n: int, at: datetime | None = None, **fields: Any) -> NewCall:
         kind = rng.choice([IN, IN, IN, OUT])
         phone = f"99890{rng.randrange(30):07d}"
-        return new_call(a, n, type=kind, src=phone if kind is IN else "101",
-                        dst="101" if kind is IN else phone, started_at=moment())  # fmt: skip
+        values = {"type": kind, "src": phone if kind is IN else "101",
+                  "dst": "101" if kind is IN else phone, "conversation": rng.choice([0, 0, 20]),
+                  "started_at": at or moment(), **fields}  # fmt: skip
+        return new_call(a, n, **values)
 
     made = [call(n) for n in range(300)]
+    for n in range(300, 340, 2):  # a miss, and a call back 24 hours later or a second after
+        miss = call(n, type=IN, conversation=0, dst="101")
+        late = timedelta(hours=24, seconds=n % 4 // 2)
+        back = call(n + 1, miss.started_at + late, type=OUT, src="102", dst=miss.src)
+        made += [miss, back]
     shuffled = rng.sample(made, len(made))
-    for start in range(0, 300, 100):
+    for start in range(0, len(made), 100):
         add_calls(a, shuffled[start : start + 100])
     for _ in range(2):
         with db.begin() as conn:
@@ -634,7 +643,33 @@ def test_unique_and_new_callers_follow_calls_that_move(
     def local(moment: datetime) -> datetime:
         return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
 
-    whole = 0
+    def text(moment: datetime) -> str:
+        return f"{local(moment):%Y-%m-%d %H:%M:%S}"
+
+    def unreturned(lo: datetime, hi: datetime, within: int) -> list[dict[str, Any]]:
+        waiting = []
+        for number in sorted({r.src for r in rows if r.type == IN}):
+            misses = [r for r in rows if r.type == IN and r.status == CallStatus.NOT_ANSWERED
+                      and r.src == number and lo <= local(r.started_at) <= hi]  # fmt: skip
+            if not misses:
+                continue
+            last = max(misses, key=lambda r: (r.started_at, r.id))
+            deadline = last.started_at + timedelta(hours=within)
+            if any(
+                last.started_at < r.started_at <= deadline
+                and ((r.type == OUT and r.dst == number)
+                     or (r.type == IN and r.status == CallStatus.ANSWERED and r.src == number))
+                for r in rows
+            ):  # fmt: skip
+                continue
+            waiting.append({"number": number, "missed_count": len(misses),
+                            "first_missed_at": text(min(r.started_at for r in misses)),
+                            "last_missed_at": text(last.started_at), "last_call_id": last.id,
+                            "at": last.started_at})  # fmt: skip
+        waiting.sort(key=lambda e: (-(e["at"] - START).total_seconds(), e["number"]))
+        return [{k: v for k, v in e.items() if k != "at"} for e in waiting]
+
+    whole = listed = 0
     for _ in range(40):
         lo = local(START) + timedelta(seconds=rng.randrange(-86400, 21 * 86400))
         hi = lo + timedelta(seconds=rng.randrange(0, 12 * 86400))
@@ -651,7 +686,16 @@ def test_unique_and_new_callers_follow_calls_that_move(
         assert status == 200
         found = (body["result"]["unique_callers"], body["result"]["new_callers"])
         assert found == (len(callers), len(callers - known)), period
-    assert whole > 15
+        within = rng.choice([1, 24, 24, 100])
+        expected = unreturned(lo, hi, within)
+        listed += len(expected)
+        for page in (1, 2, 3):
+            params = {**period, "within": str(within), "per_page": "4", "page": str(page)}
+            status, body = get(client, tenant, "missed-unreturned", **params)
+            assert status == 200
+            got = (body["result"]["meta"]["total"], body["result"]["data"])
+            assert got == (len(expected), expected[page * 4 - 4 : page * 4]), params
+    assert whole > 15 and listed > 100
 
 
 def test_calls_count_by_history_agrees_with_the_list(

@@ -44,6 +44,8 @@ DISTRIBUTED_TABLES = (
     "length_pairs",
     "caller_days",
     "caller_gaps",
+    "missed_calls",
+    "missed_rollups",
 )
 
 #: Tables whose single-column `id` primary key becomes (account_id, id).

@@ -340,6 +340,39 @@ caller_gaps = Table(
     Column("callers", BigInteger, nullable=False),
 )
 
+# Each missed call from an outside number (incoming, not answered), in its caller's story: the
+# start of the number's next missed call (`next_at`, NULL for its last) and the fewest whole hours
+# after it that the number was first reached (`waited`: called back or got through;
+# `unreturned.NOT_REACHED` if never within the longest `within`). Kept with the calls
+# (`unreturned`): a period's missed-unreturned list is its missed calls whose next miss is after
+# it and that waited longer than `within`, latest first.
+missed_calls = Table(
+    "missed_calls",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", BigId, primary_key=True),  # the call's
+    Column("number", String(255), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("next_at", DateTime),
+    Column("waited", Integer, nullable=False),
+    Index("ix_missed_calls_account_number", "account_id", "number"),
+    Index("ix_missed_calls_account_started_at", "account_id", "started_at"),
+)
+
+# `missed_calls` counted by local day (`day`, as `number_rollups`'), the local day of the next
+# miss (`next_day`; `unreturned.NEVER_AGAIN` for a number's last) and `waited`: the total of a
+# period of whole days is the rows of its days whose next miss is after its last day and that
+# waited longer than `within`.
+missed_rollups = Table(
+    "missed_rollups",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("next_day", Integer, primary_key=True),
+    Column("waited", Integer, primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+)
+
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).

@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 
-from callhistory import bulk, citus
+from callhistory import bulk, citus, unreturned
 from callhistory.models import CallStatus, CallType
 from callhistory.schema import (
     BUCKET_SECONDS,
@@ -257,6 +257,8 @@ class Tally:
         self.gone: set[str] = set()
         #: (bucket, outside number) → incoming calls from it
         self.called: Counter[tuple[int, str]] = Counter()
+        #: Outside numbers that called in or were called (their missed calls' stories to redo)
+        self.touched: set[str] = set()
 
     def count(self, call: Any, sign: int) -> None:
         """Add (sign +1) or take away (-1) a call: a stored row or a row's values, read for its
@@ -280,8 +282,11 @@ class Tally:
         self.lengths[1, call.conversation, type_, status] += sign
         self.pairs[call.duration, call.conversation, type_, status] += sign
         self.blocks[call.id // ID_BLOCK, type_, status] += sign
+        if type_ == CallType.OUTGOING and call.dst:
+            self.touched.add(call.dst)
         if type_ == CallType.INCOMING and call.src:
             self.called[bucket, call.src] += sign
+            self.touched.add(call.src)
             if sign < 0:
                 self.gone.add(call.src)
             elif call.src not in self.first_calls or call.started_at < self.first_calls[call.src]:
@@ -333,8 +338,11 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
             account_id, names, _by_local(tally.waits, zone, DAY), ("calls", "conversation")
         )
         _upsert(conn, wait_rollups, names, waits)
+        if tally.touched:  # both read before they write: one batch at a time
+            _lock_numbers(conn, account_id)
         called = {key: [n] for key, n in tally.called.items() if n}
         _move_callers(conn, account_id, _by_local(called, zone, DAY))
+        unreturned.move(conn, account_id, tally.touched, _day_of(zone))
     _add_counts(conn, call_counts, account_id, ["type", "status"], counts)
     _add_counts(
         conn, gram_counts, account_id, ["field", "gram", "type", "status"], _grams(tally.values)
@@ -370,20 +378,26 @@ def _spacing(days: Iterable[int]) -> list[tuple[int, int]]:
     return list(zip(ordered, [NEVER, *ordered], strict=False))
 
 
-def _lock_callers(conn: Connection, account_id: int) -> None:
-    """PostgreSQL: take the account's lock on its `caller_days` for this transaction. Moving
-    `caller_gaps` reads the days a number called on before writing them; two batches doing it
-    at once would each miss the other's day."""
+def _lock_numbers(conn: Connection, account_id: int) -> None:
+    """PostgreSQL: take the account's lock on its `caller_days` and `missed_calls` for this
+    transaction. Moving `caller_gaps` reads the days a number called on before writing them, and
+    `unreturned` a number's missed calls; two batches doing it at once would each miss the
+    other's."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:space, CAST(:account % 2147483647 AS integer))"),
-            {"space": CALLERS_LOCK, "account": account_id},
+            {"space": NUMBERS_LOCK, "account": account_id},
         )
 
 
-#: The first key of the account's `caller_days` lock (its own space: `store` locks call ids
-#: under single keys, which never meet pairs).
-CALLERS_LOCK = 2
+#: The first key of the account's lock on its numbers' tables (its own space: `store` locks call
+#: ids under single keys, which never meet pairs).
+NUMBERS_LOCK = 2
+
+
+def _day_of(zone: ZoneInfo) -> unreturned.DayOf:
+    """The local day key (`local_of`) of a time, in `zone`."""
+    return lambda moment: local_of(bucket_of(moment), zone, DAY)
 
 
 def _move_callers(
@@ -391,14 +405,14 @@ def _move_callers(
 ) -> None:
     """Move `caller_days` by incoming calls per (local day, number), and `caller_gaps` by what
     that does to each number's run of days: the numbers' days are read (under the account's
-    lock), and the difference of their spacing before and after is written."""
+    lock, taken by the caller), and the difference of their spacing before and after is
+    written."""
     changed: dict[str, dict[int, int]] = {}
     for (day, number), (n,) in moved.items():
         if n:
             changed.setdefault(number, {})[day] = n
     if not changed:
         return
-    _lock_callers(conn, account_id)
     cd = caller_days.c
     known: dict[str, dict[int, int]] = {}
     for among in bulk.one_of(conn, cd.number, sorted(changed)):
@@ -516,6 +530,8 @@ TABLES = (
     "callers",
     "caller_days",
     "caller_gaps",
+    "missed_calls",
+    "missed_rollups",
 )
 
 
@@ -629,7 +645,7 @@ def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's rollups by local hour and day (after `call_rollups`), in `zone`."""
     rebuild_hours(conn, account_id, zone)
     rebuild_days(conn, account_id, zone)
-    rebuild_caller_days(conn, account_id, zone)
+    rebuild_numbers(conn, account_id, zone)
 
 
 def rebuild_hours(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
@@ -685,10 +701,12 @@ def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None
         conn.execute(insert if chunk is None else _earliest(conn, insert))
 
 
-def rebuild_caller_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
+def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's `caller_days` from its incoming calls, in `zone` (after
-    `call_rollups`), and its `caller_gaps` from them."""
-    _lock_callers(conn, account_id)
+    `call_rollups`), and its `caller_gaps` from them; and the stories of its missed calls
+    (`unreturned`)."""
+    _lock_numbers(conn, account_id)
+    unreturned.rebuild(conn, account_id, _day_of(zone))
     conn.execute(caller_days.delete().where(caller_days.c.account_id == account_id))
     conn.execute(caller_gaps.delete().where(caller_gaps.c.account_id == account_id))
     if not (found := _utc_days(conn, account_id)):

@@ -239,7 +239,9 @@ def missed_unreturned(
 ) -> JSONResponse:
     raw = _params(request)
     stats_query = params.parse(raw, principal.timezone, params.DAY_LIMIT, paged=True)
-    rows, total = stats_store.unreturned_page(conn, principal.scope, stats_query)
+    rows, total = stats_store.unreturned_page(
+        conn, principal.scope, stats_query, principal.timezone
+    )
     body = pagination.envelope(
         report.missed_rows(rows, principal.timezone),
         total=total,

@@ -36,6 +36,8 @@ from callhistory.schema import (
     caller_gaps,
     calls,
     hour_rollups,
+    missed_calls,
+    missed_rollups,
     number_rollups,
     wait_rollups,
 )
@@ -494,12 +496,74 @@ def last_missed_ids(
 
 
 def unreturned_page(
-    conn: Connection, scope: Scope, query: StatsQuery
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
 ) -> tuple[list[dict[str, Any]], int]:
     """The query's page of missed callers nobody reached (each with `last_call_id`), latest miss
-    first, and how many there are in all, in one query. The missed
-    calls are the scope's; a call back counts from anyone in the account (an operator's missed
-    caller whom a colleague rang back is not waiting)."""
+    first, and how many there are in all. The missed calls are the scope's; a call back counts
+    from anyone in the account (an operator's missed caller whom a colleague rang back is not
+    waiting). For the whole account, read from `missed_calls` (each number's last miss in the
+    period is the one whose next miss is after it) and, over whole local days, the total from
+    `missed_rollups`; else grouped from the calls."""
+    if not scope.whole or query.external_numbers:
+        return _unreturned_grouped(conn, scope, query)
+    m = missed_calls.c
+    waiting = [
+        m.account_id == scope.account_id,
+        m.started_at >= query.started_from,
+        m.started_at <= query.started_to,
+        or_(m.next_at.is_(None), m.next_at > query.started_to),
+        m.waited > query.within_hours,
+    ]
+    last = conn.execute(
+        select(m.id, m.number, m.started_at)
+        .where(*waiting)
+        .order_by(m.started_at.desc(), m.number)
+        .limit(query.per_page)
+        .offset((query.page - 1) * query.per_page)
+    ).all()
+    days = _days(conn, scope, query, zone)
+    if days is not None and len(days.runs) == 1 and not days.edges:
+        ((first, final),) = days.runs
+        r = missed_rollups.c
+        total: Any = select(func.sum(r.calls)).where(
+            r.account_id == scope.account_id,
+            r.day.between(first, final),
+            r.next_day > final,
+            r.waited > query.within_hours,
+        )
+    else:
+        total = select(func.count()).where(*waiting)
+    counted: dict[str, tuple[int, datetime]] = {}
+    for among in bulk.one_of(conn, m.number, [row.number for row in last]):
+        missed = (
+            select(m.number, func.count(), func.min(m.started_at))
+            .where(
+                m.account_id == scope.account_id,
+                among,
+                m.started_at >= query.started_from,
+                m.started_at <= query.started_to,
+            )
+            .group_by(m.number)
+        )
+        counted.update((number, (n, at)) for number, n, at in conn.execute(missed))
+    page = [
+        {
+            "number": row.number,
+            "missed_count": counted[row.number][0],
+            "first_missed_at": counted[row.number][1],
+            "last_missed_at": row.started_at,
+            "last_call_id": row.id,
+        }
+        for row in last
+    ]
+    return page, int(conn.execute(total).scalar_one() or 0)
+
+
+def _unreturned_grouped(
+    conn: Connection, scope: Scope, query: StatsQuery
+) -> tuple[list[dict[str, Any]], int]:
+    """`unreturned_page` from the calls: the scope's missed calls in the period grouped by
+    number, each group's last miss probed for a reach."""
     missed = (
         select(
             calls.c.src.label("number"),

@@ -349,7 +349,7 @@ def dashboard_page(request: Request, conn: ConnDep) -> Response:
     hours = stats_store.local_counts(conn, account, stats_query, tz, report.HOUR)
     numbers = stats_store.by_number(conn, account, stats_query, tz)
     users = report.by_users(numbers, config.is_extension)
-    missed, missed_total = stats_store.unreturned_page(conn, account, stats_query)
+    missed, missed_total = stats_store.unreturned_page(conn, account, stats_query, tz)
     context = {
         "csrf": csrf_token(request),
         "user": user,
