@@ -299,21 +299,8 @@ def _move(into: list[int], measures: tuple[int, ...]) -> None:
 
 
 def _upsert(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """Add the rows' measures to the table's (inserting the keys it lacks); a big batch on
-    PostgreSQL through a staging table (`bulk`)."""
-    if not rows:
-        return
-    measures = [c.name for c in table.columns if c.name not in keys]
-    if bulk.enabled(conn, rows):
-        sums = {name: f"t.{name} + excluded.{name}" for name in measures}
-        bulk.upsert(conn, table, rows, conflict=keys, assignments=sums)
-        return
-    insert = dialect_insert(conn, table)
-    stmt = insert.on_conflict_do_update(
-        index_elements=keys,
-        set_={name: table.c[name] + insert.excluded[name] for name in measures},
-    )
-    conn.execute(stmt, rows)
+    """Add the rows' measures to the table's (inserting the keys it lacks)."""
+    bulk.put(conn, table, rows, keys=keys, summed=True)
 
 
 def add(conn: Connection, account_id: int, tally: Tally) -> None:
@@ -443,15 +430,7 @@ def _move_callers(
             ),
             emptied,
         )
-    if kept and bulk.enabled(conn, kept):
-        keys = ["account_id", "number", "day"]
-        bulk.upsert(conn, caller_days, kept, conflict=keys, assignments={"calls": "excluded.calls"})
-    elif kept:
-        insert = dialect_insert(conn, caller_days)
-        stmt = insert.on_conflict_do_update(
-            index_elements=["account_id", "number", "day"], set_={"calls": insert.excluded.calls}
-        )
-        conn.execute(stmt, kept)
+    bulk.put(conn, caller_days, kept, keys=["account_id", "number", "day"], summed=False)
     names = ["account_id", "day", "since"]
     spaced = {key: [n] for key, n in gaps.items() if n}
     _upsert(conn, caller_gaps, names, _rows(account_id, names, spaced, ("callers",)))
@@ -641,6 +620,15 @@ def _utc_days(conn: Connection, account_id: int) -> list[int]:
     return sorted(int(d) for (d,) in conn.execute(select(day).where(mine).distinct()))
 
 
+def _local_day(conn: Connection, account_id: int, zone: ZoneInfo) -> Any:
+    """SQL: the local day key (`local_key`) of a call's start, in `zone`; None when the account
+    has no calls (`_utc_days`)."""
+    if not (found := _utc_days(conn, account_id)):
+        return None
+    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
+    return local_key(bucket, offsets_on(zone, found), DAY)
+
+
 def rebuild_local(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's rollups by local hour and day (after `call_rollups`), in `zone`."""
     rebuild_hours(conn, account_id, zone)
@@ -709,10 +697,8 @@ def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     unreturned.rebuild(conn, account_id, _day_of(zone))
     conn.execute(caller_days.delete().where(caller_days.c.account_id == account_id))
     conn.execute(caller_gaps.delete().where(caller_gaps.c.account_id == account_id))
-    if not (found := _utc_days(conn, account_id)):
+    if (day := _local_day(conn, account_id, zone)) is None:
         return
-    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
-    day = local_key(bucket, offsets_on(zone, found), DAY)
     grouped = (
         select(calls.c.account_id, calls.c.src, day, func.count())
         .where(
@@ -723,7 +709,8 @@ def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
         .group_by(calls.c.account_id, calls.c.src, day)
     )
     columns = ["account_id", "number", "day", "calls"]
-    conn.execute(caller_days.insert().from_select(columns, grouped))
+    with bulk.grouped_by_sorting(conn):  # as many numbers as calls, nearly
+        conn.execute(caller_days.insert().from_select(columns, grouped))
     cd = caller_days.c
     before = func.lag(cd.day).over(partition_by=cd.number, order_by=cd.day)
     spaced = (
@@ -758,10 +745,8 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     """Recount the account's `number_rollups` and `wait_rollups` from its calls, in `zone`."""
     conn.execute(number_rollups.delete().where(number_rollups.c.account_id == account_id))
     conn.execute(wait_rollups.delete().where(wait_rollups.c.account_id == account_id))
-    if not (found := _utc_days(conn, account_id)):
+    if (day := _local_day(conn, account_id, zone)) is None:
         return
-    bucket = literal_column(BUCKET_SQL[conn.dialect.name], Integer)
-    day = local_key(bucket, offsets_on(zone, found), DAY)
     mine = calls.c.account_id == account_id
     taken = [
         (TOTAL, literal(""), []),

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from callhistory import bulk
 from callhistory.models import CallStatus, CallType
-from callhistory.schema import calls, dialect_insert, missed_calls, missed_rollups
+from callhistory.schema import calls, missed_calls, missed_rollups
 from callhistory.stats.params import MAX_WITHIN_HOURS
 
 #: `next_day` of a number's last missed call.
@@ -143,7 +143,9 @@ def move(conn: Connection, account_id: int, numbers: Iterable[str], day_of: DayO
         for (day, later, hours), n in sorted(rollup.items())
         if n
     ]
-    _add(conn, rows)
+    bulk.put(
+        conn, missed_rollups, rows, keys=["account_id", "day", "next_day", "waited"], summed=True
+    )
 
 
 def _key(story: Story, day_of: DayOf) -> tuple[int, int, int]:
@@ -156,34 +158,7 @@ def _write(conn: Connection, gone: list[dict[str, Any]], changed: list[dict[str,
     if gone:
         where = [m.account_id == bindparam("account_id"), m.id == bindparam("id")]
         conn.execute(missed_calls.delete().where(*where), gone)
-    if not changed:
-        return
-    keys, values = ["account_id", "id"], ["number", "started_at", "next_at", "waited"]
-    if bulk.enabled(conn, changed):
-        replace = {name: f"excluded.{name}" for name in values}
-        bulk.upsert(conn, missed_calls, changed, conflict=keys, assignments=replace)
-        return
-    insert = dialect_insert(conn, missed_calls)
-    stmt = insert.on_conflict_do_update(
-        index_elements=keys, set_={name: insert.excluded[name] for name in values}
-    )
-    conn.execute(stmt, changed)
-
-
-def _add(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Move `missed_rollups` by the rows' calls."""
-    if not rows:
-        return
-    keys = ["account_id", "day", "next_day", "waited"]
-    if bulk.enabled(conn, rows):
-        bulk.upsert(conn, missed_rollups, rows, conflict=keys,
-                    assignments={"calls": "t.calls + excluded.calls"})  # fmt: skip
-        return
-    insert = dialect_insert(conn, missed_rollups)
-    stmt = insert.on_conflict_do_update(
-        index_elements=keys, set_={"calls": missed_rollups.c.calls + insert.excluded.calls}
-    )
-    conn.execute(stmt, rows)
+    bulk.put(conn, missed_calls, changed, keys=["account_id", "id"], summed=False)
 
 
 #: Numbers recomputed per round of `rebuild`.
@@ -206,6 +181,7 @@ def rebuild(conn: Connection, account_id: int, day_of: DayOf) -> None:
         )
         .distinct()
     )
-    numbers = sorted(conn.execute(missed).scalars())
+    with bulk.grouped_by_sorting(conn):
+        numbers = sorted(conn.execute(missed).scalars())
     for start in range(0, len(numbers), REBUILD_NUMBERS):
         move(conn, account_id, numbers[start : start + REBUILD_NUMBERS], day_of)

@@ -4,8 +4,7 @@ they can answer), and per external number. SQLAlchemy Core."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -186,22 +185,6 @@ def summary_rows(
     return conn.execute(_summed([rolled, *edges], ["type"], measures, ["wait_max"])).all()
 
 
-@contextmanager
-def _grouped_by_sorting(conn: Connection) -> Iterator[None]:
-    """PostgreSQL: group by sorting, not hashing, in the statements inside. Grouping a month's
-    callers finds as many groups as calls (each caller a new number), far beyond the planner's
-    estimate; a hash aggregate then spills to disk in hundreds of thousands of batches (424 s
-    for 257k callers at 1M calls, 1.6 s sorted). A sort spills in a few runs whatever the count."""
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql("RESET enable_hashagg")
-
-
 def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -> tuple[int, int]:
     """(unique, new): the numbers that called in (incoming calls) in the period, and those of
     them whose first call to the account (whoever in it they reached) is in the period. For the
@@ -240,7 +223,7 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -
         )
         only_there = select(func.count()).select_from(edges)
         stmt = select(unique, new, only_there.scalar_subquery(), first_in_edges.scalar_subquery())
-    with _grouped_by_sorting(conn):
+    with bulk.grouped_by_sorting(conn):
         counts = conn.execute(stmt).one()
     whole, fresh, edge_only, edge_new = (int(n or 0) for n in counts)
     return whole + edge_only, fresh + edge_new
@@ -273,7 +256,7 @@ def _callers_counted(conn: Connection, scope: Scope, query: StatsQuery) -> tuple
         )
         new = func.sum(case((earlier, 0), else_=1))
     stmt = select(func.count(), new).select_from(numbers)
-    with _grouped_by_sorting(conn):
+    with bulk.grouped_by_sorting(conn):
         unique, found = conn.execute(stmt).one()
     return int(unique), int(found or 0)
 
@@ -580,7 +563,7 @@ def _unreturned_grouped(
         query.within_hours,
     )  # fmt: skip
     waiting = select(missed).where(~reached)
-    with _grouped_by_sorting(conn):  # a month's missed callers: as many groups as calls
+    with bulk.grouped_by_sorting(conn):  # a month's missed callers: as many groups as calls
         rows = conn.execute(
             waiting.add_columns(func.count().over().label("waiting"))
             .order_by(missed.c.last_missed_at.desc(), missed.c.number)
