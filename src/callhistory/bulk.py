@@ -260,3 +260,19 @@ def grouped_by_sorting(conn: Connection) -> Iterator[None]:
         yield
     finally:
         conn.exec_driver_sql("RESET enable_hashagg")
+
+
+@contextmanager
+def probing_btrees(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: no bitmap scans in the statements inside, so that `number = ANY(thousands of
+    numbers)` probes the numbers' B-tree index rather than their trigram index (which answers
+    equality too, and which the planner picked for a batch's numbers: 56 s a batch of an
+    import, each number's trigrams looked up and every match rechecked)."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET enable_bitmapscan")

@@ -81,25 +81,28 @@ def stories(
 def _read(
     conn: Connection, account_id: int, numbers: list[str]
 ) -> tuple[dict[str, list[tuple[datetime, int]]], dict[str, list[datetime]]]:
-    """The numbers' missed calls (start, id) and the starts of the calls that reach them."""
+    """The numbers' missed calls (start, id) and the starts of the calls that reach them, read
+    through the exact numbers' indexes (`bulk.probing_btrees`)."""
     c = calls.c
     misses: dict[str, list[tuple[datetime, int]]] = {n: [] for n in numbers}
     reaches: dict[str, list[datetime]] = {n: [] for n in numbers}
-    for among in bulk.one_of(conn, c.src, numbers):
-        incoming = select(c.src, c.started_at, c.id, c.status).where(
-            c.account_id == account_id, among, c.type == int(CallType.INCOMING)
-        )
-        for number, at, pk, status in conn.execute(incoming):
-            if status == CallStatus.NOT_ANSWERED:
-                misses[number].append((at, pk))
-            elif status == CallStatus.ANSWERED:
+    with bulk.probing_btrees(conn):
+        for among in bulk.one_of(conn, c.src, numbers):
+            incoming = select(c.src, c.started_at, c.id, c.status).where(
+                c.account_id == account_id, among, c.type == int(CallType.INCOMING)
+            )
+            for number, at, pk, status in conn.execute(incoming):
+                if status == CallStatus.NOT_ANSWERED:
+                    misses[number].append((at, pk))
+                elif status == CallStatus.ANSWERED:
+                    reaches[number].append(at)
+        for among in bulk.one_of(conn, c.dst, numbers):
+            outgoing = select(c.dst, c.started_at).where(
+                c.account_id == account_id, among, c.type == int(CallType.OUTGOING)
+            )
+            reaches_of = conn.execute(outgoing).all()
+            for number, at in reaches_of:
                 reaches[number].append(at)
-    for among in bulk.one_of(conn, c.dst, numbers):
-        outgoing = select(c.dst, c.started_at).where(
-            c.account_id == account_id, among, c.type == int(CallType.OUTGOING)
-        )
-        for number, at in conn.execute(outgoing):
-            reaches[number].append(at)
     return misses, reaches
 
 
