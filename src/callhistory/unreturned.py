@@ -100,8 +100,7 @@ def _read(
             outgoing = select(c.dst, c.started_at).where(
                 c.account_id == account_id, among, c.type == int(CallType.OUTGOING)
             )
-            reaches_of = conn.execute(outgoing).all()
-            for number, at in reaches_of:
+            for number, at in conn.execute(outgoing):
                 reaches[number].append(at)
     return misses, reaches
 
