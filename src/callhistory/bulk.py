@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Table, any_, literal, text
+from sqlalchemy import ColumnElement, Connection, Dialect, Table, any_, bindparam, literal, text
 from sqlalchemy.types import ARRAY, Text
 
 from callhistory import citus
@@ -207,6 +207,13 @@ def put(
     conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=new), rows)
 
 
+def delete(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """DELETE the table's rows whose columns equal one of the rows' (all with the same keys)."""
+    if rows:
+        matching = [table.c[name] == bindparam(name) for name in rows[0]]
+        conn.execute(table.delete().where(*matching), rows)
+
+
 def update(
     conn: Connection, table: Table, account_id: int, rows: Sequence[Mapping[str, Any]]
 ) -> None:
@@ -246,33 +253,30 @@ def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[Colum
 
 
 @contextmanager
-def grouped_by_sorting(conn: Connection) -> Iterator[None]:
+def _planned_without(conn: Connection, setting: str) -> Iterator[None]:
+    """PostgreSQL: the planner `setting` (an `enable_*`) off in the statements inside."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql(f"SET LOCAL {setting} = off")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"RESET {setting}")
+
+
+def grouped_by_sorting(conn: Connection) -> AbstractContextManager[None]:
     """PostgreSQL: group by sorting, not hashing, in the statements inside. Grouping a month's
     callers (or an account's numbers) finds as many groups as calls (each caller a new number),
     far beyond the planner's estimate; a hash aggregate then spills to disk in hundreds of
     thousands of batches (424 s for 257k callers at 1M calls, 1.6 s sorted). A sort spills in a
     few runs whatever the count."""
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql("RESET enable_hashagg")
+    return _planned_without(conn, "enable_hashagg")
 
 
-@contextmanager
-def probing_btrees(conn: Connection) -> Iterator[None]:
+def probing_btrees(conn: Connection) -> AbstractContextManager[None]:
     """PostgreSQL: no bitmap scans in the statements inside, so that `number = ANY(thousands of
     numbers)` probes the numbers' B-tree index rather than their trigram index (which answers
     equality too, and which the planner picked for a batch's numbers: 56 s a batch of an
     import, each number's trigrams looked up and every match rechecked)."""
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql("RESET enable_bitmapscan")
+    return _planned_without(conn, "enable_bitmapscan")

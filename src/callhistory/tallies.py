@@ -26,7 +26,6 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
-    bindparam,
     case,
     func,
     literal,
@@ -421,15 +420,7 @@ def _move_callers(
                 kept.append({**row, "calls": after[day]})
             elif day in before:
                 emptied.append(row)
-    if emptied:
-        conn.execute(
-            caller_days.delete().where(
-                cd.account_id == bindparam("account_id"),
-                cd.number == bindparam("number"),
-                cd.day == bindparam("day"),
-            ),
-            emptied,
-        )
+    bulk.delete(conn, caller_days, emptied)
     bulk.put(conn, caller_days, kept, keys=["account_id", "number", "day"], summed=False)
     names = ["account_id", "day", "since"]
     spaced = {key: [n] for key, n in gaps.items() if n}

@@ -19,9 +19,8 @@ import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 
 from callhistory import bulk
 from callhistory.models import CallStatus, CallType
@@ -139,7 +138,8 @@ def move(conn: Connection, account_id: int, numbers: Iterable[str], day_of: DayO
                  "next_at": later, "waited": hours}
             )  # fmt: skip
     gone = [{"account_id": account_id, "id": pk} for pk in sorted(before.keys() - now.keys())]
-    _write(conn, gone, changed)
+    bulk.delete(conn, missed_calls, gone)
+    bulk.put(conn, missed_calls, changed, keys=["account_id", "id"], summed=False)
     rows = [
         {"account_id": account_id, "day": day, "next_day": later, "waited": hours, "calls": n}
         for (day, later, hours), n in sorted(rollup.items())
@@ -153,14 +153,6 @@ def move(conn: Connection, account_id: int, numbers: Iterable[str], day_of: DayO
 def _key(story: Story, day_of: DayOf) -> tuple[int, int, int]:
     _, at, later, hours = story
     return day_of(at), NEVER_AGAIN if later is None else day_of(later), hours
-
-
-def _write(conn: Connection, gone: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
-    m = missed_calls.c
-    if gone:
-        where = [m.account_id == bindparam("account_id"), m.id == bindparam("id")]
-        conn.execute(missed_calls.delete().where(*where), gone)
-    bulk.put(conn, missed_calls, changed, keys=["account_id", "id"], summed=False)
 
 
 #: Numbers recomputed per round of `rebuild`.

@@ -200,7 +200,9 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -
     # A number is counted on its first day of the run: the one whose previous day is before it.
     unique = select(func.sum(g.callers)).where(*rolled, g.since < first).scalar_subquery()
     new = select(func.sum(g.callers)).where(*rolled, g.since == tallies.NEVER).scalar_subquery()
-    stmt = select(unique, new, literal(0), literal(0))
+    # The edges: their numbers that did not call on the run, and the first calls in them.
+    edge_only: Any = literal(0)
+    edge_new: Any = literal(0)
     if days.edges:
         called = exists().where(
             cd.account_id == scope.account_id, cd.number == calls.c.src, cd.day.between(first, last)
@@ -221,10 +223,10 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -
             found.account_id == scope.account_id,
             or_(*(found.first_at.between(lo, hi) for lo, hi in days.spans())),
         )
-        only_there = select(func.count()).select_from(edges)
-        stmt = select(unique, new, only_there.scalar_subquery(), first_in_edges.scalar_subquery())
+        edge_only = select(func.count()).select_from(edges).scalar_subquery()
+        edge_new = first_in_edges.scalar_subquery()
     with bulk.grouped_by_sorting(conn):
-        counts = conn.execute(stmt).one()
+        counts = conn.execute(select(unique, new, edge_only, edge_new)).one()
     whole, fresh, edge_only, edge_new = (int(n or 0) for n in counts)
     return whole + edge_only, fresh + edge_new
 
@@ -490,10 +492,13 @@ def unreturned_page(
     if not scope.whole or query.external_numbers:
         return _unreturned_grouped(conn, scope, query)
     m = missed_calls.c
-    waiting = [
+    inside = [
         m.account_id == scope.account_id,
         m.started_at >= query.started_from,
         m.started_at <= query.started_to,
+    ]
+    waiting = [
+        *inside,
         or_(m.next_at.is_(None), m.next_at > query.started_to),
         m.waited > query.within_hours,
     ]
@@ -520,12 +525,7 @@ def unreturned_page(
     for among in bulk.one_of(conn, m.number, [row.number for row in last]):
         missed = (
             select(m.number, func.count(), func.min(m.started_at))
-            .where(
-                m.account_id == scope.account_id,
-                among,
-                m.started_at >= query.started_from,
-                m.started_at <= query.started_to,
-            )
+            .where(*inside, among)
             .group_by(m.number)
         )
         counted.update((number, (n, at)) for number, n, at in conn.execute(missed))
