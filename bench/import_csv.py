@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from callhistory import accounts, migrate
+from callhistory import accounts, migrate, tallies
 from callhistory.classify import PbxConfig
 from callhistory.config import Settings
 from callhistory.ingest.asterisk_csv import import_paths
@@ -115,7 +115,17 @@ def copy_baseline(url: str, path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument(
+        "--without-rollups",
+        action="store_true",
+        help="keep no counters or rollups (a batch's calls are neither tallied nor added): "
+        "what keeping them costs",
+    )
     args = parser.parse_args()
+    if args.without_rollups:
+        tallies.Tally.count = lambda self, call, sign: None  # type: ignore[method-assign]
+        tallies.add = lambda conn, account_id, tally: None  # type: ignore[assignment]
+        tallies.add_stored = lambda conn, account_id, ids, started: None  # type: ignore[assignment]
     DATA.mkdir(exist_ok=True)
     path = DATA / f"Master-{args.lines}.csv"
     if not path.exists():
@@ -144,7 +154,8 @@ def main() -> None:
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n{engine.dialect.name}: {args.lines} lines ({size_mb:.0f} MB)")
+    kept = "no counters or rollups" if args.without_rollups else "counters and rollups kept"
+    print(f"\n{engine.dialect.name}: {args.lines} lines ({size_mb:.0f} MB), {kept}")
     print(f"import: {took:.1f}s, {report.lines_read / took:.0f} lines/s; calls created "
           f"{report.outcome.created} (stored {stored}); bad lines {len(report.bad)}; "
           f"max RSS {rss_mb:.0f} MB")  # fmt: skip

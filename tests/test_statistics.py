@@ -631,11 +631,19 @@ def test_callers_and_missed_unreturned_follow_calls_that_move(
     shuffled = rng.sample(made, len(made))
     for start in range(0, len(made), 100):
         add_calls(a, shuffled[start : start + 100])
-    for _ in range(2):
+    # Numbers whose only call was answered, until a late leg makes it a miss.
+    answered = [call(n, type=IN, src=f"99891{n:07d}", dst="101", conversation=20)
+                for n in range(340, 350)]  # fmt: skip
+    add_calls(a, answered)
+    for round_ in range(2):
         with db.begin() as conn:
             moved = rng.sample(made, 80)
-            stored = store.get_many_by_call_id(conn, a, [c.call_id for c in moved])
             again = [dataclasses.replace(call(0), call_id=c.call_id) for c in moved]
+            if round_ == 0:
+                moved += answered
+                again += [call(n, c.started_at, type=IN, src=c.src, dst="101", conversation=0)
+                          for n, c in zip(range(340, 350), answered, strict=True)]  # fmt: skip
+            stored = store.get_many_by_call_id(conn, a, [c.call_id for c in moved])
             store.update_calls(conn, a, [(stored[c.call_id], c) for c in again])
     with db.connect() as conn:
         rows = conn.execute(select(calls_table).where(calls_table.c.account_id == a)).all()

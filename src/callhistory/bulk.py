@@ -17,6 +17,7 @@ one transaction may stage several (`demo` stores its calls 1,000 at a time).
 
 from __future__ import annotations
 
+import json
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -24,8 +25,19 @@ from functools import cache
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Table, any_, bindparam, literal, text
-from sqlalchemy.types import ARRAY, Text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.types import ARRAY, BigInteger, Text
 
 from callhistory import citus
 from callhistory.schema import dialect_insert
@@ -250,6 +262,18 @@ def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[Colum
         yield from (column.in_(chunk) for chunk in in_chunks(keys))
     elif keys:
         yield column == any_(literal(list(keys), ARRAY(Text)))
+
+
+def among_ids(conn: Connection, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """`column IN ids` as one parameter, however many ids: PostgreSQL's `= ANY(array)`, SQLite's
+    `IN (SELECT value FROM json_each(list))`."""
+    among: ColumnElement[bool]
+    if conn.dialect.name == "postgresql":
+        among = column == any_(literal(list(ids), ARRAY(BigInteger)))
+    else:
+        listed = func.json_each(json.dumps(list(ids))).table_valued("value")
+        among = column.in_(select(listed.c.value))
+    return among
 
 
 @contextmanager

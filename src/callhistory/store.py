@@ -698,16 +698,20 @@ def insert_calls(conn: Connection, account_id: int, new_calls: Sequence[NewCall]
         )
         inserted = conn.execute(stmt, rows).all()
     created: dict[str, int] = {}
-    tally = tallies.Tally()
     external: list[int] = []
-    by_call_id = {row["call_id"]: row for row in rows}
     for row in inserted:
         created[row.call_id] = row.id
-        by_call_id[row.call_id]["id"] = row.id
-        tally.count(by_call_id[row.call_id], +1)
         if row.type != CallType.INTERNAL:
             external.append(row.id)
-    tallies.add(conn, account_id, tally)
+    by_call_id = {row["call_id"]: row for row in rows}
+    if len(created) >= bulk.MIN_ROWS:  # counted in the database
+        started = (by_call_id[call_id]["started_at"] for call_id in created)
+        tallies.add_stored(conn, account_id, list(created.values()), started)
+    else:  # a few calls (the AMI feed's): fewer statements tallied here
+        tally = tallies.Tally()
+        for call_id, pk in created.items():
+            tally.count({**by_call_id[call_id], "id": pk}, +1)
+        tallies.add(conn, account_id, tally)
     _enqueue_for_crms(conn, account_id, external, now)
     return created
 

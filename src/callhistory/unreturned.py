@@ -104,18 +104,22 @@ def _read(
     return misses, reaches
 
 
-def move(conn: Connection, account_id: int, numbers: Iterable[str], day_of: DayOf) -> None:
+def move(
+    conn: Connection,
+    account_id: int,
+    numbers: Iterable[str],
+    day_of: DayOf,
+    missing: Iterable[str] | None = None,
+) -> None:
     """Recompute the stories of the missed calls of `numbers` (outside numbers whose calls a
     batch added, changed or moved) from their calls, and write what changed to `missed_calls` and
-    `missed_rollups`. The caller holds the account's lock on them (`tallies`)."""
+    `missed_rollups`. `missing`: those of them that missed a call of the batch (as it is now);
+    the others have a story only if they had one before (a number that never missed a call has
+    none to redo, nor its calls to read). None: all of them. The caller holds the account's lock
+    on them (`tallies`)."""
     ordered = sorted(n for n in set(numbers) if n)
     if not ordered:
         return
-    dialect = conn.dialect.name
-    misses, reaches = _read(conn, account_id, ordered)
-    now: dict[int, Story] = {}
-    for number in ordered:
-        now.update(stories(dialect, misses[number], reaches[number], number))
     m = missed_calls.c
     before: dict[int, Story] = {}
     for among in bulk.one_of(conn, m.number, ordered):
@@ -124,6 +128,14 @@ def move(conn: Connection, account_id: int, numbers: Iterable[str], day_of: DayO
         )
         for pk, number, at, later, hours in conn.execute(known):
             before[pk] = (number, at, later, hours)
+    if missing is not None:
+        told = {number for number, _, _, _ in before.values()}
+        ordered = sorted(told | (set(missing) & set(ordered)))
+    dialect = conn.dialect.name
+    misses, reaches = _read(conn, account_id, ordered)
+    now: dict[int, Story] = {}
+    for number in ordered:
+        now.update(stories(dialect, misses[number], reaches[number], number))
     rollup: Counter[tuple[int, int, int]] = Counter()
     for pk, was in before.items():
         if now.get(pk) != was:
