@@ -91,6 +91,16 @@ def generate(path: Path, lines: int) -> None:
                 written += 1
 
 
+def machine_cpu() -> float:
+    """Seconds of CPU the whole machine has spent busy (every process: the database's too), from
+    /proc/stat: steadier than wall time on a shared machine, for comparing two runs' work."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / ticks
+
+
 def copy_baseline(url: str, path: Path) -> float:
     """Seconds for PostgreSQL's own COPY of the file into a bare 21-column table."""
     import psycopg
@@ -148,9 +158,13 @@ def main() -> None:
             conn, account, PbxConfig(trunks=("PJSIP/uztelecom-*",), dids=("781130590",))
         )
 
-    started = time.perf_counter()
+    started, machine = time.perf_counter(), machine_cpu()
+    mine = resource.getrusage(resource.RUSAGE_SELF)
     report = import_paths(engine, account, [str(path)], gmt=False)
     took = time.perf_counter() - started
+    machine = machine_cpu() - machine
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    own = after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -159,6 +173,8 @@ def main() -> None:
     print(f"import: {took:.1f}s, {report.lines_read / took:.0f} lines/s; calls created "
           f"{report.outcome.created} (stored {stored}); bad lines {len(report.bad)}; "
           f"max RSS {rss_mb:.0f} MB")  # fmt: skip
+    print(f"CPU: {own:.1f}s in this process, {machine:.1f}s on the whole machine (the database's "
+          f"included), {machine / report.lines_read * 1e6:.0f} µs a line")  # fmt: skip
     if engine.dialect.name == "postgresql":
         copy = copy_baseline(settings.sqlalchemy_url, path)
         print(f"COPY into a bare table: {copy:.1f}s, {args.lines / copy:.0f} lines/s; "

@@ -375,17 +375,14 @@ def add_stored(
     day = local_key(literal_column(BUCKET_SQL[dialect], Integer), shifts, DAY)
     missed = case((c.status == int(CallStatus.NOT_ANSWERED), 1), else_=0)
     incoming = (
-        select(c.src, day, func.count(), func.min(c.started_at), func.max(missed))
+        select(c.src, day, func.count(), func.max(missed))
         .where(*among, c.type == int(CallType.INCOMING), c.src != "")
         .group_by(c.src, day)
     )
     called: dict[tuple[int, str], list[int]] = {}
-    firsts: dict[str, datetime] = {}
     missing: set[str] = set()
-    for number, on, n, first, missed_one in conn.execute(incoming):
+    for number, on, n, missed_one in conn.execute(incoming):
         called[on, number] = [n]
-        if number not in firsts or first < firsts[number]:
-            firsts[number] = first
         if missed_one:
             missing.add(number)
     outgoing = select(c.dst).where(*among, c.type == int(CallType.OUTGOING), c.dst != "")
@@ -405,7 +402,7 @@ def add_stored(
     _add_counts(conn, gram_counts, account_id, names, _grams(values))
     for table in others[1:]:  # length_counts by field, length_pairs, id_counts
         _count(conn, account_id, table, among, summed=True)
-    _move_firsts(conn, account_id, firsts, set())
+    _add_firsts(conn, source, [c.account_id == account_id, *among], earliest=True)
 
 
 #: The columns of the calls that the counters and rollups count by.
@@ -512,7 +509,12 @@ def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls)
     tables = [_Counted(source, call_rollups, {"bucket": bucket, **kinds}, three)]
     if shifts:
         day = local_key(bucket, shifts, DAY)
-        outside = (c.external_number.is_not(None), c.external_number != "")
+        external = c.external_number
+        numbered = [  # (side, its number, the calls counted by it): as `sides`
+            (EXTERNAL, external, (external.is_not(None), external != "")),
+            (CALLER, c.src, (c.type != int(CallType.INCOMING),)),
+            (CALLEE, c.dst, (c.type != int(CallType.OUTGOING),)),
+        ]
         flag = case((was_answered(source), 1), else_=0)
         waited = case((was_answered(source), literal_column(WAIT_SQL[dialect], Integer)), else_=0)
         tables += [
@@ -520,29 +522,16 @@ def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls)
             _Counted(
                 source, number_rollups, {"day": day, **kinds}, three, {"side": TOTAL, "number": ""}
             ),
-            _Counted(
-                source,
-                number_rollups,
-                {"day": day, "number": c.external_number, **kinds},
-                three,
-                {"side": EXTERNAL},
-                outside,
-            ),
-            _Counted(
-                source,
-                number_rollups,
-                {"day": day, "number": c.src, **kinds},
-                three,
-                {"side": CALLER},
-                (c.type != int(CallType.INCOMING),),
-            ),
-            _Counted(
-                source,
-                number_rollups,
-                {"day": day, "number": c.dst, **kinds},
-                three,
-                {"side": CALLEE},
-                (c.type != int(CallType.OUTGOING),),
+            *(
+                _Counted(
+                    source,
+                    number_rollups,
+                    {"day": day, "number": number, **kinds},
+                    three,
+                    {"side": side},
+                    where,
+                )
+                for side, number, where in numbered
             ),
             _Counted(
                 source,
@@ -879,26 +868,30 @@ def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None
     chunks = [numbers[i : i + 500] for i in range(0, len(numbers), 500)] if numbers else [None]
     for chunk in chunks:
         mine = [callers.c.account_id == account_id]
-        incoming = [
-            calls.c.account_id == account_id,
-            calls.c.type == int(CallType.INCOMING),
-            calls.c.src != "",
-        ]
+        among = [calls.c.account_id == account_id]
         if chunk is not None:
             mine.append(callers.c.number.in_(chunk))
-            incoming.append(calls.c.src.in_(chunk))
+            among.append(calls.c.src.in_(chunk))
         conn.execute(callers.delete().where(*mine))
-        first = (
-            select(calls.c.account_id, calls.c.src, func.min(calls.c.started_at))
-            .where(*incoming)
-            .group_by(calls.c.account_id, calls.c.src)
-            .order_by(calls.c.src)  # the key's order: each index page written once, not at random
-        )
-        insert = dialect_insert(conn, callers).from_select(
-            ["account_id", "number", "first_at"], first
-        )
         # A whole account's were all deleted; a few numbers' may meet a concurrent first call.
-        conn.execute(insert if chunk is None else _earliest(conn, insert))
+        _add_firsts(conn, calls, among, earliest=chunk is not None)
+
+
+def _add_firsts(
+    conn: Connection, source: Table, among: list[ColumnElement[bool]], *, earliest: bool
+) -> None:
+    """Insert into `callers` the first incoming call from each number among the calls `among`
+    selects in `source`, in the key's order (each index page written once, not at random; and
+    every batch's upserts in one order); where a number is there, keep the `earliest` call."""
+    c = source.c
+    first = (
+        select(c.account_id, c.src, func.min(c.started_at))
+        .where(*among, c.type == int(CallType.INCOMING), c.src != "")
+        .group_by(c.account_id, c.src)
+        .order_by(_ordered(conn, c.src))
+    )
+    insert = dialect_insert(conn, callers).from_select(["account_id", "number", "first_at"], first)
+    conn.execute(_earliest(conn, insert) if earliest else insert)
 
 
 def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:

@@ -8,9 +8,9 @@ its caller is still waiting when it was not reached within `within` hours: the m
 list of a period is those calls, latest first, and its total over whole local days a sum of a few
 rollup rows instead of grouping every missed call of a month by number.
 
-Kept in the transaction that stores the calls (`tallies.add`): the numbers a batch touched have
-their stories recomputed from their calls and the difference written. `rebuild` recomputes them
-all.
+Kept in the transaction that stores the calls (`tallies.add`, `tallies.add_stored`): the numbers
+a batch touched that missed a call, or had missed one before, have their stories recomputed from
+their calls and the difference written. `rebuild` recomputes them all.
 """
 
 from __future__ import annotations
