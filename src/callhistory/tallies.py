@@ -217,8 +217,8 @@ def grams(value: str | None) -> set[str]:
     search for them matches exactly: no case to fold)."""
     if not value:
         return set()
-    found = set(value) | {value[i : i + 2] for i in range(len(value) - 1)}
-    if value.lower() != value.upper():
+    found = {*value, *map(str.__add__, value, value[1:])}
+    if not value.isdigit() and value.lower() != value.upper():
         found = {gram for gram in found if gram.lower() == gram.upper()}
     return found
 
@@ -684,13 +684,25 @@ def _add_counts(
 
 
 def _grams(values: Counter[tuple[int, str, int, int]]) -> Counter[tuple[int, str, int, int]]:
-    """Counts by (field, number, type, status) as counts by (field, gram, type, status)."""
-    counted: Counter[tuple[int, str, int, int]] = Counter()
+    """Counts by (field, number, type, status) as counts by (field, gram, type, status): each
+    (field, type, status)'s grams counted apart, a number counted once by `Counter`'s own loop
+    (most numbers of a batch are in one call)."""
+    kinds: dict[tuple[int, int, int], Counter[str]] = {}
     for (field, value, type_, status), n in values.items():
-        if n:
+        found = kinds.setdefault((field, type_, status), Counter())
+        if n == 1:
+            found.update(grams(value))
+        elif n:
             for gram in grams(value):
-                counted[field, gram, type_, status] += n
-    return counted
+                found[gram] += n
+    return Counter(
+        {
+            (field, gram, type_, status): n
+            for (field, type_, status), found in kinds.items()
+            for gram, n in found.items()
+            if n
+        }
+    )
 
 
 def _by_local(tallied: dict[Any, list[int]], zone: ZoneInfo, per: int) -> dict[Any, list[int]]:
