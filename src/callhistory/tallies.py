@@ -363,14 +363,16 @@ def add_stored(
         return
     dialect = conn.dialect.name
     source, among = _batch(conn, account_id, ids)
-    tables = _counted(dialect, [], source)
-    _count(conn, account_id, tables[0], among, summed=True)  # call_rollups
+
+    def count(counted: list[_Counted], *tables: Table) -> None:
+        for part in _only(counted, *tables):
+            _count(conn, account_id, part, among, summed=True)
+
+    count(_counted(dialect, [], source), call_rollups)  # before the zone, as `add`
     zone = _locked_zone(conn, account_id)
     shifts = offsets_on(zone, sorted({at.toordinal() - _EPOCH_DAY for at in started}))
-    tables = _counted(dialect, shifts, source)
-    local, others = tables[1:7], tables[7:]
-    for table in local:  # hour_rollups, number_rollups by side, wait_rollups
-        _count(conn, account_id, table, among, summed=True)
+    counted = _counted(dialect, shifts, source)
+    count(counted, hour_rollups, number_rollups, wait_rollups)
     c = source.c
     day = local_key(literal_column(BUCKET_SQL[dialect], Integer), shifts, DAY)
     missed = case((c.status == int(CallStatus.NOT_ANSWERED), 1), else_=0)
@@ -388,20 +390,10 @@ def add_stored(
     outgoing = select(c.dst).where(*among, c.type == int(CallType.OUTGOING), c.dst != "")
     touched = {number for _, number in called} | set(conn.execute(outgoing.distinct()).scalars())
     _move_numbers(conn, account_id, zone, called, touched, missing)
-    _count(conn, account_id, others[0], among, summed=True)  # call_counts
-    values: Counter[tuple[int, str, int, int]] = Counter()
-    for index, name in enumerate(GRAM_FIELDS):
-        grouped = (
-            select(c[name], c.type, c.status, func.count())
-            .where(*among)
-            .group_by(c[name], c.type, c.status)
-        )
-        for value, type_, status, n in conn.execute(grouped):
-            values[index, value or "", type_, status] += n
+    count(counted, call_counts)
     names = ["field", "gram", "type", "status"]
-    _add_counts(conn, gram_counts, account_id, names, _grams(values))
-    for table in others[1:]:  # length_counts by field, length_pairs, id_counts
-        _count(conn, account_id, table, among, summed=True)
+    _add_counts(conn, gram_counts, account_id, names, _grams_of(conn, source, among))
+    count(counted, length_counts, length_pairs, id_counts)
     _add_firsts(conn, source, [c.account_id == account_id, *among], earliest=True)
 
 
@@ -557,6 +549,11 @@ def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls)
         ),
     ]
     return tables
+
+
+def _only(counted: list[_Counted], *tables: Table) -> list[_Counted]:
+    """Those of `counted` that fill one of `tables`, in their order."""
+    return [part for part in counted if any(part.table is table for table in tables)]
 
 
 def _count(
@@ -782,7 +779,7 @@ def _refill(conn: Connection, account_id: int, counted: list[_Counted]) -> None:
 
 def _refill_one(conn: Connection, account_id: int, table: Table) -> None:
     """`_refill` one of the tables `_counted` fills without the zone's offsets."""
-    _refill(conn, account_id, [c for c in _counted(conn.dialect.name, []) if c.table is table])
+    _refill(conn, account_id, _only(_counted(conn.dialect.name, []), table))
 
 
 def rebuild_ids(conn: Connection, account_id: int) -> None:
@@ -804,13 +801,25 @@ def rebuild_grams(conn: Connection, account_id: int) -> None:
     """Recount the account's `gram_counts` from its calls: each distinct number's grams, read
     from the calls grouped by number (streamed)."""
     conn.execute(gram_counts.delete().where(gram_counts.c.account_id == account_id))
+    counted = _grams_of(conn, calls, [calls.c.account_id == account_id])
+    names = ["account_id", "field", "gram", "type", "status"]
+    rows = _rows(account_id, names, {k: [n] for k, n in counted.items()}, ("calls",))
+    if rows:
+        conn.execute(gram_counts.insert(), rows)
+
+
+def _grams_of(
+    conn: Connection, source: Table, among: list[ColumnElement[bool]]
+) -> Counter[tuple[int, str, int, int]]:
+    """The calls `among` selects in `source` counted by (field, gram, type, status): each
+    distinct number's grams, read grouped by number (streamed)."""
+    c = source.c
     counted: Counter[tuple[int, str, int, int]] = Counter()
     for index, name in enumerate(GRAM_FIELDS):
-        number = calls.c[name]
         grouped = (
-            select(number, calls.c.type, calls.c.status, func.count())
-            .where(calls.c.account_id == account_id)
-            .group_by(number, calls.c.type, calls.c.status)
+            select(c[name], c.type, c.status, func.count())
+            .where(*among)
+            .group_by(c[name], c.type, c.status)
         )
         streamed = conn.execute(grouped.execution_options(yield_per=20_000))
         for part in streamed.partitions():
@@ -818,10 +827,7 @@ def rebuild_grams(conn: Connection, account_id: int) -> None:
             for value, type_, status, n in part:
                 values[index, value or "", type_, status] += n
             counted.update(_grams(values))
-    names = ["account_id", "field", "gram", "type", "status"]
-    rows = _rows(account_id, names, {k: [n] for k, n in counted.items()}, ("calls",))
-    if rows:
-        conn.execute(gram_counts.insert(), rows)
+    return counted
 
 
 def _utc_days(conn: Connection, account_id: int) -> list[int]:
@@ -966,7 +972,7 @@ def rebuild_days(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
             conn.execute(table.delete().where(table.c.account_id == account_id))
         return
     local = _counted(conn.dialect.name, offsets_on(zone, found))
-    _refill(conn, account_id, [p for p in local if p.table in (number_rollups, wait_rollups)])
+    _refill(conn, account_id, _only(local, number_rollups, wait_rollups))
 
 
 #: Quarter-hours per local hour and day: the `per` of `local_of`, `local_key` and `Days.of`.
