@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from callhistory import citus, tallies
 from callhistory.classify import PbxConfig
 from callhistory.models import ABILITIES, ADMIN_ABILITIES, DEFAULT_TIMEZONE, UserType
+from callhistory.prepared import Prepared
 from callhistory.schema import (
     accounts,
     login_failures,
@@ -490,8 +491,8 @@ _PRINCIPAL = (
     .select_from(personal_access_tokens.join(users).join(accounts))
     .where(users.c.disabled_at.is_(None))
 )
-_PRINCIPAL_BY_ID = _PRINCIPAL.where(personal_access_tokens.c.id == bindparam("token_id"))
-_PRINCIPAL_BY_HASH = _PRINCIPAL.where(personal_access_tokens.c.token == bindparam("hash"))
+_PRINCIPAL_BY_ID = Prepared(_PRINCIPAL.where(personal_access_tokens.c.id == bindparam("token_id")))
+_PRINCIPAL_BY_HASH = Prepared(_PRINCIPAL.where(personal_access_tokens.c.token == bindparam("hash")))
 
 
 def find_principal(conn: Connection, plaintext: str) -> Principal | None:
@@ -500,10 +501,10 @@ def find_principal(conn: Connection, plaintext: str) -> Principal | None:
     if bar:
         if not token_id_text.isdigit() or len(token_id_text) > 18:
             return None
-        row = conn.execute(_PRINCIPAL_BY_ID, {"token_id": int(token_id_text)}).first()
+        row = _PRINCIPAL_BY_ID.first(conn, {"token_id": int(token_id_text)})
     else:
         secret = plaintext
-        row = conn.execute(_PRINCIPAL_BY_HASH, {"hash": _token_hash(secret)}).first()
+        row = _PRINCIPAL_BY_HASH.first(conn, {"hash": _token_hash(secret)})
     if row is None or not hmac.compare_digest(row.token, _token_hash(secret)):
         return None
     role = UserType.ADMIN if row.type == UserType.ADMIN else UserType.USER

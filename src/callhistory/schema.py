@@ -502,17 +502,23 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # Our filters' best plans depend on their values (a 2-digit substring vs. a whole number, a
-    # day vs. a year): after psycopg prepares a statement, PostgreSQL would otherwise switch to
-    # one generic plan (measured: a count at 78 ms became 380 ms). Always plan for the values.
+    # day vs. a year): a statement psycopg prepared on its own after 5 runs would let PostgreSQL
+    # switch to one generic plan (measured: a count at 78 ms became 380 ms). So psycopg prepares
+    # nothing on its own (a threshold never reached) and each run is planned for its values;
+    # only `prepared.Prepared` statements are prepared, and they say why they may be.
     engine = create_engine(
         url,
         pool_size=10,
         max_overflow=20,
-        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        connect_args={"prepare_threshold": NEVER},
     )
     _ping_when_idle(engine)
     return engine
 
+
+#: psycopg's `prepare_threshold` (runs before it prepares a statement by itself) that is never
+#: reached; None would also refuse `prepare=True`.
+NEVER = 1 << 62
 
 #: A pooled connection unused for this long is pinged before it serves again.
 PING_AFTER_IDLE_SECONDS = 5.0

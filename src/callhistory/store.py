@@ -34,6 +34,7 @@ from sqlalchemy.types import ARRAY
 from callhistory import bulk, citus, tallies
 from callhistory.bulk import in_chunks, one_of
 from callhistory.models import CallType, NewCall
+from callhistory.prepared import Prepared
 from callhistory.query import CallQuery, Comparison, Sort
 from callhistory.schema import (
     call_counts,
@@ -194,7 +195,7 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
         stmt = grouped(*_conditions(scope, query))
     elif query.counted_by_type_and_status:
         filters = type_and_status(call_counts, query)
-        stmt = _COUNTS.where(*filters) if filters else _COUNTS
+        stmt = _COUNTS.where(*filters) if filters else _ALL_COUNTS
         params = {"account": account_id}
     elif (substrings := query.external_substrings) is not None:
         nr = number_rollups.c
@@ -238,7 +239,8 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
         summed = cast(func.sum(parts.c.calls), BigInteger)  # PostgreSQL: else numeric
         stmt = select(parts.c.type, parts.c.status, summed).group_by(parts.c.type, parts.c.status)
     found: Counter[tuple[int, int]] = Counter()
-    for type_, status, n in conn.execute(stmt, params):
+    rows = stmt.rows(conn, params) if isinstance(stmt, Prepared) else conn.execute(stmt, params)
+    for type_, status, n in rows:
         found[type_, status] += n
     return found
 
@@ -247,6 +249,7 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
 _COUNTS = select(call_counts.c.type, call_counts.c.status, call_counts.c.calls).where(
     call_counts.c.account_id == bindparam("account")
 )
+_ALL_COUNTS = Prepared(_COUNTS)
 
 
 def _owned(account_id: int, extensions: list[str], query: CallQuery) -> Any:
@@ -357,13 +360,13 @@ def _order(sort: tuple[Sort, ...], backwards: bool, unindexed: bool = False) -> 
 
 
 @functools.lru_cache(maxsize=64)
-def _unfiltered_page(sharded: bool, sort: tuple[Sort, ...], backwards: bool) -> Any:
+def _unfiltered_page(sharded: bool, sort: tuple[Sort, ...], backwards: bool) -> Prepared:
     """`_ordered`'s page of an unfiltered list of the whole account, built once per order and
     reused with its parameters: most list requests are this one, and building a statement costs
     about as much CPU as running it."""
     account = _account(sharded, bindparam("account"))
     page = select(*CALL_COLUMNS).where(account).order_by(*_order(sort, backwards))
-    return page.limit(bindparam("limit")).offset(bindparam("offset"))
+    return Prepared(page.limit(bindparam("limit")).offset(bindparam("offset")), literal=True)
 
 
 def search(
@@ -381,12 +384,12 @@ def search(
     limit, backwards = query.per_page, False
     if total is not None and total - offset < offset:
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
-    params: dict[str, int] = {}
+    stmt: Any = None
     if matches:
         stmt = _ordered(conn, scope, query, backwards, sort_here=True).limit(limit).offset(offset)
     elif offset < DEFERRED_OFFSET and scope.whole and query.unfiltered and not within:
-        stmt = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
-        params = {"account": scope.account_id, "limit": limit, "offset": offset}
+        page = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
+        rows = page.rows(conn, {"account": scope.account_id, "limit": limit, "offset": offset})
     elif offset < DEFERRED_OFFSET and not (within and (query.types or query.statuses)):
         stmt = _ordered(conn, scope, query, backwards, within).limit(limit).offset(offset)
     else:
@@ -398,7 +401,8 @@ def search(
         # reading them (300,000 of them among the shortest calls, for answered internal ones).
         ids = ordered.with_only_columns(calls.c.id).limit(limit).offset(offset)
         stmt = ordered.where(calls.c.id.in_(ids))
-    rows = conn.execute(stmt, params).all()
+    if stmt is not None:
+        rows = conn.execute(stmt).all()
     return rows[::-1] if backwards else rows
 
 
@@ -623,15 +627,18 @@ def integrations_for(
     if not pks:
         return found
     if conn.dialect.name == "postgresql":  # every list page asks: one statement built once
-        statements = [(_INTEGRATIONS_OF_CALLS, {"account": account_id, "calls": pks})]
+        rows = _INTEGRATIONS_OF_CALLS.rows(conn, {"account": account_id, "calls": pks})
     else:
-        statements = [
-            (_integrations(call_integrations.c.call_history_id.in_(chunk)), {"account": account_id})
+        rows = [
+            row
             for chunk in in_chunks(pks)
+            for row in conn.execute(
+                _integrations(call_integrations.c.call_history_id.in_(chunk)),
+                {"account": account_id},
+            )
         ]
-    for stmt, params in statements:
-        for row in conn.execute(stmt, params):
-            found[row.call_history_id].append(row)
+    for row in rows:
+        found[row.call_history_id].append(row)
     return found
 
 
@@ -646,8 +653,10 @@ def _integrations(of_calls: ColumnElement[bool]) -> Any:
 
 #: Half the CPU of building the statement for each page (measured 126 vs 272 µs a page): its
 #: SQL and cache key are made once. The calls come as one array parameter.
-_INTEGRATIONS_OF_CALLS = _integrations(
-    call_integrations.c.call_history_id == any_(bindparam("calls", type_=ARRAY(BigInteger)))
+_INTEGRATIONS_OF_CALLS = Prepared(
+    _integrations(
+        call_integrations.c.call_history_id == any_(bindparam("calls", type_=ARRAY(BigInteger)))
+    )
 )
 
 
