@@ -9,7 +9,8 @@ calls of `bench/list_calls.py`: `callhistory tokens create --email bench@example
 each worker count starts `callhistory serve --workers W` and runs `wrk --latency` against the
 default page of GET /api/v1/call-history with the token, once per connection count. Prints req/s,
 p50/p99 (wrk's), errors, the server's CPU per request (all its processes, from /proc) and wrk's
-own CPU share. Needs Debian's `wrk`.
+own CPU share, and on PostgreSQL the database's CPU per request (every local `postgres` process).
+Needs Debian's `wrk`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / TICK
         todo += children.get(current, [])
+    return total
+
+
+def postgres_cpu_seconds() -> float:
+    """utime + stime of every local PostgreSQL process (its backends plan and run the queries)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / TICK
     return total
 
 
@@ -151,22 +167,26 @@ def main() -> None:
     print(f"{calls} calls on {database}, {os.cpu_count()} cores, wrk -t2 for")
     print(f"{args.seconds} s per line on the default page\n")
     print(
-        "| workers | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | wrk CPU |"
+        "| workers | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+        "| PostgreSQL CPU ms/req | wrk CPU |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     bearer = ("-H", f"Authorization: Bearer {token}")
     for workers in (int(w) for w in args.workers.split(",")):
         server, url = start_server(env, workers)
         try:
             run_wrk(url, 16, 3, *bearer)  # warm every worker
             for connections in (int(c) for c in args.connections.split(",")):
-                cpu_before = tree_cpu_seconds(server.pid)
+                cpu_before, db_before = tree_cpu_seconds(server.pid), postgres_cpu_seconds()
                 result = run_wrk(url, connections, args.seconds, *bearer)
                 cpu = tree_cpu_seconds(server.pid) - cpu_before
+                db = postgres_cpu_seconds() - db_before
+                requests = max(result["requests"], 1)
                 print(
                     f"| {workers} | {connections} | {result['rps']:.0f} | {result['p50']:.1f} "
                     f"| {result['p99']:.1f} | {result['errors']:.0f} "
-                    f"| {cpu * 1000 / max(result['requests'], 1):.2f} "
+                    f"| {cpu * 1000 / requests:.2f} "
+                    f"| {f'{db * 1000 / requests:.2f}' if database == 'PostgreSQL' else '-'} "
                     f"| {result['wrk_cpu'] / args.seconds:.0%} |",
                     flush=True,
                 )
