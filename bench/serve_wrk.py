@@ -39,42 +39,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and all its descendants (uvicorn's workers)."""
-    total = 0.0
-    children: dict[int, list[int]] = {}
+def processes() -> dict[int, tuple[str, list[str]]]:
+    """Every process in /proc: its command name and the fields of its `stat` after the name."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                head, _, rest = (entry / "stat").read_text().rpartition(")")
             except OSError:
                 continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    todo = [pid]
+            found[int(entry.name)] = (head.partition("(")[2], rest.split())
+    return found
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """utime + stime, from a process's `stat` fields after its name."""
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and all its descendants (uvicorn's workers)."""
+    found = processes()
+    children: dict[int, list[int]] = {}
+    for child, (_, fields) in found.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICK
+        if current in found:
+            total += cpu_seconds(found[current][1])
         todo += children.get(current, [])
     return total
 
 
 def postgres_cpu_seconds() -> float:
-    """utime + stime of every local PostgreSQL process (its backends plan and run the queries)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() != "postgres":
-                    continue
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+    """CPU of every local PostgreSQL process (its backends plan and run the queries)."""
+    return sum(cpu_seconds(fields) for name, fields in processes().values() if name == "postgres")
 
 
 def to_ms(text: str) -> float:
