@@ -391,19 +391,27 @@ def by_number(
     status = [] if query.status is None else [calls.c.status == int(query.status)]
 
     def sides(*conditions: ColumnElement[bool]) -> list[Any]:
+        # The calls read once (a common table expression both sides read: PostgreSQL and
+        # SQLite materialize one that is used twice), not once a side.
+        c = calls.c
+        chosen = (
+            select(c.src, c.dst, c.type, c.duration, c.conversation)
+            .where(*conditions, *status)
+            .cte()
+        )
         return [
             select(
                 column.label("number"),
                 literal(direction).label("direction"),
                 func.count().label("calls"),
-                func.sum(calls.c.duration).label("duration"),
-                func.sum(calls.c.conversation).label("conversation"),
+                func.sum(chosen.c.duration).label("duration"),
+                func.sum(chosen.c.conversation).label("conversation"),
             )
-            .where(*conditions, *status, calls.c.type != int(other))
+            .where(chosen.c.type != int(other))
             .group_by(column)
             for column, direction, other in (
-                (calls.c.src, "outgoing", CallType.INCOMING),
-                (calls.c.dst, "incoming", CallType.OUTGOING),
+                (chosen.c.src, "outgoing", CallType.INCOMING),
+                (chosen.c.dst, "incoming", CallType.OUTGOING),
             )
         ]
 
