@@ -30,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Column, Engine, MetaData, Table, func, select, text
 
 from callhistory import accounts, demo, migrate, store
 from callhistory.api import create_app
@@ -55,20 +55,33 @@ def _rows(account_id: int, size: int, now: datetime) -> Any:
         )  # fmt: skip
 
 
-def _load(engine: Engine, account_id: int, size: int, now: datetime) -> None:
-    """Bulk-load an account's calls, then recount its tallies."""
+#: Where `_load` puts the calls before it moves them in order.
+_BENCH_LOAD = Table("bench_load", MetaData(), *(Column(n, calls.c[n].type) for n in COLUMNS))
+
+
+def _load(engine: Engine, account_id: int, size: int, now: datetime, ordered: bool) -> None:
+    """The account's `size` calls, `ordered` by their start (ids and table pages follow time, as
+    a PBX that stores its calls as they end writes them) or in the generator's random order."""
+    columns = ", ".join(COLUMNS)
+    target = _BENCH_LOAD.name if ordered else "calls"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_load")
+        if ordered:  # loaded beside, then moved in order
+            conn.exec_driver_sql(
+                f"CREATE TABLE bench_load AS SELECT {columns} FROM calls WHERE 1 = 0"
+            )
     if engine.dialect.name == "postgresql":
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
-            with cursor.copy(f"COPY calls ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
                 for row in _rows(account_id, size, now):
                     copy.write_row(row)
             raw.commit()
         finally:
             raw.close()
     else:
-        insert = calls.insert()
+        insert = (_BENCH_LOAD if ordered else calls).insert()  # SQLite's datetimes as stored
         batch: list[dict[str, Any]] = []
         for row in _rows(account_id, size, now):
             batch.append(dict(zip(COLUMNS, row, strict=True)))
@@ -79,6 +92,15 @@ def _load(engine: Engine, account_id: int, size: int, now: datetime) -> None:
         if batch:
             with engine.begin() as conn:
                 conn.execute(insert, batch)
+    if ordered:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL work_mem = '1GB'")
+            conn.exec_driver_sql(
+                f"INSERT INTO calls ({columns}) SELECT {columns} FROM bench_load"
+                " ORDER BY started_at, call_id"
+            )
+            conn.exec_driver_sql("DROP TABLE bench_load")
     from callhistory import tallies  # here: a baseline checkout (--measure-only) may lack it
 
     with engine.begin() as conn:
@@ -112,8 +134,9 @@ def _without_indexes(engine: Engine) -> Iterator[None]:
             print(f"built {len(found)} indexes in {time.perf_counter() - started:.0f}s")
 
 
-def seed(engine: Engine, big: int) -> tuple[int, str]:
-    """The big account's id and a token for it; loads only the accounts not loaded yet."""
+def seed(engine: Engine, big: int, ordered: bool = True) -> tuple[int, str]:
+    """The big account's id and a token for it; loads only the accounts not loaded yet, their
+    calls `ordered` by time (`_load`)."""
     with engine.begin() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)
         if account_id is None:
@@ -143,7 +166,7 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
                 continue
             assert have == 0, f"account {acc} is half loaded: drop the bench database"
             started = time.perf_counter()
-            _load(engine, acc, size, now)
+            _load(engine, acc, size, now, ordered)
             took = time.perf_counter() - started
             print(f"loaded account {acc}: {size} calls in {took:.0f}s ({size / took:.0f}/s)")
             loaded = True
@@ -155,6 +178,16 @@ def seed(engine: Engine, big: int) -> tuple[int, str]:
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
     return account_id, token
+
+
+def add_layout(parser: argparse.ArgumentParser) -> None:
+    """`--random-order`: seed a new database's calls in random physical order (ids and table
+    pages unrelated to time; before 2026-11-29 every seed was so), not in time order."""
+    parser.add_argument(
+        "--random-order",
+        action="store_true",
+        help="seed the calls in random order, not in time order (a new database only)",
+    )
 
 
 def bench_database(migrated: bool = True) -> tuple[Settings, Engine]:
@@ -304,6 +337,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=500, help="random queries")
     parser.add_argument("--baseline", help="another checkout's src: measure it too, same data")
     parser.add_argument("--measure-only", metavar="TOKEN", help=argparse.SUPPRESS)
+    add_layout(parser)
     args = parser.parse_args()
 
     if args.measure_only:  # the baseline's process: the database is seeded, maybe newer
@@ -312,7 +346,7 @@ def main() -> None:
         return
     settings, engine = bench_database()
     data_dir = settings.data_dir
-    _, token = seed(engine, args.calls)
+    _, token = seed(engine, args.calls, not args.random_order)
     runs = {"new": measure(engine, settings, token, args)}
     saved = data_dir / f"list_calls-{engine.dialect.name}-{args.calls}.json"
     saved.write_text(json.dumps(runs))

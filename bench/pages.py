@@ -19,7 +19,16 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from bench.list_calls import BIG, bare_page, bench_database, in_process, percentile, seed, timed
+from bench.list_calls import (
+    BIG,
+    add_layout,
+    bare_page,
+    bench_database,
+    in_process,
+    percentile,
+    seed,
+    timed,
+)
 from callhistory import accounts
 from callhistory.schema import calls
 from callhistory.web import STATIC
@@ -31,10 +40,11 @@ ASSETS = ("app.css", "player.js", "live.js")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
+    add_layout(parser)
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     settings, engine = bench_database()
-    seed(engine, args.calls)
+    seed(engine, args.calls, not args.random_order)
     with engine.connect() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)
         latest, some_call = conn.execute(

@@ -16,7 +16,16 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
 
-from bench.list_calls import BIG, bare_page, bench_database, in_process, percentile, seed, timed
+from bench.list_calls import (
+    BIG,
+    add_layout,
+    bare_page,
+    bench_database,
+    in_process,
+    percentile,
+    seed,
+    timed,
+)
 from callhistory import accounts
 from callhistory.models import UserType
 from callhistory.schema import calls
@@ -25,10 +34,11 @@ from callhistory.schema import calls
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
+    add_layout(parser)
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     settings, engine = bench_database()
-    _, token = seed(engine, args.calls)
+    _, token = seed(engine, args.calls, not args.random_order)
     with engine.connect() as conn:
         account_id = accounts.find_account_by_name(conn, BIG)
         latest = conn.execute(
