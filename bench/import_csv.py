@@ -19,6 +19,7 @@ import resource
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -101,12 +102,17 @@ def machine_cpu() -> float:
     return (sum(fields[:8]) - idle) / ticks
 
 
-def copy_baseline(url: str, path: Path) -> float:
-    """Seconds for PostgreSQL's own COPY of the file into a bare 21-column table."""
+def _connect(url: str) -> Any:
+    """A plain psycopg connection to the database (the floors run below SQLAlchemy)."""
     import psycopg
 
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+
+
+def copy_baseline(url: str, path: Path) -> float:
+    """Seconds for PostgreSQL's own COPY of the file into a bare 21-column table."""
     columns = ", ".join(f"c{i} text" for i in range(21))
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with _connect(url) as conn:
         conn.execute("DROP TABLE IF EXISTS bare_cdr")
         conn.execute(f"CREATE UNLOGGED TABLE bare_cdr ({columns})")
         started = time.perf_counter()
@@ -127,9 +133,7 @@ def indexed_floor(url: str, batch: int) -> float:
     transaction) into empty copies of `calls` and `call_legs` with the same indexes and foreign
     key, by plain INSERT ... SELECT: what keeping those indexes costs any importer, whatever it
     does in Python, without the counters and rollups."""
-    import psycopg
-
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with _connect(url) as conn:
         conn.autocommit = True
         conn.execute("DROP TABLE IF EXISTS floor_legs, floor_calls")
         conn.execute("CREATE TABLE floor_calls (LIKE calls INCLUDING ALL)")
