@@ -63,25 +63,23 @@ def _load(engine: Engine, account_id: int, size: int, now: datetime, ordered: bo
     """The account's `size` calls, `ordered` by their start (ids and table pages follow time, as
     a PBX that stores its calls as they end writes them) or in the generator's random order."""
     columns = ", ".join(COLUMNS)
-    target = _BENCH_LOAD.name if ordered else "calls"
+    target = _BENCH_LOAD if ordered else calls
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_load")
+        _BENCH_LOAD.drop(conn, checkfirst=True)  # a half-finished earlier seed's
         if ordered:  # loaded beside, then moved in order
-            conn.exec_driver_sql(
-                f"CREATE TABLE bench_load AS SELECT {columns} FROM calls WHERE 1 = 0"
-            )
+            _BENCH_LOAD.create(conn)
     if engine.dialect.name == "postgresql":
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
-            with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY {target.name} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
                 for row in _rows(account_id, size, now):
                     copy.write_row(row)
             raw.commit()
         finally:
             raw.close()
     else:
-        insert = (_BENCH_LOAD if ordered else calls).insert()  # SQLite's datetimes as stored
+        insert = target.insert()  # SQLite's datetimes as stored
         batch: list[dict[str, Any]] = []
         for row in _rows(account_id, size, now):
             batch.append(dict(zip(COLUMNS, row, strict=True)))
@@ -97,10 +95,10 @@ def _load(engine: Engine, account_id: int, size: int, now: datetime, ordered: bo
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET LOCAL work_mem = '1GB'")
             conn.exec_driver_sql(
-                f"INSERT INTO calls ({columns}) SELECT {columns} FROM bench_load"
+                f"INSERT INTO calls ({columns}) SELECT {columns} FROM {_BENCH_LOAD.name}"
                 " ORDER BY started_at, call_id"
             )
-            conn.exec_driver_sql("DROP TABLE bench_load")
+            _BENCH_LOAD.drop(conn)
     from callhistory import tallies  # here: a baseline checkout (--measure-only) may lack it
 
     with engine.begin() as conn:
