@@ -4,6 +4,9 @@ plain count, and deep pages read backwards. Both databases; calls re-merged in b
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from callhistory.models import CallStatus, CallType, NewCall, UserType
 from callhistory.schema import accounts as accounts_table
 from callhistory.schema import callers, calls, make_engine
 from tests.conftest import Tenant, new_call
+from tests.test_roles import web_session
 
 URL = "/api/v1/call-history"
 DAY0 = datetime(2026, 3, 1)  # naive UTC
@@ -694,6 +698,122 @@ def test_deep_pages_found_by_their_ids_match_plain_sql(
                 body = client.get(URL, params=params, headers=tenant.headers).json()
                 start = (page - 1) * per_page
                 assert [c["id"] for c in body["data"]] == truth[start : start + per_page], params
+
+
+def spans_of(db: Engine, account_id: int) -> tuple[dict[int, tuple[str, str]], ...]:
+    """block → (first, last start) of the account's calls, as `id_spans` keeps them and as the
+    calls are."""
+    block = f"id / {tallies.SPAN_BLOCK}"
+    truth = (
+        f"SELECT {block}, min(started_at), max(started_at) FROM calls"
+        f" WHERE account_id = :account GROUP BY {block}"
+    )
+    kept = "SELECT block, first_at, last_at FROM id_spans WHERE account_id = :account"
+    with db.connect() as conn:  # SQLite's min() of text is text: both compared as text
+        return tuple(
+            {
+                block: (str(first)[:19], str(last)[:19])
+                for block, first, last in conn.execute(text(sql), {"account": account_id})
+            }
+            for sql in (kept, truth)
+        )
+
+
+def test_lists_in_id_order_within_a_period_match_plain_sql(
+    client: TestClient,
+    db: Engine,
+    make_tenant: Callable[..., Tenant],
+    add_calls: Callable[..., list[int]],
+    cli_env: dict[str, str],
+) -> None:
+    """A list in id order filtered by a period is read between the blocks of ids whose spans of
+    start times (`id_spans`) may hold the period's calls: the same totals and pages as plain SQL,
+    first, deep and last pages, both directions, under type and status filters, whether the calls
+    were stored in time order (as a PBX stores them), out of it (an old day imported late, a
+    shuffled batch), or moved in time by a later leg. The spans kept hold every call's start
+    (widened, never narrowed); `stats rebuild` narrows them to the calls'."""
+    rng = random.Random(4096)
+    size = tallies.SPAN_BLOCK
+    tenant = make_tenant(timezone="UTC")
+    web_session(client, tenant.email)
+    mine = sorted(
+        (random_call(rng, tenant.account_id, n) for n in range(3000)), key=lambda c: c.started_at
+    )
+    add_calls(tenant.account_id, mine[:1200])  # in time order, in big batches and small ones
+    skip_ids(db, size - 300)
+    add_calls(tenant.account_id, mine[1200:2400])
+    for start in range(2400, 2460, 20):
+        add_calls(tenant.account_id, mine[start : start + 20])
+    skip_ids(db, 4 * size + 10)
+    late = mine[2460:]
+    rng.shuffle(late)
+    add_calls(tenant.account_id, late)
+    old = [  # the first day again, imported after the rest
+        dataclasses.replace(random_call(rng, tenant.account_id, n), started_at=DAY0 + timedelta(
+            seconds=rng.randrange(0, 86400)))
+        for n in range(3000, 3300)
+    ]  # fmt: skip
+    skip_ids(db, 7 * size)
+    add_calls(tenant.account_id, old)
+    # Late legs move a few calls by hours, either way; the first ones, later.
+    first = [c for c in mine if c.started_at == mine[0].started_at]
+    with db.begin() as conn:
+        moved = [*first, *rng.sample(mine[1200:2400], 40)]
+        stored = store.get_many_by_call_id(conn, tenant.account_id, [c.call_id for c in moved])
+        hours = [30] * len(first) + [rng.choice([-9, 7]) for _ in range(40)]
+        again = [
+            dataclasses.replace(c, started_at=c.started_at + timedelta(hours=n))
+            for c, n in zip(moved, hours, strict=True)
+        ]
+        store.update_calls(conn, tenant.account_id, [(stored[c.call_id], c) for c in again])
+    kept, truth = spans_of(db, tenant.account_id)
+    assert len(truth) == 4 and kept.keys() == truth.keys()
+    assert all(kept[k][0] <= first and kept[k][1] >= last for k, (first, last) in truth.items())
+    assert kept != truth  # the moved calls left their spans wider
+    periods = [
+        ("2026-03-02 10:00:00", "2026-03-02 10:59:59"),  # an hour of the calls stored in order
+        ("2026-03-03 00:00:00", "2026-03-03 23:59:59"),  # a day, the blocks at both ends cut
+        ("2026-03-01 00:00:00", "2026-03-01 23:59:59"),  # the day imported twice
+        ("2026-03-04 12:00:00", None),  # the shuffled end
+        (None, "2026-03-01 06:30:00"),
+        ("2026-03-02 07:00:00", "2026-03-02 07:00:00"),  # one second
+        ("2026-03-09 00:00:00", "2026-03-09 23:59:59"),  # no call
+    ]
+    for low, high in periods:
+        period: dict[str, str] = {}
+        where, args = [], {}
+        if low is not None:
+            period["filter[from]"] = low
+            where.append("started_at >= :lo")
+            args["lo"] = datetime.fromisoformat(low)
+        if high is not None:
+            period["filter[to]"] = high
+            where.append("started_at <= :hi")
+            args["hi"] = datetime.fromisoformat(high)
+        for sort, order in (("", "id"), ("-id", "id DESC")):
+            for extra, also in (
+                ({}, []),
+                ({"filter[type]": "1,3"}, ["type IN (1, 3)"]),
+                ({"filter[status]": "2"}, ["status = 2"]),
+            ):
+                params = {**period, **extra, "per_page": "25"}
+                if sort:
+                    params["sort"] = sort
+                ids = expected_ids(db, tenant.account_id, [*where, *also], args, order)
+                last = max(1, -(-len(ids) // 25))
+                pages = {1, 2, last // 2, last - 1, last, last + 1}
+                assert_pages(client, tenant.headers, params, ids, pages)
+                pages = {1, 3, 50, 51} if len(ids) > 2000 else {1, 3}  # past DEFERRED_OFFSET
+                assert_pages(client, tenant.headers, {**params, "per_page": "40"}, ids, pages)
+                if not extra:  # the web app's export: every page, from the same blocks
+                    exported = client.get("/export.csv", params={**params, "sort": sort or "id"})
+                    assert exported.status_code == 200, exported.text
+                    rows = list(csv.reader(io.StringIO(exported.text)))[1:]
+                    assert [int(row[0]) for row in rows] == ids, params
+    result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    kept, truth = spans_of(db, tenant.account_id)
+    assert kept == truth
 
 
 @pytest.mark.parametrize(

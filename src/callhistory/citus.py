@@ -41,6 +41,7 @@ DISTRIBUTED_TABLES = (
     "gram_counts",
     "length_counts",
     "id_counts",
+    "id_spans",
     "length_pairs",
     "caller_days",
     "caller_gaps",

@@ -274,6 +274,21 @@ id_counts = Table(
     Column("calls", BigInteger, nullable=False),
 )
 
+# The earliest and latest start of the account's calls in each block of `tallies.SPAN_BLOCK` ids
+# (`block`: id // SPAN_BLOCK). Kept by the store in the same transaction as the calls, widened by
+# every call stored and never narrowed by one removed or moved (`stats rebuild` narrows them):
+# they hold every call of the block, perhaps more. A list in id order filtered by a period is read
+# between the lowest and highest blocks that may hold the period's calls, instead of walking the
+# index entries of every call before them (a PBX stores calls as they end: ids follow time).
+id_spans = Table(
+    "id_spans",
+    metadata,
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("block", BigInteger, primary_key=True),
+    Column("first_at", DateTime, nullable=False),
+    Column("last_at", DateTime, nullable=False),
+)
+
 # The account's calls per local hour of their start (`hour`: `tallies.local_of(bucket, zone, 4)`,
 # in the account's timezone) by type and status: `call_rollups` summed by local hour. The
 # statistics per hour, the heatmap and the summary's busiest hour read a month of it (a quarter of

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     Row,
     Table,
+    and_,
     any_,
     bindparam,
     cast,
@@ -44,6 +45,7 @@ from callhistory.schema import (
     dialect_insert,
     gram_counts,
     id_counts,
+    id_spans,
     integrations,
     length_counts,
     length_pairs,
@@ -467,7 +469,37 @@ def _placed(
         low, high = bounds.one()
         if low is not None:
             return [calls.c[column].between(low, high)], offset, total
-    return [], offset, total
+    return _spanned(conn, scope.account_id, query), offset, total
+
+
+def _spanned(conn: Connection, account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
+    """A list in id order filtered by a period lies between the lowest and the highest blocks of
+    ids whose calls' start times may be in it (`id_spans`): the conditions that say so. Calls are
+    stored as they end, so a period's calls have neighbouring ids, and its first page in id order
+    is then found among a few thousand ids, not after every call before them (a day of a big
+    account in time order: 10M index entries walked, measured 1.7 s). No condition when the
+    blocks span every id (calls stored in no order of time: the walk then finds the period's
+    calls everywhere) or when no period filters."""
+    if query.sort[0].column != "id" or (query.started_from is None and query.started_to is None):
+        return []
+    sp = id_spans.c
+    spans = []
+    if query.started_from is not None:
+        spans.append(sp.last_at >= query.started_from)
+    if query.started_to is not None:
+        spans.append(sp.first_at <= query.started_to)
+    inside = and_(*spans)
+    stmt = select(
+        func.min(sp.block).filter(inside),
+        func.max(sp.block).filter(inside),
+        func.min(sp.block),
+        func.max(sp.block),
+    ).where(sp.account_id == account_id)
+    low, high, first, last = conn.execute(stmt).one()
+    if low is None or (low, high) == (first, last):  # no call there (unless stored since), or
+        return []  # the period's blocks are all the account's: no narrower
+    size = tallies.SPAN_BLOCK
+    return [calls.c.id >= low * size, calls.c.id < (high + 1) * size]
 
 
 #: The conditions on a call that its sort key lies within (lowest, highest) histogram keys.
@@ -593,8 +625,9 @@ def _window(
 def stream(conn: Connection, scope: Scope, query: CallQuery) -> Iterator[Sequence[AnyRow]]:
     """Every call the query matches (pages aside), in its order, in batches of EXPORT_BATCH read
     from a server-side cursor: an export of any size in constant memory."""
+    within = _spanned(conn, scope.account_id, query)
     result = conn.execution_options(stream_results=True, yield_per=EXPORT_BATCH).execute(
-        _ordered(conn, scope, query)
+        _ordered(conn, scope, query, within=within)
     )
     yield from result.partitions()
 

@@ -54,6 +54,7 @@ from callhistory.schema import (
     gram_counts,
     hour_rollups,
     id_counts,
+    id_spans,
     length_counts,
     length_pairs,
     number_rollups,
@@ -207,6 +208,9 @@ GRAM_FIELDS = ("src", "dst", "external_number")
 #: How many ids one row of `id_counts` covers: a deep page sorted by id walks at most this many
 #: index entries, and a list's histogram holds (its highest id - its lowest) / ID_BLOCK blocks.
 ID_BLOCK = 1 << 14
+#: How many ids one row of `id_spans` covers: a list in id order filtered by a period walks at
+#: most this many index entries outside the period at each end of the blocks that may hold it.
+SPAN_BLOCK = 1 << 12
 
 #: `length_counts.field` → the column it counts.
 LENGTH_FIELDS = ("duration", "conversation")
@@ -255,6 +259,8 @@ class Tally:
         self.pairs: Counter[tuple[int, int, int, int]] = Counter()
         #: (id block, type, status) → calls
         self.blocks: Counter[tuple[int, int, int]] = Counter()
+        #: span block → [the earliest, the latest start of a call added in it]
+        self.spans: dict[int, list[datetime]] = {}
         #: Outside numbers → the earliest incoming call from them added.
         self.first_calls: dict[str, datetime] = {}
         #: Outside numbers an incoming call from them was taken away from (to recount).
@@ -288,6 +294,9 @@ class Tally:
         self.lengths[1, call.conversation, type_, status] += sign
         self.pairs[call.duration, call.conversation, type_, status] += sign
         self.blocks[call.id // ID_BLOCK, type_, status] += sign
+        if sign > 0:  # a call taken away leaves its span as wide (`id_spans`)
+            span = self.spans.setdefault(call.id // SPAN_BLOCK, [call.started_at] * 2)
+            span[:] = min(span[0], call.started_at), max(span[1], call.started_at)
         if type_ == CallType.OUTGOING and call.dst:
             self.touched.add(call.dst)
         if type_ == CallType.INCOMING and call.src:
@@ -349,6 +358,11 @@ def add(conn: Connection, account_id: int, tally: Tally) -> None:
         conn, length_pairs, account_id, ["duration", "conversation", "type", "status"], tally.pairs
     )
     _add_counts(conn, id_counts, account_id, ["block", "type", "status"], tally.blocks)
+    spans = [
+        {"account_id": account_id, "block": block, "first_at": first, "last_at": last}
+        for block, (first, last) in sorted(tally.spans.items())
+    ]
+    _widen(conn, id_spans, ["account_id", "block"], spans)
     _move_firsts(conn, account_id, tally.first_calls, tally.gone)
 
 
@@ -393,7 +407,7 @@ def add_stored(
     count(counted, call_counts)
     names = ["field", "gram", "type", "status"]
     _add_counts(conn, gram_counts, account_id, names, _grams_of(conn, source, among))
-    count(counted, length_counts, length_pairs, id_counts)
+    count(counted, length_counts, length_pairs, id_counts, id_spans)
     _add_firsts(conn, source, [c.account_id == account_id, *among], earliest=True)
 
 
@@ -467,11 +481,21 @@ def _move_firsts(
         for number, at in sorted(firsts.items())
         if number not in gone
     ]
+    _widen(conn, callers, ["account_id", "number"], rows)
+
+
+def _widen(conn: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Upsert the rows (in their order) of a table of the earliest `first_at` (and the latest
+    `last_at`, if it has one) per key: where a key is there, keep the earlier and the later."""
     if rows and bulk.enabled(conn, rows):
-        earlier = {"first_at": "LEAST(t.first_at, excluded.first_at)"}
-        bulk.upsert(conn, callers, rows, conflict=["account_id", "number"], assignments=earlier)
+        widened = {n: f"{_EXTREMES[n]}(t.{n}, excluded.{n})" for n in _EXTREMES if n in table.c}
+        bulk.upsert(conn, table, rows, conflict=keys, assignments=widened)
     elif rows:
-        conn.execute(_earliest(conn, dialect_insert(conn, callers)), rows)
+        conn.execute(_widened(conn, dialect_insert(conn, table), keys), rows)
+
+
+#: The columns `_widen` keeps the extreme of: their SQL function on PostgreSQL.
+_EXTREMES = {"first_at": "LEAST", "last_at": "GREATEST"}
 
 
 @dataclass(frozen=True)
@@ -547,6 +571,12 @@ def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls)
         _Counted(
             source, id_counts, {"block": literal_column(f"id / {ID_BLOCK}", Integer), **kinds}, one
         ),
+        _Counted(
+            source,
+            id_spans,
+            {"block": literal_column(f"id / {SPAN_BLOCK}", Integer)},
+            {"first_at": func.min(c.started_at), "last_at": func.max(c.started_at)},
+        ),
     ]
     return tables
 
@@ -582,10 +612,13 @@ def _count(
         grouped = grouped.order_by(*(_ordered(conn, key) for key in keys))
     names = ["account_id", *counted.fixed, *counted.keys, *counted.measures]
     insert = dialect_insert(conn, counted.table).from_select(names, grouped)
-    if summed:
+    keyed = [n for n in names if n not in counted.measures]
+    if summed and counted.table is id_spans:  # spans are widened, not summed
+        insert = _widened(conn, insert, keyed)
+    elif summed:
         table = counted.table
         insert = insert.on_conflict_do_update(
-            index_elements=[n for n in names if n not in counted.measures],
+            index_elements=keyed,
             set_={m: table.c[m] + insert.excluded[m] for m in counted.measures},
         )
     conn.execute(insert)
@@ -748,6 +781,7 @@ TABLES = (
     "gram_counts",
     "length_counts",
     "id_counts",
+    "id_spans",
     "length_pairs",
     "call_rollups",
     "hour_rollups",
@@ -785,6 +819,11 @@ def _refill_one(conn: Connection, account_id: int, table: Table) -> None:
 def rebuild_ids(conn: Connection, account_id: int) -> None:
     """Recount the account's `id_counts` from its calls."""
     _refill_one(conn, account_id, id_counts)
+
+
+def rebuild_spans(conn: Connection, account_id: int) -> None:
+    """Recount the account's `id_spans` from its calls (narrowing them to their calls)."""
+    _refill_one(conn, account_id, id_spans)
 
 
 def rebuild_lengths(conn: Connection, account_id: int) -> None:
@@ -872,13 +911,16 @@ def rebuild_hours(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
     conn.execute(hour_rollups.insert().from_select(columns, grouped))
 
 
-def _earliest(conn: Connection, insert: Any) -> Any:
-    """`insert` into `callers`, keeping the earlier first call where the number is there."""
-    least = func.least if conn.dialect.name == "postgresql" else func.min  # SQLite: min(a, b)
-    return insert.on_conflict_do_update(
-        index_elements=["account_id", "number"],
-        set_={"first_at": least(callers.c.first_at, insert.excluded.first_at)},
-    )
+def _widened(conn: Connection, insert: Any, keys: list[str]) -> Any:
+    """`insert` into a table `_widen` keeps, keeping the earlier `first_at` (and the later
+    `last_at`) where the key is there."""
+    postgresql = conn.dialect.name == "postgresql"
+    least, greatest = (func.least, func.greatest) if postgresql else (func.min, func.max)
+    table, new = insert.table, insert.excluded  # SQLite: min(a, b) and max(a, b)
+    kept = {"first_at": least(table.c.first_at, new.first_at)}
+    if "last_at" in table.c:
+        kept["last_at"] = greatest(table.c.last_at, new.last_at)
+    return insert.on_conflict_do_update(index_elements=keys, set_=kept)
 
 
 def rebuild_callers(conn: Connection, account_id: int, numbers: list[str] | None = None) -> None:
@@ -909,7 +951,7 @@ def _add_firsts(
         .order_by(_ordered(conn, c.src))
     )
     insert = dialect_insert(conn, callers).from_select(["account_id", "number", "first_at"], first)
-    conn.execute(_earliest(conn, insert) if earliest else insert)
+    conn.execute(_widened(conn, insert, ["account_id", "number"]) if earliest else insert)
 
 
 def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
