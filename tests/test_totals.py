@@ -486,8 +486,11 @@ def test_pages_sorted_by_duration_or_conversation_match_plain_sql(
         "conversation": "conversation, id",
         "-conversation,datetime": "conversation DESC, started_at, id",
         "duration,-id": "duration, id DESC",
+        "conversation,duration": "conversation, duration, id",
+        "conversation,-datetime": "conversation, started_at DESC, id DESC",
+        "-duration,conversation": "duration DESC, conversation, id",
     }
-    for n in range(40):
+    for n in range(60):
         sort = rng.choice(list(sorts))
         column = sort.lstrip("-").split(",")[0]
         params = {"sort": sort, "per_page": str(rng.choice([1, 7, 50]))}

@@ -457,10 +457,12 @@ def _placed(
         return [], offset, total
     if (found := _histogram(conn, scope, query, total)) is not None:
         histogram, between = found
-        window = _window(conn, query, histogram)
+        window = _window(conn, histogram, query.sort[0].descending, offset, query.per_page)
         if window is None:
             return [], offset, total
         (low, high), before, within = window
+        if low == high and (tied := _tie(conn, scope.account_id, query, low, offset - before)):
+            return tied
         return between(low, high), offset - before, within
     column = query.sort[0].column
     if column in tallies.LENGTH_FIELDS and (offset or not query.unfiltered):
@@ -514,7 +516,10 @@ def _histogram(
     filters the histogram keeps) and the walk to the page could be long:
 
     - sorted by duration or conversation, filtered by nothing but type, status and comparisons
-      of that column, when filtered or paged past the first page: its seconds (`length_counts`);
+      of that column, when filtered, paged past the first page or sorted by another key next:
+      its seconds (`length_counts`). A page that lies among calls of one number of seconds is
+      then read with that number as an equality, so that the index of the next key gives their
+      order: 3M missed calls talked 0 s, and sorting them by start time took 3 s;
     - sorted by start time, filtered by nothing but type, status and a period, paged deep: its
       quarter-hours (`call_rollups`; the partial ones at a period's ends counted from the calls);
     - sorted by id, filtered by nothing but type and status, paged deep: its blocks of ids
@@ -525,14 +530,19 @@ def _histogram(
     if not scope.whole:
         return None
     column, offset = query.sort[0].column, query.offset
+    then = [key for key in query.sort[1:] if key.column != "id"]
     histogram = None
-    if query.length_sorted is not None and (offset or not query.unfiltered):
+    if query.length_sorted is not None and (offset or not query.unfiltered or then):
         histogram = _seconds(scope.account_id, query, column)
     elif query.pair_sorted is not None:
         lp = length_pairs.c
         histogram = _per_key(lp[column], lp.calls, *_pairs_of(scope.account_id, query))
     if histogram is not None:
         seconds = calls.c[column]
+        if then:  # a page among calls of equal seconds: in the order of the next key's index
+            return histogram, lambda lo, hi: [
+                seconds == lo if lo == hi else seconds.between(lo, hi)
+            ]
         return histogram, lambda lo, hi: [seconds.between(lo, hi)]
     if min(offset, total - offset - query.per_page) < DEFERRED_OFFSET:
         return None
@@ -597,25 +607,54 @@ def _lengths_of(account_id: int, query: CallQuery, name: str) -> list[ColumnElem
     return conditions
 
 
+def _tie(
+    conn: Connection, account_id: int, query: CallQuery, seconds: int, offset: int
+) -> tuple[list[ColumnElement[bool]], int, int] | None:
+    """A page among the calls of one number of seconds of the first sort key (duration or
+    conversation), sorted next by the other one: placed among them by the other's seconds too
+    (`length_pairs`), as `_placed` places it. The next key's index walked alone passes every
+    call with other seconds of the first: sorted by conversation then longest first, the 3M
+    missed calls (0 s of talk, the shortest durations) came after every answered one (26 s)."""
+    if query.length_sorted is None and query.pair_sorted is None:
+        return None  # not sorted by duration or conversation first (or by them in time)
+    first, then = query.sort[0], query.sort[1]  # then: at least the id
+    if then.column not in tallies.LENGTH_FIELDS:
+        return None
+    lp = length_pairs.c
+    among = [*_pairs_of(account_id, query), lp[first.column] == seconds]
+    window = _window(conn, _per_key(lp[then.column], lp.calls, *among), then.descending, offset,
+                     query.per_page)  # fmt: skip
+    if window is None:
+        return None
+    (low, high), before, within = window
+    next_key = calls.c[then.column]
+    tied = [
+        calls.c[first.column] == seconds,
+        next_key == low if low == high else next_key.between(low, high),
+    ]
+    return tied, offset - before, within
+
+
 def _window(
-    conn: Connection, query: CallQuery, histogram: Any
+    conn: Connection, histogram: Any, descending: bool, offset: int, per_page: int
 ) -> tuple[tuple[int, int], int, int] | None:
-    """The keys of the histogram from the page's first call to its last, in the query's order:
-    ((lowest, highest key), the calls before them, the calls they hold); None when the
-    histogram holds no such page (a call stored or removed since the total was counted)."""
-    first = histogram.c.key.desc() if query.sort[0].descending else histogram.c.key
+    """The keys of the histogram from the page's first call to its last (the page: `per_page`
+    calls after `offset`, in the keys' order, `descending` or not): ((lowest, highest key), the
+    calls before them, the calls they hold); None when the histogram holds no such page (a
+    call stored or removed since the total was counted)."""
+    first = histogram.c.key.desc() if descending else histogram.c.key
     upto = cast(func.sum(histogram.c.calls).over(order_by=first), BigInteger)
     running = select(histogram.c.key, histogram.c.calls, upto.label("upto")).subquery()
     stmt = (
         select(running.c.key, running.c.calls, running.c.upto)
-        .where(running.c.upto > query.offset)
+        .where(running.c.upto > offset)
         .order_by(running.c.upto)
-        .limit(query.per_page)  # each key holds a call at least
+        .limit(per_page)  # each key holds a call at least
     )
     rows = conn.execute(stmt).all()
     if not rows:
         return None
-    end = query.offset + query.per_page
+    end = offset + per_page
     last = next((row for row in rows if row.upto >= end), rows[-1])
     before = rows[0].upto - rows[0].calls
     low, high = sorted((rows[0].key, last.key))
