@@ -522,13 +522,16 @@ def test_pages_sorted_by_length_under_other_filters_match_plain_sql(
         "-duration": "duration DESC, id DESC",
         "conversation,-datetime": "conversation, started_at DESC, id DESC",
         "-conversation": "conversation DESC, id DESC",
+        "-conversation,datetime": "conversation DESC, started_at, id",
+        "conversation,duration": "conversation, duration, id",
+        "duration,-datetime": "duration, started_at DESC, id DESC",
     }
     with db.connect() as conn:
         size = conn.execute(
             text("SELECT count(*) FROM calls WHERE account_id = :a"), {"a": tenant.account_id}
         ).scalar_one()
     sorted_here = walked = 0
-    for n in range(36):
+    for n in range(54):
         sort = rng.choice(list(sorts))
         column = sort.lstrip("-").split(",")[0]
         other = "conversation" if column == "duration" else "duration"

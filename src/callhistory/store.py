@@ -476,8 +476,29 @@ def _placed(
         bounds = conn.execute(select(func.min(per_second.c.key), func.max(per_second.c.key)))
         low, high = bounds.one()
         if low is not None:
+            first = high if query.sort[0].descending else low
+            if head := _tied_head(conn, scope, query, first):
+                return head, offset, None  # the page among the tie: never read from the end
             return [calls.c[column].between(low, high)], offset, total
     return _spanned(conn, scope.account_id, query), offset, total
+
+
+def _tied_head(
+    conn: Connection, scope: Scope, query: CallQuery, first: int
+) -> list[ColumnElement[bool]]:
+    """A page near the start of a list sorted by duration or conversation and then by another
+    key, under filters no histogram reads (a period, a substring: `_histogram` places the
+    others): when the calls up to the page's end all have the seconds `first` (the first any
+    call of the list's types and statuses can have), that number as an equality, so that the
+    index of the next key gives their order, as `_histogram` does for a tie (a 12-day period's
+    missed calls, talk 0 s, sorted by start time: 2.3 s). No condition otherwise."""
+    end = query.offset + query.per_page
+    if end > DEFERRED_OFFSET or all(key.column == "id" for key in query.sort[1:]):
+        return []
+    tie = calls.c[query.sort[0].column] == first
+    found = select(literal(1)).where(*_conditions(scope, query), tie).limit(end).subquery()
+    tied = conn.execute(select(func.count()).select_from(found)).scalar_one() == end
+    return [tie] if tied else []
 
 
 def _spanned(conn: Connection, account_id: int, query: CallQuery) -> list[ColumnElement[bool]]:
