@@ -83,6 +83,7 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "gram_counts": "PRIMARY KEY (account_id, field, gram, type, status)",
         "length_counts": "PRIMARY KEY (account_id, field, seconds, type, status)",
         "id_counts": "PRIMARY KEY (account_id, block, type, status)",
+        "id_spans": "PRIMARY KEY (account_id, block)",
         "length_pairs": "PRIMARY KEY (account_id, duration, conversation, type, status)",
         "caller_days": "PRIMARY KEY (account_id, number, day)",
         "caller_gaps": "PRIMARY KEY (account_id, day, since)",
