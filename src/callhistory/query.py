@@ -157,6 +157,12 @@ class CallQuery:
         return column
 
     @property
+    def sorted_further(self) -> bool:
+        """True when a key other than the id follows the first sort key (its ties are ordered by
+        it, not by the id alone)."""
+        return any(key.column != "id" for key in self.sort[1:])
+
+    @property
     def tallied(self) -> bool:
         """True when `store.counts` reads the total from counters or rollups, not the calls."""
         return (

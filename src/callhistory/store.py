@@ -493,7 +493,7 @@ def _tied_head(
     index of the next key gives their order, as `_histogram` does for a tie (a 12-day period's
     missed calls, talk 0 s, sorted by start time: 2.3 s). No condition otherwise."""
     end = query.offset + query.per_page
-    if end > DEFERRED_OFFSET or all(key.column == "id" for key in query.sort[1:]):
+    if end > DEFERRED_OFFSET or not query.sorted_further:
         return []
     tie = calls.c[query.sort[0].column] == first
     found = select(literal(1)).where(*_conditions(scope, query), tie).limit(end).subquery()
@@ -556,8 +556,7 @@ def _histogram(
     backwards from the last call: `search`)."""
     if not scope.whole:
         return None
-    column, offset = query.sort[0].column, query.offset
-    then = [key for key in query.sort[1:] if key.column != "id"]
+    column, offset, then = query.sort[0].column, query.offset, query.sorted_further
     histogram = None
     if query.length_sorted is not None and (offset or not query.unfiltered or then):
         histogram = _seconds(scope.account_id, query, column)
@@ -566,11 +565,8 @@ def _histogram(
         histogram = _per_key(lp[column], lp.calls, *_pairs_of(scope.account_id, query))
     if histogram is not None:
         seconds = calls.c[column]
-        if then:  # a page among calls of equal seconds: in the order of the next key's index
-            return histogram, lambda lo, hi: [
-                seconds == lo if lo == hi else seconds.between(lo, hi)
-            ]
-        return histogram, lambda lo, hi: [seconds.between(lo, hi)]
+        # With a next key, a page among calls of equal seconds: in the order of its index.
+        return histogram, lambda lo, hi: [_keys(seconds, lo, hi, exact=then)]
     if min(offset, total - offset - query.per_page) < DEFERRED_OFFSET:
         return None
     period = tallies.Period.of(query.started_from, query.started_to)
@@ -654,12 +650,14 @@ def _tie(
     if window is None:
         return None
     (low, high), before, within = window
-    next_key = calls.c[then.column]
-    tied = [
-        calls.c[first.column] == seconds,
-        next_key == low if low == high else next_key.between(low, high),
-    ]
+    tied = [calls.c[first.column] == seconds, _keys(calls.c[then.column], low, high, exact=True)]
     return tied, offset - before, within
+
+
+def _keys(column: ColumnElement[int], low: int, high: int, *, exact: bool) -> ColumnElement[bool]:
+    """`column` within [low, high]; an equality when they are one key and `exact` (the planner
+    then drops the column from the order, and the index of the next sort key gives it)."""
+    return column == low if exact and low == high else column.between(low, high)
 
 
 def _window(

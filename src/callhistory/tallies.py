@@ -488,14 +488,16 @@ def _widen(conn: Connection, table: Table, keys: list[str], rows: list[dict[str,
     """Upsert the rows (in their order) of a table of the earliest `first_at` (and the latest
     `last_at`, if it has one) per key: where a key is there, keep the earlier and the later."""
     if rows and bulk.enabled(conn, rows):
-        widened = {n: f"{_EXTREMES[n]}(t.{n}, excluded.{n})" for n in _EXTREMES if n in table.c}
+        widened = {
+            n: f"{pg}(t.{n}, excluded.{n})" for n, (pg, _) in _EXTREMES.items() if n in table.c
+        }
         bulk.upsert(conn, table, rows, conflict=keys, assignments=widened)
     elif rows:
         conn.execute(_widened(conn, dialect_insert(conn, table), keys), rows)
 
 
-#: The columns `_widen` keeps the extreme of: their SQL function on PostgreSQL.
-_EXTREMES = {"first_at": "LEAST", "last_at": "GREATEST"}
+#: The columns `_widen` keeps the extreme of: (their SQL function on PostgreSQL, on SQLite).
+_EXTREMES = {"first_at": ("LEAST", "min"), "last_at": ("GREATEST", "max")}
 
 
 @dataclass(frozen=True)
@@ -510,6 +512,8 @@ class _Counted:
     measures: dict[str, Any]
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     where: tuple[ColumnElement[bool], ...] = ()
+    #: The measures are the earliest and latest times (`_widened`), not sums.
+    widened: bool = False
 
 
 def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls) -> list[_Counted]:
@@ -576,6 +580,7 @@ def _counted(dialect: str, shifts: list[tuple[int, int]], source: Table = calls)
             id_spans,
             {"block": literal_column(f"id / {SPAN_BLOCK}", Integer)},
             {"first_at": func.min(c.started_at), "last_at": func.max(c.started_at)},
+            widened=True,
         ),
     ]
     return tables
@@ -613,7 +618,7 @@ def _count(
     names = ["account_id", *counted.fixed, *counted.keys, *counted.measures]
     insert = dialect_insert(conn, counted.table).from_select(names, grouped)
     keyed = [n for n in names if n not in counted.measures]
-    if summed and counted.table is id_spans:  # spans are widened, not summed
+    if summed and counted.widened:
         insert = _widened(conn, insert, keyed)
     elif summed:
         table = counted.table
@@ -915,11 +920,12 @@ def _widened(conn: Connection, insert: Any, keys: list[str]) -> Any:
     """`insert` into a table `_widen` keeps, keeping the earlier `first_at` (and the later
     `last_at`) where the key is there."""
     postgresql = conn.dialect.name == "postgresql"
-    least, greatest = (func.least, func.greatest) if postgresql else (func.min, func.max)
     table, new = insert.table, insert.excluded  # SQLite: min(a, b) and max(a, b)
-    kept = {"first_at": least(table.c.first_at, new.first_at)}
-    if "last_at" in table.c:
-        kept["last_at"] = greatest(table.c.last_at, new.last_at)
+    kept = {
+        n: getattr(func, pg if postgresql else lite)(table.c[n], new[n])
+        for n, (pg, lite) in _EXTREMES.items()
+        if n in table.c
+    }
     return insert.on_conflict_do_update(index_elements=keys, set_=kept)
 
 
