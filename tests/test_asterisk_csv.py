@@ -372,13 +372,19 @@ class Interrupted(Exception):
     """Stands for Ctrl-C during an import."""
 
 
+@pytest.mark.parametrize("child", [False, True], ids=["threads", "child process"])
 def test_small_batches_and_an_interruption_give_the_same_calls(
-    tmp_path: Path, db: Engine, client: TestClient, make_tenant: Callable[..., Tenant]
+    child: bool,
+    tmp_path: Path,
+    db: Engine,
+    client: TestClient,
+    make_tenant: Callable[..., Tenant],
 ) -> None:
     """Every scenario's legs six times over (other uniqueids), interleaved, read two legs per
     transaction so that calls straddle batches, and stopped after the third batch, then
     resumed: exactly the calls and routes of the same file read in one batch (on PostgreSQL
-    that one goes through the staging tables, bulk.MIN_ROWS legs and more)."""
+    that one goes through the staging tables, bulk.MIN_ROWS legs and more). The small batches
+    are parsed and merged on a thread, or in a child process as a big file's are."""
     scenarios = [line for _, text, gmt, _ in SCENARIOS if not gmt for line in text.splitlines()]
     local = [line.replace("17682", f"1768{2 + n}") for n in range(6) for line in scenarios]
     assert len(local) >= bulk.MIN_ROWS
@@ -402,10 +408,12 @@ def test_small_batches_and_an_interruption_give_the_same_calls(
     with pytest.raises(Interrupted):
         import_paths(
             db, batched.account_id, [str(path)], gmt=False, batch_lines=2,
-            progress_for=stop_after_three,
+            progress_for=stop_after_three, child=child,
         )  # fmt: skip
     assert seen == [2, 4, 6]
-    resumed = import_paths(db, batched.account_id, [str(path)], gmt=False, batch_lines=2)
+    resumed = import_paths(
+        db, batched.account_id, [str(path)], gmt=False, batch_lines=2, child=child
+    )
     assert resumed.lines_skipped == 6
     assert resumed.lines_read + 6 == report.lines_read == len(local)
 

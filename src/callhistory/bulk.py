@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -63,10 +63,14 @@ def enabled(conn: Connection, rows: Sequence[object]) -> bool:
 
 
 def _stage(
-    conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    table: Table,
+    names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
 ) -> str:
     """COPY the rows' `names` (and their ordinal `n`) into a staging table shaped like `table`
-    (`pk` stands for its `id`); returns the staging table's name."""
+    (`pk` stands for its `id`); returns the staging table's name. Rows are mappings, or
+    sequences of the values of `names` in that order."""
     quote = conn.dialect.identifier_preparer.quote
     stage = f"stage_{table.name}_{'update' if 'pk' in names else 'insert'}"
     columns = ", ".join(quote(name) for name in names)
@@ -82,10 +86,21 @@ def _stage(
     copying = f"COPY {stage} ({columns}, n) FROM STDIN (FORMAT BINARY)"
     with driver.cursor() as cursor, cursor.copy(copying) as copy:
         copy.set_types([*_copy_types(conn.dialect, table, tuple(names)), "bigint"])
-        values = itemgetter(*names)
+        values = _values(names, rows)
         for n, row in enumerate(rows):
             copy.write_row((*values(row), n))
     return stage
+
+
+def _values(
+    names: Sequence[str], rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]
+) -> Callable[[Any], Sequence[Any]]:
+    """How to read a row's values in the order of `names`: by name from a mapping; a sequence
+    (a tuple made in that order, cheaper than a dict per row) as it is."""
+    if rows and isinstance(rows[0], Mapping):
+        get = itemgetter(*names)
+        return (lambda row: (get(row),)) if len(names) == 1 else get
+    return tuple
 
 
 @cache
@@ -106,17 +121,19 @@ def insertable(conn: Connection, rows: Sequence[object]) -> bool:
 def insert(
     conn: Connection,
     table: Table,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
     *,
     conflict: Sequence[str],
     returning: Sequence[str] = (),
+    names: Sequence[str] = (),
 ) -> Sequence[Any]:
     """INSERT the rows (all with the same keys) in their order, skipping those that conflict on
-    the unique index of `conflict`; returns `returning` of the inserted ones (named rows)."""
+    the unique index of `conflict`; returns `returning` of the inserted ones (named rows). With
+    `names`, each row is a tuple of those columns' values, in that order."""
+    names = list(names) or list(cast(Mapping[str, Any], rows[0]))
     if conn.dialect.name == "sqlite":
-        return _insert_sqlite(conn, table, rows, conflict, returning)
+        return _insert_sqlite(conn, table, names, rows, conflict, returning)
     quote = conn.dialect.identifier_preparer.quote
-    names = list(rows[0])
     stage = _stage(conn, table, names, rows)
     columns = ", ".join(quote(name) for name in names)
     sql = (
@@ -132,18 +149,18 @@ def insert(
 def _insert_sqlite(
     conn: Connection,
     table: Table,
-    rows: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
     conflict: Sequence[str],
     returning: Sequence[str],
 ) -> Sequence[Any]:
     """`insert` on SQLite: the rows go to the driver as tuples of the values SQLAlchemy would
     bind (its processing of each parameter of each row costs more than SQLite's insert)."""
     quote = conn.dialect.identifier_preparer.quote
-    names = list(rows[0])
     dialect = conn.dialect
     processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
     converted = [(i, p) for i, p in enumerate(processors) if p is not None]
-    values = itemgetter(*names)
+    values = _values(names, rows)
     params = []
     for row in rows:
         value = list(values(row))

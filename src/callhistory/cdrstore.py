@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from sqlalchemy import Connection, select, update
 
@@ -16,6 +17,9 @@ from callhistory.store import utcnow
 
 #: The columns a leg is stored in (its key is derived from them).
 _CDR_FIELDS = tuple(f.name for f in fields(Cdr) if f.init)
+_cdr_values = attrgetter(*_CDR_FIELDS)
+#: A stored leg's columns, in the order `insert_legs` writes them.
+_LEG_COLUMNS = ("account_id", "call_history_id", "call_key", "leg_key", *_CDR_FIELDS)
 
 
 @dataclass
@@ -61,23 +65,18 @@ def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr
     """Store (call id, leg) pairs; a leg already stored (same key) is skipped."""
     if not legs:
         return
+    # Tuples in the order of _LEG_COLUMNS: a dict per leg took 5 µs of the writer's time.
     rows = [
-        {
-            "account_id": account_id,
-            "call_history_id": call_pk,
-            "call_key": leg.call_key,
-            "leg_key": leg.leg_key,
-            **{name: getattr(leg, name) for name in _CDR_FIELDS},
-        }
-        for call_pk, leg in legs
+        (account_id, call_pk, leg.call_key, leg.leg_key, *_cdr_values(leg)) for call_pk, leg in legs
     ]
     if bulk.insertable(conn, rows):
-        bulk.insert(conn, call_legs, rows, conflict=["account_id", "leg_key"])
+        bulk.insert(conn, call_legs, rows, conflict=["account_id", "leg_key"], names=_LEG_COLUMNS)
         return
+    named = [dict(zip(_LEG_COLUMNS, row, strict=True)) for row in rows]
     stmt = dialect_insert(conn, call_legs).on_conflict_do_nothing(
         index_elements=["account_id", "leg_key"]
     )
-    conn.execute(stmt, rows)
+    conn.execute(stmt, named)
 
 
 def import_offset(conn: Connection, account_id: int, path: str, head: str) -> tuple[int, int]:

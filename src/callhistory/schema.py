@@ -531,6 +531,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def url_of(engine: Engine) -> str:
+    """The URL `make_engine` takes to reach the same database (from another process)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
 #: psycopg's `prepare_threshold` (runs before it prepares a statement by itself) that is never
 #: reached; None would also refuse `prepare=True`.
 NEVER = 1 << 62
