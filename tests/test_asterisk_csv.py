@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import DateTime, Engine, text
+from sqlalchemy.dialects import sqlite
 from typer.testing import CliRunner
 
 from callhistory import accounts, bulk, migrate
@@ -611,3 +613,21 @@ def test_cli_import_with_rejects_and_stdin(
     ):
         result = runner.invoke(app, bad_args, env=env)
         assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_a_big_batch_stores_times_on_sqlite_as_sqlalchemy_writes_them() -> None:
+    """A big batch on SQLite formats its times in C, not through SQLAlchemy's processor: the
+    stored text must be the processor's to the character (filters compare it as text)."""
+    dialect = sqlite.dialect()
+    ours = bulk._sqlite_processor(dialect, DateTime())
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    values = [
+        datetime(2026, 1, 13, 10, 0, 0), datetime(2026, 3, 29, 1, 59, 59, 999_999),
+        datetime(1, 1, 1), datetime(999, 12, 31, 23, 0, 0, 5), datetime(9999, 12, 31, 23, 59, 59),
+        datetime(2026, 1, 13, 10, 0, tzinfo=UTC),
+        datetime(2026, 1, 13, 10, 0, tzinfo=timezone(timedelta(hours=5))),
+        date(2026, 1, 2), None,
+    ]  # fmt: skip
+    for value in values:
+        assert ours(value) == theirs(value), value
