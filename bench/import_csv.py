@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from callhistory import accounts, migrate, tallies
+from callhistory import accounts, migrate, schema, tallies
 from callhistory.classify import PbxConfig
 from callhistory.config import Settings
 from callhistory.ingest.asterisk_csv import BATCH_LINES, import_paths
@@ -169,7 +169,23 @@ def main() -> None:
         help="keep no counters or rollups (a batch's calls are neither tallied nor added): "
         "what keeping them costs",
     )
+    parser.add_argument(
+        "--without-statistics",
+        action="store_true",
+        help="keep the list's counters (call_counts, call_rollups, id_counts, id_spans, "
+        "length_counts, length_pairs, gram_counts) but not the rollups only the Statistics API "
+        "reads (hour_rollups, number_rollups, wait_rollups, callers, caller_days, caller_gaps, "
+        "missed calls): what those cost",
+    )
     args = parser.parse_args()
+    if args.without_statistics:
+        statistics_only = (schema.hour_rollups, schema.number_rollups, schema.wait_rollups)
+        kept = tallies._only
+        tallies._only = lambda counted, *tables: kept(  # type: ignore[assignment]
+            counted, *(t for t in tables if t not in statistics_only)
+        )
+        tallies._move_numbers = lambda *args, **kwargs: None  # type: ignore[assignment]
+        tallies._add_firsts = lambda *args, **kwargs: None  # type: ignore[assignment]
     if args.without_rollups:
         tallies.Tally.count = lambda self, call, sign: None  # type: ignore[method-assign]
         tallies.add = lambda conn, account_id, tally: None  # type: ignore[assignment]
@@ -206,7 +222,11 @@ def main() -> None:
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT COUNT(*) FROM calls")).scalar_one()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kept = "no counters or rollups" if args.without_rollups else "counters and rollups kept"
+    kept = "counters and rollups kept"
+    if args.without_rollups:
+        kept = "no counters or rollups"
+    elif args.without_statistics:
+        kept = "the list's counters kept, not the Statistics API's rollups"
     print(f"\n{engine.dialect.name}: {args.lines} lines ({size_mb:.0f} MB), {kept}")
     print(f"import: {took:.1f}s, {report.lines_read / took:.0f} lines/s; calls created "
           f"{report.outcome.created} (stored {stored}); bad lines {len(report.bad)}; "
