@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import DateTime, Engine, bindparam, select, text
+from sqlalchemy import DateTime, Engine, bindparam, event, select, text
 from typer.testing import CliRunner
 
 from callhistory import accounts, citus, migrate, store, tallies
@@ -434,6 +434,62 @@ def test_short_substring_totals_match_plain_sql(
     with db.connect() as conn:  # a wildcard is kept as the character it is
         held = conn.execute(text("SELECT count(*) FROM gram_counts WHERE gram = '%_'")).scalar()
     assert held == 1
+
+
+def test_a_crowding_accounts_substrings_skip_the_indexes_account(
+    client: TestClient,
+    db: Engine,
+    randomized: tuple[Tenant, ZoneInfo],
+    make_tenant: Callable[..., Tenant],
+    add_calls: Callable[..., list[int]],
+) -> None:
+    """A substring of 3 characters or more is searched through the trigram GIN indexes of
+    (account, number). On PostgreSQL, for an account with half the calls or more, the account is
+    checked on the rows found rather than asked of the index (`store._crowds`: the index would
+    read every call of the account); a smaller account is asked of it. Either way the totals and
+    pages are what plain SQL finds, with other filters, sorts and a list of substrings."""
+    big, _ = randomized  # 600 of the 750 calls
+    small = make_tenant()
+    rng = random.Random(5)
+    add_calls(small.account_id, [random_call(rng, small.account_id, n) for n in range(40)])
+    db.dispose()  # no pooled connection remembers an earlier test's account of the same id
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db, "before_cursor_execute", seen)
+    try:
+        with db.connect() as conn:  # not on Citus, whose shards hold an account or few
+            gin = db.dialect.name == "postgresql" and not citus.sharded(conn)
+        for tenant, crowding in ((big, gin), (small, False)):
+            for field, value in [
+                ("src", "998"), ("src", "1112233"), ("dst", "765"), ("dst", "102,4321"),
+                ("external_number", "1130"), ("external_number", "0590,5060"),
+            ]:  # fmt: skip
+                params = {f"filter[{field}]": value, "per_page": "7"}
+                each = [f"{field} LIKE :v{i}" for i in range(value.count(",") + 1)]
+                where = [f"({' OR '.join(each)})"]
+                kinds(rng, params, where, types=rng.random() < 0.5, status=rng.random() < 0.4)
+                sort = rng.choice(["", "-id", "datetime", "-duration"])
+                if sort:
+                    params["sort"] = sort
+                sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)}"
+                with db.connect() as conn:
+                    args = {f"v{i}": f"%{v}%" for i, v in enumerate(value.split(","))}
+                    found = conn.execute(
+                        text(f"{sql} ORDER BY {SORTS[sort]}"), {"a": tenant.account_id, **args}
+                    )
+                    truth = [row.id for row in found]
+                assert truth, params
+                statements.clear()
+                last = max(1, -(-len(truth) // 7))
+                assert_pages(client, tenant.headers, params, truth, {1, last})
+                searched = [s for s in statements if " LIKE " in s and "FROM calls" in s]
+                assert searched, params
+                assert all(("calls.account_id + " in s) == crowding for s in searched), params
+    finally:
+        event.remove(db, "before_cursor_execute", seen)
 
 
 def test_duration_and_conversation_totals_match_plain_sql(
