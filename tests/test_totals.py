@@ -927,7 +927,8 @@ def test_whole_days_and_edges_cover_a_period_once(zone: str, per: int) -> None:
 
 def test_the_indexes_that_order_a_list_carry_type_and_status(db: Engine) -> None:
     """PostgreSQL: a page inside a window of its sort key, filtered by type or status, finds its
-    ids from the index that orders it alone (migration 0021)."""
+    ids from the index that orders it alone (migration 0021); the start time's index carries the
+    seconds too (0026)."""
     if db.dialect.name != "postgresql":
         pytest.skip("INCLUDE columns are PostgreSQL's")
     names = ["ix_calls_account_id", "ix_calls_account_started", "ix_calls_account_duration",
@@ -942,6 +943,8 @@ def test_the_indexes_that_order_a_list_carry_type_and_status(db: Engine) -> None
             ).all()
         )
     assert sorted(found) == sorted(names)
+    started = found.pop("ix_calls_account_started")
+    assert started.endswith("INCLUDE (type, status, duration, conversation)"), started
     assert all(d.endswith("INCLUDE (type, status)") for d in found.values()), found
 
 

@@ -129,7 +129,9 @@ calls = Table(
         "account_id",
         "started_at",
         "id",
-        postgresql_include=_KINDS,  # period edges counted from the index alone
+        # Period edges counted from the index alone, and a period's calls under comparisons of
+        # their seconds (0026).
+        postgresql_include=[*_KINDS, "duration", "conversation"],
     ),
     # Type and status ride along (INCLUDE): a page inside a window of its sort key, filtered by
     # them, finds its ids from the index alone (`store._placed`).
