@@ -6,6 +6,7 @@ Epoch 1768280400 is 2026-01-13 10:00:00 in Tashkent.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -23,9 +24,11 @@ from typer.testing import CliRunner
 from callhistory import accounts, bulk, migrate
 from callhistory.classify import PbxConfig
 from callhistory.cli import app
+from callhistory.ingest import asterisk_csv
 from callhistory.ingest.asterisk_csv import import_paths
+from callhistory.ingest.pbx import Layout
 from callhistory.models import derive_call_id
-from callhistory.schema import make_engine
+from callhistory.schema import make_engine, url_of
 from tests.conftest import Tenant
 from tests.test_roles import web_session
 
@@ -613,6 +616,27 @@ def test_cli_import_with_rejects_and_stdin(
     ):
         result = runner.invoke(app, bad_args, env=env)
         assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_an_error_in_the_reading_process_reaches_the_import(
+    tmp_path: Path, db: Engine, pbx_tenant: Tenant
+) -> None:
+    """A big file is read, parsed and merged by a child process: what fails there (here the
+    file, gone before the child opens it) is raised in the importing process, the child's
+    traceback attached, and the child is gone."""
+    with db.connect() as conn:
+        layout = Layout.load(conn, pbx_tenant.account_id, None)
+    reading = asterisk_csv._Reading(
+        "gone.csv", None, resumable=True, offset=0, last_line=0, size=10
+    )
+    job = asterisk_csv._Job(
+        url_of(db), pbx_tenant.account_id, layout, str(tmp_path / "gone.csv"), reading
+    )
+    committed = asterisk_csv._Committed()
+    with pytest.raises(FileNotFoundError) as raised:
+        list(asterisk_csv._from_child(job, committed))
+    assert any("in the process reading gone.csv" in note for note in raised.value.__notes__)
+    assert multiprocessing.active_children() == []
 
 
 def test_a_big_batch_stores_times_on_sqlite_as_sqlalchemy_writes_them() -> None:

@@ -346,8 +346,9 @@ def _child(job: _Job, committed: _Count, sending: Pipe) -> None:
     and send it (("batch", (batch, merged))), then ("done", None), or ("error", (exception,
     traceback)). Ctrl-C is the parent's to handle: it ends this process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    engine = schema.make_engine(job.url)
+    engine: Engine | None = None
     try:
+        engine = schema.make_engine(job.url)
         with open(job.path, "rb") as stream:
             stream.seek(job.reading.offset)
             merging = _Merging(engine, job.account_id, job.layout, committed)
@@ -365,7 +366,8 @@ def _child(job: _Job, committed: _Count, sending: Pipe) -> None:
             sending.send(("error", (RuntimeError(f"{type(exc).__name__}: {exc}"), trace)))
     finally:
         sending.close()
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
 
 
 def _read_ahead(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
