@@ -1,3 +1,4 @@
 from callhistory.cli import main
 
-main()
+if __name__ == "__main__":  # not when a process this one spawns imports it
+    main()
