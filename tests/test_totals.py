@@ -485,7 +485,9 @@ def test_a_crowding_accounts_substrings_skip_the_indexes_account(
                 statements.clear()
                 last = max(1, -(-len(truth) // 7))
                 assert_pages(client, tenant.headers, params, truth, {1, last})
-                searched = [s for s in statements if " LIKE " in s and "FROM calls" in s]
+                searched = [
+                    s for s in statements if "FROM calls" in s and (" LIKE " in s or "instr(" in s)
+                ]
                 assert searched, params
                 assert all(("calls.account_id + " in s) == crowding for s in searched), params
     finally:

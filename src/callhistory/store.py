@@ -112,19 +112,24 @@ def _like_pattern(value: str) -> str:
     return f"%{escaped}%"
 
 
-def _contains(column: Any, value: str) -> ColumnElement[bool]:
+def _contains(column: Any, value: str, dialect: str) -> ColumnElement[bool]:
     """Case-insensitive substring match. A value without letters (phone numbers, the usual case)
-    has no case to fold: plain LIKE means the same and costs half of ILIKE per row. A value of
-    one or two characters holds no trigram: PostgreSQL's trigram index would return every call
-    of every account to recheck, and the planner, which expects one row from it, chose it (17 s
-    for `external_number` holding `43` in a 2-day period at 10M calls, against 0.4 s along the
-    period's index): such a value is matched on an expression no index holds."""
+    has no case to fold: plain LIKE means the same and costs half of ILIKE per row; on SQLite,
+    which has no index for it and tests every row, `instr` means the same again and costs 40%
+    less than LIKE (55 against 92 ms over 1M calls). A value of one or two characters holds no
+    trigram: PostgreSQL's trigram index would return every call of every account to recheck,
+    and the planner, which expects one row from it, chose it (17 s for `external_number` holding
+    `43` in a 2-day period at 10M calls, against 0.4 s along the period's index): such a value
+    is matched on an expression no index holds."""
     pattern = _like_pattern(value)
+    letters = value.lower() != value.upper()
+    if dialect == "sqlite" and not letters:
+        return func.instr(column, value) > 0
     if len(value) < 3:
         column = column.concat("")
-    if value.lower() == value.upper():
-        return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
-    return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
+    if letters:
+        return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
+    return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
 
 
 def _compared(column: Any, comparisons: Sequence[tuple[Comparison, int]]) -> ColumnElement[bool]:
@@ -193,7 +198,7 @@ def _account(equal: bool, account: Any) -> ColumnElement[bool]:
 def _conditions(conn: Connection, scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
     conditions = [_the_account(conn, scope.account_id, query), *scope.narrowing()]
     for name, values in query.text.items():
-        conditions.append(or_(*(_contains(calls.c[name], v) for v in values)))
+        conditions.append(or_(*(_contains(calls.c[name], v, conn.dialect.name) for v in values)))
     for name, comparisons in query.numbers.items():
         conditions.append(_compared(calls.c[name], comparisons))
     if query.types:
@@ -255,7 +260,7 @@ def counts(conn: Connection, scope: Scope, query: CallQuery) -> Counter[tuple[in
         stmt = select(nr.type, nr.status, nr.calls).where(
             nr.account_id == account_id,
             nr.side == tallies.EXTERNAL,
-            or_(*(_contains(nr.number, value) for value in substrings)),
+            or_(*(_contains(nr.number, value, conn.dialect.name) for value in substrings)),
             *type_and_status(number_rollups, query),
         )
     elif query.gram is not None:
