@@ -112,6 +112,10 @@ def _like_pattern(value: str) -> str:
     return f"%{escaped}%"
 
 
+#: The characters of a trigram: a shorter substring holds none for the trigram indexes.
+TRIGRAM = 3
+
+
 def _contains(column: Any, value: str, dialect: str) -> ColumnElement[bool]:
     """Case-insensitive substring match. A value without letters (phone numbers, the usual case)
     has no case to fold: plain LIKE means the same and costs half of ILIKE per row; on SQLite,
@@ -125,7 +129,7 @@ def _contains(column: Any, value: str, dialect: str) -> ColumnElement[bool]:
     letters = value.lower() != value.upper()
     if dialect == "sqlite" and not letters:
         return func.instr(column, value) > 0
-    if len(value) < 3:
+    if len(value) < TRIGRAM:
         column = column.concat("")
     if letters:
         return column.ilike(pattern, escape="\\")  # type: ignore[no-any-return]
@@ -164,7 +168,7 @@ def _crowds(conn: Connection, account_id: int, query: CallQuery) -> bool:
     the account is checked on the rows read anyway. A small account keeps the index's account:
     it skips the other accounts' matches. Read from the counters, once a minute a connection;
     PostgreSQL only (not Citus, whose shards hold an account or few)."""
-    if not any(len(v) >= 3 for values in query.text.values() for v in values):
+    if not any(len(v) >= TRIGRAM for values in query.text.values() for v in values):
         return False
     if conn.dialect.name != "postgresql" or citus.sharded(conn):
         return False
@@ -195,8 +199,11 @@ def _account(equal: bool, account: Any) -> ColumnElement[bool]:
     return calls.c.account_id == account if equal else calls.c.account_id.between(account, account)
 
 
-def _conditions(conn: Connection, scope: Scope, query: CallQuery) -> list[ColumnElement[bool]]:
-    conditions = [_the_account(conn, scope.account_id, query), *scope.narrowing()]
+def _conditions(
+    conn: Connection, scope: Scope, query: CallQuery, *, equal: bool = True
+) -> list[ColumnElement[bool]]:
+    """The query's conditions on the calls, the account's first (`_the_account`)."""
+    conditions = [_the_account(conn, scope.account_id, query, equal=equal), *scope.narrowing()]
     for name, values in query.text.items():
         conditions.append(or_(*(_contains(calls.c[name], v, conn.dialect.name) for v in values)))
     for name, comparisons in query.numbers.items():
@@ -395,8 +402,7 @@ def _ordered(
     `sort_here`: in an order no index gives, so that the matches are found by the filters'
     indexes and sorted (`_sorts_matches`)."""
     equal = bool(query.text or within or sort_here) or citus.sharded(conn)
-    account = _the_account(conn, scope.account_id, query, equal=equal)
-    conditions = [account, *_conditions(conn, scope, query)[1:], *within]
+    conditions = [*_conditions(conn, scope, query, equal=equal), *within]
     order = _order(query.sort, backwards, sort_here)
     return select(*CALL_COLUMNS).where(*conditions).order_by(*order)
 

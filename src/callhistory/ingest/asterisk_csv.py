@@ -41,6 +41,9 @@ BATCH_LINES = 10_000
 #: Bytes left to read from which a file is parsed and merged in a child process: starting one
 #: costs ~0.5 s (a Python that imports this package), which a file of ~60,000 lines repays.
 CHILD_MIN_BYTES = 16 << 20
+#: How the child starts: a new interpreter (forking would copy the writer's threads and pooled
+#: connections).
+_SPAWN = multiprocessing.get_context("spawn")
 #: Lines read ahead to tell a UTC file from a PBX-local one.
 CLOCK_SAMPLE = 200
 STDIN = "-"
@@ -125,18 +128,15 @@ def import_stream(
         label, tz, resumable=resume_key is not None, offset=last_offset, last_line=start_line,
         size=batch_lines,
     )  # fmt: skip
-    committed: _Count = _Committed()
+    committed: _Count
     pipelined = not _in_memory(engine)
-    path = _file_of(stream)
-    if child is None:
-        child = pipelined and path is not None and _left(stream, path) >= CHILD_MIN_BYTES
-    if child and path is not None and pipelined:
-        child_committed = multiprocessing.get_context("spawn").Value("q", 0, lock=False)
-        committed = child_committed
-        merged_batches = _from_child(
-            _Job(schema.url_of(engine), account_id, layout, path, reading), child_committed
-        )
+    path = _file_of(stream) if pipelined else None
+    if path is not None and (_left(stream, path) >= CHILD_MIN_BYTES if child is None else child):
+        committed = _SPAWN.Value("q", 0, lock=False)
+        job = _Job(schema.url_of(engine), account_id, layout, path, reading)
+        merged_batches = _from_child(job, committed)
     else:
+        committed = _Committed()
         batches = reading.batches(itertools.chain(sample, raw_lines))
         merging = _Merging(engine, account_id, layout, committed)
         merged_batches = merging.ahead(_read_ahead(batches)) if pipelined else _unmerged(batches)
@@ -309,9 +309,8 @@ def _from_child(job: _Job, committed: _Count) -> Iterator[tuple[_Batch, Merged |
     the caller writes the one before; the writer sets `committed.value` as it commits (shared
     memory). A pipe carries the batches: a full pipe holds the child back, so at most about
     two batches are in memory. An error in the child is raised here; leaving early ends it."""
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
-    process = context.Process(
+    receiving, sending = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(
         target=_child, args=(job, committed, sending), name="csv-reader", daemon=True
     )
     process.start()
