@@ -48,10 +48,34 @@ def missing() -> str | None:
     return None
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Every port the test PBX uses lies in one block below the kernel's ephemeral range (32768 and
+# up on Linux), so no socket the kernel numbers (a connection, a DNS lookup) can take one of them
+# between calls: SIPp's media ports from the block's start (SIPp takes its port and the one 2
+# above), Asterisk's RTP 5000 above, then the SIP and AMI ports. The process id picks the block.
+BLOCK = 6100
+BLOCKS = 3
+
+
+def _block() -> int:
+    """The start of a block whose SIP and AMI ports are free."""
+    first = os.getpid() % BLOCKS
+    for n in range(BLOCKS):
+        start = 10_000 + (first + n) % BLOCKS * BLOCK
+        try:
+            for offset, kind in _FIXED.values():
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind(("127.0.0.1", start + offset))
+        except OSError:
+            continue
+        return start
+    raise AssertionError("no free block of ports for the test PBX")
+
+
+_FIXED = {
+    "sip": (6000, socket.SOCK_DGRAM), "ami": (6002, socket.SOCK_STREAM),
+    "101": (6004, socket.SOCK_DGRAM), "102": (6006, socket.SOCK_DGRAM),
+    "103": (6008, socket.SOCK_DGRAM), "trunk": (6010, socket.SOCK_DGRAM),
+}  # fmt: skip
 
 
 def _tone(path: Path) -> None:
@@ -174,13 +198,9 @@ def running_pbx(base: Path, monitor: Path | None = None) -> Iterator[Pbx]:
     """A test PBX in `base`, started with the project's configuration; stopped at the end.
     MixMonitor records into `monitor` (default `base`/monitor)."""
     pbx = Pbx(base, monitor=monitor or base / "monitor")
-    pbx.ports = {
-        "sip": _free_port(socket.SOCK_DGRAM),
-        "ami": _free_port(socket.SOCK_STREAM),
-        **{who: _free_port(socket.SOCK_DGRAM) for who in ("101", "102", "103", "trunk")},
-    }
-    start = 30000 + (os.getpid() % 500) * 40
-    pbx.media = iter(range(start, start + 10_000, 4))  # SIPp takes its port and the one 2 above
+    start = _block()
+    pbx.ports = {who: start + offset for who, (offset, _) in _FIXED.items()}
+    pbx.media = iter(range(start, start + 5000, 4))
     for folder in ("etc", "lib", "agi", "spool/outgoing", "run", "log/cdr-csv", "sipp"):
         (base / folder).mkdir(parents=True, exist_ok=True)
     pbx.monitor.mkdir(parents=True, exist_ok=True)
@@ -221,7 +241,7 @@ DEMO_CALLS: list[tuple[str, tuple[tuple[str, str, int], ...], str, str, str, int
 
 def _saved(base: Path) -> Pbx:
     state = json.loads((base / "ports.json").read_text())
-    media = iter(range(state["media"], state["media"] + 10_000, 4))
+    media = iter(range(state["media"], state["media"] + 4000, 4))
     return Pbx(base, Path(state["monitor"]), state["ports"], media)
 
 
