@@ -494,6 +494,93 @@ def test_a_crowding_accounts_substrings_skip_the_indexes_account(
         event.remove(db, "before_cursor_execute", seen)
 
 
+def test_sqlite_finds_a_substrings_few_calls_from_its_trigram_index(
+    client: TestClient,
+    db: Engine,
+    randomized: tuple[Tenant, ZoneInfo],
+    add_calls: Callable[..., list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite a substring of 3 characters or more is looked up in the FTS5 trigram index of
+    the numbers (`call_numbers`, kept by triggers) when it is in at most `store.FEW_NUMBERS`
+    calls, and every call of the account is tested otherwise. Either way, and on PostgreSQL, the
+    totals and pages are what plain SQL finds: numbers with letters in either case, FTS5's own
+    syntax (quotes, `OR`, `*`, brackets), LIKE's wildcards, lists, after calls were re-merged
+    with other numbers (the fixture) and again here."""
+    tenant, _ = randomized
+    rng = random.Random(27)
+    odd = [
+        new_call(tenant.account_id, 2000 + n, src=src, dst=dst, external_number=ext)
+        for n, (src, dst, ext) in enumerate(
+            [
+                ("Reception Desk", 'say "hi" OR *', "+998(71)200-50-60"),
+                ("RECEPTION", "10%_1", "NEAR(a b)"),
+                ("reception 2", "1\\05", None),
+            ]
+        )
+    ]
+    ids = add_calls(tenant.account_id, odd)
+    with db.begin() as conn:  # re-merged: a call's numbers change, the index follows
+        stored = store.get_many_by_call_id(conn, tenant.account_id, [odd[2].call_id])
+        moved = dataclasses.replace(odd[2], src="Reception 3", dst="777", external_number="7811")
+        store.update_calls(conn, tenant.account_id, [(stored[odd[2].call_id], moved)])
+    sqlite = db.dialect.name == "sqlite"
+    find = "instr" if sqlite else "strpos"
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    searches = [
+        ("src", "998"), ("src", "1112233"), ("src", "reception"), ("src", "EPTION 3"),
+        ("dst", '"hi" OR'), ("dst", "OR *"), ("dst", "%_1"), ("dst", "\\05"), ("dst", "777"),
+        ("dst", "765,102"), ("external_number", "(71)"), ("external_number", "NEAR("),
+        ("external_number", "7811"), ("external_number", "130,5060"), ("external_number", "zzz"),
+    ]  # fmt: skip
+    checked = 0
+    event.listen(db, "before_cursor_execute", seen)
+    try:
+        for few in (store.FEW_NUMBERS, 40):
+            monkeypatch.setattr(store, "FEW_NUMBERS", few)
+            for field, value in searches:
+                params = {f"filter[{field}]": value, "per_page": "7"}
+                each = [
+                    f"{find}(lower({field}), lower(:v{i})) > 0" for i in range(value.count(",") + 1)
+                ]
+                where = [f"({' OR '.join(each)})"]
+                kinds(rng, params, where, types=rng.random() < 0.4, status=rng.random() < 0.3)
+                sort = rng.choice(["", "-id", "datetime", "-duration"])
+                if sort:
+                    params["sort"] = sort
+                sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)}"
+                with db.connect() as conn:
+                    args = {f"v{i}": v for i, v in enumerate(value.split(","))}
+                    every = {"a": tenant.account_id, **args}
+                    found = conn.execute(text(f"{sql} ORDER BY {SORTS[sort]}"), every)
+                    truth = [row.id for row in found]
+                    anywhere = f"SELECT count(*) FROM calls WHERE {where[0]}"  # every account's
+                    held = conn.execute(text(anywhere), args).scalar_one()
+                statements.clear()
+                last = max(1, -(-len(truth) // 7))
+                assert_pages(client, tenant.headers, params, truth, {1, last})
+                searched = [
+                    s for s in statements if "FROM calls" in s and ("instr(" in s or "LIKE" in s)
+                ]
+                checked += bool(searched)  # (none when the rollups count and none matches)
+                indexed = sqlite and held <= few
+                assert all(("MATCH" in s) == indexed for s in searched), (params, held)
+    finally:
+        event.remove(db, "before_cursor_execute", seen)
+    assert checked >= 2 * len(searches) - 4
+    moved_to = client.get(URL, params={"filter[dst]": "777"}, headers=tenant.headers).json()
+    assert [c["id"] for c in moved_to["data"]] == [ids[2]]
+    if sqlite:  # the index holds exactly the calls' numbers
+        with db.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO call_numbers(call_numbers, rank) VALUES ('integrity-check', 1)"
+            )
+
+
 def test_duration_and_conversation_totals_match_plain_sql(
     client: TestClient, db: Engine, randomized: tuple[Tenant, ZoneInfo]
 ) -> None:

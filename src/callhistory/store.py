@@ -12,10 +12,13 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     ColumnElement,
     Connection,
     Integer,
+    MetaData,
     Row,
+    String,
     Table,
     and_,
     any_,
@@ -136,6 +139,39 @@ def _contains(column: Any, value: str, dialect: str) -> ColumnElement[bool]:
     return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
 
 
+#: SQLite's full-text index of the calls' numbers by trigram (migration 0027), its rowid the
+#: call's id. Its own metadata: a virtual table no `create_all` makes.
+call_numbers = Table(
+    "call_numbers", MetaData(), Column("rowid", Integer), Column("call_numbers", String)
+)
+
+#: Up to how many calls (of every account) SQLite reads a substring's matches from its trigram
+#: index (`_found_few`): counting them and sorting a page of them cost ~4 ms each at 5,000.
+FEW_NUMBERS = 5000
+
+
+def _found_few(conn: Connection, name: str, values: Sequence[str]) -> ColumnElement[bool] | None:
+    """SQLite: the calls whose number `name` may hold one of `values`, from the trigram index,
+    when they are few (at most FEW_NUMBERS in every account): a condition that narrows the calls
+    to those, beside the exact match (`_contains`; the index folds case as ILIKE does, and more).
+    Asking the index how many costs under a millisecond, since it stops at FEW_NUMBERS + 1.
+    Without it, every call of the account is tested (55-90 ms at 1M calls). Not for many
+    matches: SQLite then reads each of them by its id, though another filter (a day) or the
+    order of the list (the first page of a common prefix) would find the page after a few rows
+    (a day's calls with a prefix of 28% of the calls: 184 ms, against 3 without). Nor for a
+    value of one or two characters, which holds no trigram."""
+    if conn.dialect.name != "sqlite" or any(len(v) < TRIGRAM for v in values):
+        return None
+    phrases = " OR ".join('"' + value.replace('"', '""') + '"' for value in values)
+    found = select(call_numbers.c.rowid).where(
+        call_numbers.c.call_numbers.match(f"{name} : ({phrases})")
+    )
+    probe = select(func.count()).select_from(found.limit(FEW_NUMBERS + 1).subquery())
+    if conn.execute(probe).scalar_one() > FEW_NUMBERS:
+        return None
+    return calls.c.id.in_(found)
+
+
 def _compared(column: Any, comparisons: Sequence[tuple[Comparison, int]]) -> ColumnElement[bool]:
     """Any of the comparisons holds for the column's value."""
     terms: list[ColumnElement[bool]] = []
@@ -206,6 +242,8 @@ def _conditions(
     conditions = [_the_account(conn, scope.account_id, query, equal=equal), *scope.narrowing()]
     for name, values in query.text.items():
         conditions.append(or_(*(_contains(calls.c[name], v, conn.dialect.name) for v in values)))
+        if (few := _found_few(conn, name, values)) is not None:
+            conditions.append(few)
     for name, comparisons in query.numbers.items():
         conditions.append(_compared(calls.c[name], comparisons))
     if query.types:
