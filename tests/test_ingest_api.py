@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -253,6 +254,55 @@ def test_batch_limit(client: TestClient, tenant: Tenant) -> None:
     assert (response.status_code, response.json()) == (422, BODY_ERROR)
     response = client.post(URL, json=items[:1000], headers=tenant.headers)
     assert response.json()["meta"] == {"created": 1000, "existing": 0}
+
+
+def test_big_batches_name_their_own_calls_while_others_store_theirs(
+    client: TestClient, make_tenant: Callable[..., Tenant]
+) -> None:
+    """A batch of `bulk.MIN_ROWS` calls or more is inserted in one statement (on SQLite an
+    `executemany`, whose new ids are read back after it): each response names, in its order,
+    the ids of its own calls, new and existing (its first item new or existing), while three
+    accounts store such batches at once."""
+    tenants = [make_tenant() for _ in range(3)]
+    for tenant in tenants:
+        first = [call(pbx_call_id=f"p{n}") for n in range(0, 300, 3)]
+        assert client.post(URL, json=first, headers=tenant.headers).status_code == 201
+    answers: dict[tuple[int, int], Any] = {}
+
+    def store(tenant: Tenant, round_: int) -> None:
+        items = [call(pbx_call_id=f"p{n}", src=f"{round_}") for n in range(300)]
+        items = items[round_ * 31 :] + items[: round_ * 31]  # first: p0 was there, p31 is new
+        answers[tenant.account_id, round_] = client.post(URL, json=items, headers=tenant.headers)
+
+    threads = [
+        threading.Thread(target=store, args=(tenant, round_))
+        for round_ in range(2)
+        for tenant in tenants
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for tenant in tenants:
+        stored = {
+            c["id"]: c["call_id"]
+            for page in (1, 2)
+            for c in client.get(
+                URL, params={"per_page": "300", "page": str(page)}, headers=tenant.headers
+            ).json()["data"]
+        }
+        assert len(stored) == 300
+        metas = []
+        for round_ in range(2):
+            body = answers[tenant.account_id, round_].json()
+            order = [f"p{n}" for n in range(300)]
+            order = order[round_ * 31 :] + order[: round_ * 31]
+            expected = [derive_call_id(tenant.account_id, pbx) for pbx in order]
+            assert [stored[item["id"]] for item in body["data"]] == expected
+            assert [item["call_id"] for item in body["data"]] == expected
+            metas.append(body["meta"])
+        assert sum(m["created"] for m in metas) == 200  # each new call stored once
+        assert all(m["created"] + m["existing"] == 300 for m in metas)
 
 
 def test_ingest_needs_write_ability(client: TestClient, make_tenant: Callable[..., Tenant]) -> None:
