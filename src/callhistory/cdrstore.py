@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -61,14 +62,23 @@ def legs_of_call(conn: Connection, account_id: int, call_pk: int) -> list[Cdr]:
     return sorted(legs, key=leg_order)
 
 
-def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, Cdr]]) -> None:
-    """Store (call id, leg) pairs; a leg already stored (same key) is skipped."""
+#: A leg as `insert_legs` stores it, but for its account and call: (call key, leg key, then its
+#: fields in the order of _CDR_FIELDS).
+LegRow = tuple[Any, ...]
+
+
+def leg_rows(legs: Iterable[Cdr]) -> list[LegRow]:
+    """The legs as `insert_legs` takes them: plain tuples, which a writer in another process
+    unpickles 3 times faster than the legs (10,000 legs: 9 against 29 ms)."""
+    return [(leg.call_key, leg.leg_key, *_cdr_values(leg)) for leg in legs]
+
+
+def insert_legs(conn: Connection, account_id: int, legs: Sequence[tuple[int, LegRow]]) -> None:
+    """Store (call id, leg row) pairs; a leg already stored (same key) is skipped."""
     if not legs:
         return
     # Tuples in the order of _LEG_COLUMNS: a dict per leg took 5 µs of the writer's time.
-    rows = [
-        (account_id, call_pk, leg.call_key, leg.leg_key, *_cdr_values(leg)) for call_pk, leg in legs
-    ]
+    rows = [(account_id, call_pk, *row) for call_pk, row in legs]
     if bulk.insertable(conn, rows):
         bulk.insert(conn, call_legs, rows, conflict=["account_id", "leg_key"], names=_LEG_COLUMNS)
         return

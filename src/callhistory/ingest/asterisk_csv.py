@@ -352,8 +352,8 @@ def _child(job: _Job, committed: _Count, sending: Pipe) -> None:
             stream.seek(job.reading.offset)
             merging = _Merging(engine, job.account_id, job.layout, committed)
             for batch, merged in merging.merged(job.reading.batches(stream)):
-                batch.legs = []  # the writer needs the merged legs only
-                sending.send(("batch", (batch, merged)))
+                batch.legs = []  # the writer needs the merged legs' rows only
+                sending.send(("batch", (batch, merged and merged.to_write())))
         sending.send(("done", None))
     except (BrokenPipeError, EOFError):
         pass  # the parent stopped reading: it left early

@@ -68,6 +68,13 @@ class Merged:
     new_legs: list[Cdr]  # the legs not stored yet, in the batch's order
     calls: dict[str, NewCall]  # by call key: each call a new leg belongs to, from all its legs
     duplicate_legs: int  # legs of the batch already stored (or twice in it)
+    #: `new_legs` as `write` stores them (`cdrstore.leg_rows`): all a writer needs of them, made
+    #: where the batch is merged (the import's reading process or thread, not its writer).
+    leg_rows: list[cdrstore.LegRow]
+
+    def to_write(self) -> Merged:
+        """What a writer in another process needs: the batch without its legs (their rows)."""
+        return Merged([], self.calls, self.duplicate_legs, self.leg_rows)
 
 
 def merge_batch(
@@ -101,14 +108,14 @@ def merge_batch(
         )
         for key, fresh in by_call.items()
     }
-    return Merged(new_legs, calls, len(legs) - len(new_legs))
+    return Merged(new_legs, calls, len(legs) - len(new_legs), cdrstore.leg_rows(new_legs))
 
 
 def write(conn: Connection, account_id: int, batch: Merged) -> Outcome:
     """Store merged calls and their new legs in the caller's transaction: a call already stored
     is updated, another is inserted."""
     outcome = Outcome(duplicate_legs=batch.duplicate_legs)
-    if not batch.new_legs:
+    if not batch.leg_rows:
         return outcome
     bulk.plan_generically(conn)
     merged = batch.calls
@@ -128,7 +135,7 @@ def write(conn: Connection, account_id: int, batch: Merged) -> Outcome:
     )
     ids = {call_id: row.id for call_id, row in existing.items()} | created
     cdrstore.insert_legs(
-        conn, account_id, [(ids[merged[leg.call_key].call_id], leg) for leg in batch.new_legs]
+        conn, account_id, [(ids[merged[row[0]].call_id], row) for row in batch.leg_rows]
     )
     outcome.created = len(created)
     outcome.updated = len(merged) - len(created)
