@@ -503,7 +503,8 @@ def test_sqlite_finds_a_substrings_few_calls_from_its_trigram_index(
 ) -> None:
     """On SQLite a substring of 3 characters or more is looked up in the FTS5 trigram index of
     the numbers (`call_numbers`, kept by triggers) when it is in at most `store.FEW_NUMBERS`
-    calls, and every call of the account is tested otherwise. Either way, and on PostgreSQL, the
+    calls and the account has `store.INDEXED_FROM` calls or more, and every call of the account
+    is tested otherwise. Either way, and on PostgreSQL, the
     totals and pages are what plain SQL finds: numbers with letters in either case, FTS5's own
     syntax (quotes, `OR`, `*`, brackets), LIKE's wildcards, lists, after calls were re-merged
     with other numbers (the fixture) and again here."""
@@ -540,8 +541,12 @@ def test_sqlite_finds_a_substrings_few_calls_from_its_trigram_index(
     checked = 0
     event.listen(db, "before_cursor_execute", seen)
     try:
-        for few in (store.FEW_NUMBERS, 40):
+        # The account's 603 calls are searched by the index as if it had INDEXED_FROM calls;
+        # then, as they are, by testing each of them.
+        for few, indexed_from in ((store.FEW_NUMBERS, 0), (40, 0), (5000, store.INDEXED_FROM)):
             monkeypatch.setattr(store, "FEW_NUMBERS", few)
+            monkeypatch.setattr(store, "INDEXED_FROM", indexed_from)
+            db.dispose()  # no connection remembers the account's size (`store._sizes`)
             for field, value in searches:
                 params = {f"filter[{field}]": value, "per_page": "7"}
                 each = [
@@ -567,11 +572,11 @@ def test_sqlite_finds_a_substrings_few_calls_from_its_trigram_index(
                     s for s in statements if "FROM calls" in s and ("instr(" in s or "LIKE" in s)
                 ]
                 checked += bool(searched)  # (none when the rollups count and none matches)
-                indexed = sqlite and held <= few
+                indexed = sqlite and held <= few and indexed_from <= 603
                 assert all(("MATCH" in s) == indexed for s in searched), (params, held)
     finally:
         event.remove(db, "before_cursor_execute", seen)
-    assert checked >= 2 * len(searches) - 4
+    assert checked >= 3 * len(searches) - 6
     moved_to = client.get(URL, params={"filter[dst]": "777"}, headers=tenant.headers).json()
     assert [c["id"] for c in moved_to["data"]] == [ids[2]]
     if sqlite:  # the index holds exactly the calls' numbers

@@ -148,9 +148,14 @@ call_numbers = Table(
 #: Up to how many calls (of every account) SQLite reads a substring's matches from its trigram
 #: index (`_found_few`): counting them and sorting a page of them cost ~4 ms each at 5,000.
 FEW_NUMBERS = 5000
+#: From how many calls an account's substring searches ask SQLite's trigram index: testing
+#: 50,000 calls' numbers costs 3-4 ms, a few times what asking the index does.
+INDEXED_FROM = 50_000
 
 
-def _found_few(conn: Connection, name: str, values: Sequence[str]) -> ColumnElement[bool] | None:
+def _found_few(
+    conn: Connection, account_id: int, name: str, values: Sequence[str]
+) -> ColumnElement[bool] | None:
     """SQLite: the calls whose number `name` may hold one of `values`, from the trigram index,
     when they are few (at most FEW_NUMBERS in every account): a condition that narrows the calls
     to those, beside the exact match (`_contains`; the index folds case as ILIKE does, and more).
@@ -159,8 +164,11 @@ def _found_few(conn: Connection, name: str, values: Sequence[str]) -> ColumnElem
     matches: SQLite then reads each of them by its id, though another filter (a day) or the
     order of the list (the first page of a common prefix) would find the page after a few rows
     (a day's calls with a prefix of 28% of the calls: 184 ms, against 3 without). Nor for a
-    value of one or two characters, which holds no trigram."""
+    value of one or two characters, which holds no trigram, nor for an account of fewer than
+    INDEXED_FROM calls, whose calls are tested sooner than the index is asked."""
     if conn.dialect.name != "sqlite" or any(len(v) < TRIGRAM for v in values):
+        return None
+    if _sizes(conn, account_id)[0] < INDEXED_FROM:
         return None
     phrases = " OR ".join('"' + value.replace('"', '""') + '"' for value in values)
     found = select(call_numbers.c.rowid).where(
@@ -191,8 +199,22 @@ def _compared(column: Any, comparisons: Sequence[tuple[Comparison, int]]) -> Col
     return or_(*terms)
 
 
-#: How long a connection trusts what it read of an account's share of the calls (`_crowds`).
+#: How long a connection trusts what it read of the numbers of calls (`_sizes`).
 SHARE_SECONDS = 60.0
+
+
+def _sizes(conn: Connection, account_id: int) -> tuple[int, int]:
+    """(the account's calls, every account's) from the counters, read at most once in
+    SHARE_SECONDS by a connection: strategies that depend on them do not need them exact."""
+    known: dict[int, tuple[float, tuple[int, int]]] = conn.info.setdefault("sizes", {})
+    now = time.monotonic()
+    if account_id not in known or now - known[account_id][0] > SHARE_SECONDS:
+        cc = call_counts.c
+        mine = func.coalesce(func.sum(cc.calls).filter(cc.account_id == account_id), 0)
+        every = func.coalesce(func.sum(cc.calls), 0)
+        held, of = conn.execute(select(mine, every)).one()
+        known[account_id] = (now, (int(held), int(of)))
+    return known[account_id][1]
 
 
 def _crowds(conn: Connection, account_id: int, query: CallQuery) -> bool:
@@ -208,15 +230,8 @@ def _crowds(conn: Connection, account_id: int, query: CallQuery) -> bool:
         return False
     if conn.dialect.name != "postgresql" or citus.sharded(conn):
         return False
-    known: dict[int, tuple[float, bool]] = conn.info.setdefault("crowds", {})
-    now = time.monotonic()
-    if account_id not in known or now - known[account_id][0] > SHARE_SECONDS:
-        cc = call_counts.c
-        mine = func.coalesce(func.sum(cc.calls).filter(cc.account_id == account_id), 0)
-        every = func.coalesce(func.sum(cc.calls), 0)
-        held, of = conn.execute(select(mine, every)).one()
-        known[account_id] = (now, held > 0 and 2 * held >= of)
-    return known[account_id][1]
+    held, of = _sizes(conn, account_id)
+    return held > 0 and 2 * held >= of
 
 
 def _the_account(
@@ -236,13 +251,22 @@ def _account(equal: bool, account: Any) -> ColumnElement[bool]:
 
 
 def _conditions(
-    conn: Connection, scope: Scope, query: CallQuery, *, equal: bool = True
+    conn: Connection,
+    scope: Scope,
+    query: CallQuery,
+    *,
+    equal: bool = True,
+    total: int | None = None,
 ) -> list[ColumnElement[bool]]:
-    """The query's conditions on the calls, the account's first (`_the_account`)."""
+    """The query's conditions on the calls, the account's first (`_the_account`). `total`: how
+    many calls the query matches, when known (more than FEW_NUMBERS: `_found_few` has nothing to
+    ask the index, and a substring as common as a DID's digits skips asking it)."""
     conditions = [_the_account(conn, scope.account_id, query, equal=equal), *scope.narrowing()]
     for name, values in query.text.items():
         conditions.append(or_(*(_contains(calls.c[name], v, conn.dialect.name) for v in values)))
-        if (few := _found_few(conn, name, values)) is not None:
+        if total is not None and total > FEW_NUMBERS:
+            continue
+        if (few := _found_few(conn, scope.account_id, name, values)) is not None:
             conditions.append(few)
     for name, comparisons in query.numbers.items():
         conditions.append(_compared(calls.c[name], comparisons))
@@ -425,6 +449,7 @@ def _ordered(
     within: Sequence[ColumnElement[bool]] = (),
     *,
     sort_here: bool = False,
+    total: int | None = None,
 ) -> Any:
     """Every call the query matches, in its order (reversed if asked), inside the window of its
     first sort key `within` (`_placed`) if given: a SELECT to page or stream.
@@ -438,9 +463,9 @@ def _ordered(
     the window keeps a scan along the primary key short. Nor on Citus, which routes a query to
     its shard by an equality only (and whose shards have no index but the account's).
     `sort_here`: in an order no index gives, so that the matches are found by the filters'
-    indexes and sorted (`_sorts_matches`)."""
+    indexes and sorted (`_sorts_matches`). `total`: the query's, when known (`_conditions`)."""
     equal = bool(query.text or within or sort_here) or citus.sharded(conn)
-    conditions = [*_conditions(conn, scope, query, equal=equal), *within]
+    conditions = [*_conditions(conn, scope, query, equal=equal, total=total), *within]
     order = _order(query.sort, backwards, sort_here)
     return select(*CALL_COLUMNS).where(*conditions).order_by(*order)
 
@@ -473,6 +498,7 @@ def search(
     second half is read from the other end (the reversed order, a small offset) and turned round:
     the same rows, without walking past every row before them."""
     matches = _sorts_matches(conn, scope, query, total)
+    found = total  # the query's (`_placed` may narrow `total` to a window's)
     within: list[ColumnElement[bool]] = []
     if matches:
         offset = query.offset
@@ -483,14 +509,16 @@ def search(
         offset, limit, backwards = max(0, total - offset - limit), min(limit, total - offset), True
     stmt: Any = None
     if matches:
-        stmt = _ordered(conn, scope, query, backwards, sort_here=True).limit(limit).offset(offset)
+        stmt = _ordered(conn, scope, query, backwards, sort_here=True, total=found)
+        stmt = stmt.limit(limit).offset(offset)
     elif offset < DEFERRED_OFFSET and scope.whole and query.unfiltered and not within:
         page = _unfiltered_page(citus.sharded(conn), query.sort, backwards)
         rows = page.rows(conn, {"account": scope.account_id, "limit": limit, "offset": offset})
     elif offset < DEFERRED_OFFSET and not (within and (query.types or query.statuses)):
-        stmt = _ordered(conn, scope, query, backwards, within).limit(limit).offset(offset)
+        stmt = _ordered(conn, scope, query, backwards, within, total=found)
+        stmt = stmt.limit(limit).offset(offset)
     else:
-        ordered = _ordered(conn, scope, query, backwards, within)
+        ordered = _ordered(conn, scope, query, backwards, within, total=found)
         # A deep page: walk the offset over ids alone (an index-only scan of the index that gives
         # the order), then read the page's rows: 25,000 skipped rows cost 25,000 heap reads
         # otherwise (measured 90 ms at 1M calls). So too inside a window under type or status
