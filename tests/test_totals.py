@@ -1043,10 +1043,22 @@ def test_the_indexes_that_order_a_list_carry_type_and_status(db: Engine) -> None
 
 
 def test_the_number_indexes_carry_what_an_operators_total_reads(db: Engine) -> None:
-    """PostgreSQL: an operator's total is counted from the src and dst indexes alone: they carry
-    type and status, the src one the dst too (migration 0023)."""
-    if db.dialect.name != "postgresql":
-        pytest.skip("INCLUDE columns are PostgreSQL's")
+    """An operator's total is counted from the src and dst indexes alone: they carry type and
+    status, the src one the dst too (INCLUDE on PostgreSQL, migration 0023; trailing key columns
+    on SQLite, 0028)."""
+    if db.dialect.name == "sqlite":
+        with db.connect() as conn:
+            keys = {
+                name: [row[2] for row in conn.exec_driver_sql(f"PRAGMA index_info({name})")]
+                for name in ("ix_calls_account_src_started", "ix_calls_account_dst_started")
+            }
+        assert keys == {
+            "ix_calls_account_src_started": [
+                "account_id", "src", "started_at", "type", "status", "dst"
+            ],
+            "ix_calls_account_dst_started": ["account_id", "dst", "started_at", "type", "status"],
+        }  # fmt: skip
+        return
     with db.connect() as conn:
         found = dict(
             conn.execute(

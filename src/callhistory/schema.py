@@ -150,7 +150,7 @@ calls = Table(
     # Exact numbers in time: new callers, call-backs, an operator's extensions (0012). Type and
     # status ride along, and the dst with the src: an operator's totals are counted from these
     # two indexes alone, its calls as caller plus as answering party less those it was both
-    # (`store.counts`; 0023).
+    # (`store.counts`; 0023; on SQLite, which has no INCLUDE, as trailing key columns: 0028).
     Index(
         "ix_calls_account_src_started",
         "account_id",
