@@ -436,6 +436,41 @@ def test_short_substring_totals_match_plain_sql(
     assert held == 1
 
 
+def searched_pages(
+    client: TestClient,
+    db: Engine,
+    tenant: Tenant,
+    rng: random.Random,
+    search: tuple[str, str],
+    match: str,
+    statements: list[str],
+) -> tuple[str, dict[str, str], list[str]]:
+    """A list searching a substring (`search`: field, value; a comma list) with random type,
+    status and sort: checks its first and last pages (of 7) against plain SQL, where `match`
+    tests one value (`{field}` and `{i}`, the value's parameter `:v{i}`, filled in). Returns the
+    condition of the substring alone, its parameters, and the statements of `calls` the list
+    ran (`statements`: every statement run, cleared first)."""
+    field, value = search
+    params = {f"filter[{field}]": value, "per_page": "7"}
+    each = [match.format(field=field, i=i) for i in range(value.count(",") + 1)]
+    where = [f"({' OR '.join(each)})"]
+    kinds(rng, params, where, types=rng.random() < 0.5, status=rng.random() < 0.4)
+    sort = rng.choice(["", "-id", "datetime", "-duration"])
+    if sort:
+        params["sort"] = sort
+    args = {f"v{i}": v for i, v in enumerate(value.split(","))}
+    sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)}"
+    with db.connect() as conn:
+        found = conn.execute(
+            text(f"{sql} ORDER BY {SORTS[sort]}"), {"a": tenant.account_id, **args}
+        )
+        truth = [row.id for row in found]
+    statements.clear()
+    assert_pages(client, tenant.headers, params, truth, {1, max(1, -(-len(truth) // 7))})
+    ran = [s for s in statements if "FROM calls" in s and ("LIKE" in s or "instr(" in s)]
+    return where[0], args, ran
+
+
 def test_a_crowding_accounts_substrings_skip_the_indexes_account(
     client: TestClient,
     db: Engine,
@@ -463,33 +498,14 @@ def test_a_crowding_accounts_substrings_skip_the_indexes_account(
         with db.connect() as conn:  # not on Citus, whose shards hold an account or few
             gin = db.dialect.name == "postgresql" and not citus.sharded(conn)
         for tenant, crowding in ((big, gin), (small, False)):
-            for field, value in [
+            for search in [
                 ("src", "998"), ("src", "1112233"), ("dst", "765"), ("dst", "102,4321"),
                 ("external_number", "1130"), ("external_number", "0590,5060"),
             ]:  # fmt: skip
-                params = {f"filter[{field}]": value, "per_page": "7"}
-                each = [f"{field} LIKE :v{i}" for i in range(value.count(",") + 1)]
-                where = [f"({' OR '.join(each)})"]
-                kinds(rng, params, where, types=rng.random() < 0.5, status=rng.random() < 0.4)
-                sort = rng.choice(["", "-id", "datetime", "-duration"])
-                if sort:
-                    params["sort"] = sort
-                sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)}"
-                with db.connect() as conn:
-                    args = {f"v{i}": f"%{v}%" for i, v in enumerate(value.split(","))}
-                    found = conn.execute(
-                        text(f"{sql} ORDER BY {SORTS[sort]}"), {"a": tenant.account_id, **args}
-                    )
-                    truth = [row.id for row in found]
-                assert truth, params
-                statements.clear()
-                last = max(1, -(-len(truth) // 7))
-                assert_pages(client, tenant.headers, params, truth, {1, last})
-                searched = [
-                    s for s in statements if "FROM calls" in s and (" LIKE " in s or "instr(" in s)
-                ]
-                assert searched, params
-                assert all(("calls.account_id + " in s) == crowding for s in searched), params
+                match = "{field} LIKE '%' || :v{i} || '%'"
+                _, _, ran = searched_pages(client, db, tenant, rng, search, match, statements)
+                assert ran, search
+                assert all(("calls.account_id + " in s) == crowding for s in ran), search
     finally:
         event.remove(db, "before_cursor_execute", seen)
 
@@ -547,33 +563,17 @@ def test_sqlite_finds_a_substrings_few_calls_from_its_trigram_index(
             monkeypatch.setattr(store, "FEW_NUMBERS", few)
             monkeypatch.setattr(store, "INDEXED_FROM", indexed_from)
             db.dispose()  # no connection remembers the account's size (`store._sizes`)
-            for field, value in searches:
-                params = {f"filter[{field}]": value, "per_page": "7"}
-                each = [
-                    f"{find}(lower({field}), lower(:v{i})) > 0" for i in range(value.count(",") + 1)
-                ]
-                where = [f"({' OR '.join(each)})"]
-                kinds(rng, params, where, types=rng.random() < 0.4, status=rng.random() < 0.3)
-                sort = rng.choice(["", "-id", "datetime", "-duration"])
-                if sort:
-                    params["sort"] = sort
-                sql = f"SELECT id FROM calls WHERE account_id = :a AND {' AND '.join(where)}"
-                with db.connect() as conn:
-                    args = {f"v{i}": v for i, v in enumerate(value.split(","))}
-                    every = {"a": tenant.account_id, **args}
-                    found = conn.execute(text(f"{sql} ORDER BY {SORTS[sort]}"), every)
-                    truth = [row.id for row in found]
-                    anywhere = f"SELECT count(*) FROM calls WHERE {where[0]}"  # every account's
-                    held = conn.execute(text(anywhere), args).scalar_one()
-                statements.clear()
-                last = max(1, -(-len(truth) // 7))
-                assert_pages(client, tenant.headers, params, truth, {1, last})
-                searched = [
-                    s for s in statements if "FROM calls" in s and ("instr(" in s or "LIKE" in s)
-                ]
-                checked += bool(searched)  # (none when the rollups count and none matches)
+            for search in searches:
+                match = f"{find}(lower({{field}}), lower(:v{{i}})) > 0"
+                where, args, ran = searched_pages(
+                    client, db, tenant, rng, search, match, statements
+                )
+                with db.connect() as conn:  # every account's calls holding it
+                    anywhere = text(f"SELECT count(*) FROM calls WHERE {where}")
+                    held = conn.execute(anywhere, args).scalar_one()
+                checked += bool(ran)  # (none when the rollups count and none matches)
                 indexed = sqlite and held <= few and indexed_from <= 603
-                assert all(("MATCH" in s) == indexed for s in searched), (params, held)
+                assert all(("MATCH" in s) == indexed for s in ran), (search, held)
     finally:
         event.remove(db, "before_cursor_execute", seen)
     assert checked >= 3 * len(searches) - 6
