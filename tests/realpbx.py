@@ -54,6 +54,12 @@ def missing() -> str | None:
 # above), Asterisk's RTP 5000 above, then the SIP and AMI ports. The process id picks the block.
 BLOCK = 6100
 BLOCKS = 3
+#: Each port's offset in the block, and its kind.
+_FIXED = {
+    "sip": (6000, socket.SOCK_DGRAM), "ami": (6002, socket.SOCK_STREAM),
+    "101": (6004, socket.SOCK_DGRAM), "102": (6006, socket.SOCK_DGRAM),
+    "103": (6008, socket.SOCK_DGRAM), "trunk": (6010, socket.SOCK_DGRAM),
+}  # fmt: skip
 
 
 def _block() -> int:
@@ -69,13 +75,6 @@ def _block() -> int:
             continue
         return start
     raise AssertionError("no free block of ports for the test PBX")
-
-
-_FIXED = {
-    "sip": (6000, socket.SOCK_DGRAM), "ami": (6002, socket.SOCK_STREAM),
-    "101": (6004, socket.SOCK_DGRAM), "102": (6006, socket.SOCK_DGRAM),
-    "103": (6008, socket.SOCK_DGRAM), "trunk": (6010, socket.SOCK_DGRAM),
-}  # fmt: skip
 
 
 def _tone(path: Path) -> None:
