@@ -265,12 +265,8 @@ def summary(request: Request, principal: ReaderDep, conn: ConnDep) -> JSONRespon
         _params(request), principal.timezone, params.DAY_LIMIT, with_sla=True
     )
     scope, zone = principal.scope, principal.timezone
-    result = report.summary(
-        stats_store.summary_rows(conn, scope, stats_query, zone),
-        stats_query.sla_seconds,
-        stats_store.callers(conn, scope, stats_query, zone),
-        stats_store.local_counts(conn, scope, stats_query, zone, report.HOUR),
-    )
+    rows, callers, hours = stats_store.summary_parts(conn, scope, stats_query, zone)
+    result = report.summary(rows, stats_query.sla_seconds, callers, hours)
     return JSONResponse(report.envelope(result))
 
 

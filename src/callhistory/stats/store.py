@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -138,6 +139,123 @@ def _summed(
     return select(*group, *sums, *tops).group_by(*group)
 
 
+def _answer_measures(dialect: str, sla: int) -> list[Any]:
+    """What `summary_rows` sums of a group of calls: calls, answered, the summed and longest wait
+    before the answer, the summed talk time, and the answered within `sla` seconds."""
+    wait: ColumnElement[int] = literal_column(tallies.WAIT_SQL[dialect], Integer)
+    answered = tallies.was_answered()
+    return [
+        func.count().label("calls"),
+        func.sum(case((answered, 1), else_=0)).label("answered"),
+        func.sum(case((answered, wait))).label("wait_total"),
+        func.max(case((answered, wait))).label("wait_max"),
+        func.sum(case((answered, calls.c.conversation), else_=0)).label("talk_total"),
+        func.sum(case((and_(answered, wait <= sla), 1), else_=0)).label("within_sla"),
+    ]
+
+
+@dataclass
+class TypeSummary:
+    """`summary_rows`' row of one type of calls."""
+
+    type: int
+    calls: int = 0
+    answered: int = 0
+    wait_total: int | None = None
+    wait_max: int | None = None
+    talk_total: int = 0
+    within_sla: int = 0
+
+
+def summary_parts(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> tuple[Sequence[Any], tuple[int, int], Sequence[Any]]:
+    """What the summary reports: `summary_rows`, `callers` and the local hours (`local_counts`).
+    Where the rollups cannot answer (an operator's calls, or external numbers), all three from
+    one reading of the calls (`_summary_of_calls`)."""
+    if scope.whole and not query.external_numbers:
+        return (
+            summary_rows(conn, scope, query, zone),
+            callers(conn, scope, query, zone),
+            local_counts(conn, scope, query, zone, tallies.HOUR),
+        )
+    return _summary_of_calls(conn, scope, query, zone)
+
+
+def _summary_of_calls(
+    conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
+) -> tuple[Sequence[Any], tuple[int, int], Sequence[Any]]:
+    """`summary_parts` from the calls: the scope's calls in the period read once into a
+    materialized common table expression, then grouped by local hour, type and status (the
+    summary's measures, and the hours), and their distinct callers looked up in `callers` (the
+    new ones), in one statement. Three statements read an operator's month three times (most of
+    the time is finding each call's row): measured in turns, an operator's month of 11,700 calls
+    (1M on SQLite) 94 → 77 ms median, of 118,000 (10M on PostgreSQL) 2,279 → 1,317 ms, half of
+    it the 52,000 callers looked up in `callers`."""
+    dialect, c = conn.dialect.name, calls.c
+    shifts = tallies.offsets(
+        zone, tallies.bucket_of(query.started_from), tallies.bucket_of(query.started_to)
+    )
+    bucket = literal_column(tallies.BUCKET_SQL[dialect], Integer)
+    answered = tallies.was_answered()
+    wait: ColumnElement[int] = literal_column(tallies.WAIT_SQL[dialect], Integer)
+    incoming = and_(c.type == int(CallType.INCOMING), c.src != "")
+    chosen = (
+        select(
+            tallies.local_key(bucket, shifts, tallies.HOUR).label("hour"),
+            c.type,
+            c.status,
+            case((answered, wait)).label("wait"),
+            case((answered, c.conversation), else_=0).label("talk"),
+            case((incoming, c.src)).label("caller"),
+        )
+        .where(*_selected(scope, query))
+        .cte("chosen")
+        .prefix_with("MATERIALIZED")
+    )
+    ch = chosen.c
+    missed = case((ch.status == int(CallStatus.NOT_ANSWERED), 1), else_=0)
+    grouped = select(
+        ch.hour,
+        ch.type,
+        func.sum(missed).label("missed"),
+        func.count().label("calls"),
+        func.count(ch.wait).label("answered"),
+        func.sum(ch.wait).label("wait_total"),
+        func.max(ch.wait).label("wait_max"),
+        func.sum(ch.talk).label("talk_total"),
+        func.sum(case((ch.wait <= query.sla_seconds, 1), else_=0)).label("within_sla"),
+    ).group_by(ch.hour, ch.type)
+    numbers = select(ch.caller.label("number")).where(ch.caller.is_not(None)).distinct().subquery()
+    earlier = exists().where(
+        callers_table.c.account_id == scope.account_id,
+        callers_table.c.number == numbers.c.number,
+        callers_table.c.first_at < query.started_from,
+    )
+    nothing = literal(None, Integer)
+    distinct = select(  # the row of the callers: no hour; their count, the new ones
+        nothing, nothing, nothing, func.count(), func.sum(case((earlier, 0), else_=1)),
+        nothing, nothing, nothing, nothing,
+    ).select_from(numbers)  # fmt: skip
+    types: dict[int, TypeSummary] = {}
+    hours: list[tuple[int, int, int, int]] = []
+    unique = fresh = 0
+    for row in conn.execute(union_all(grouped, distinct)):
+        if row.hour is None:
+            unique, fresh = int(row.calls), int(row.answered or 0)
+            continue
+        found = types.setdefault(row.type, TypeSummary(row.type))
+        found.calls += row.calls
+        found.answered += row.answered
+        found.talk_total += row.talk_total
+        found.within_sla += row.within_sla
+        if row.wait_total is not None:
+            found.wait_total = (found.wait_total or 0) + row.wait_total
+            found.wait_max = max(found.wait_max or 0, row.wait_max)
+        hours.append((row.hour, row.type, row.calls, row.missed))
+    return list(types.values()), (unique, fresh), hours
+
+
 def summary_rows(
     conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo
 ) -> Sequence[AnyRow]:
@@ -147,21 +265,8 @@ def summary_rows(
     sla = query.sla_seconds
 
     def from_calls(*conditions: ColumnElement[bool]) -> Any:
-        wait: ColumnElement[int] = literal_column(tallies.WAIT_SQL[conn.dialect.name], Integer)
-        answered = tallies.was_answered()
-        return (
-            select(
-                calls.c.type,
-                func.count().label("calls"),
-                func.sum(case((answered, 1), else_=0)).label("answered"),
-                func.sum(case((answered, wait))).label("wait_total"),
-                func.max(case((answered, wait))).label("wait_max"),
-                func.sum(case((answered, calls.c.conversation), else_=0)).label("talk_total"),
-                func.sum(case((and_(answered, wait <= sla), 1), else_=0)).label("within_sla"),
-            )
-            .where(*conditions)
-            .group_by(calls.c.type)
-        )
+        measures = _answer_measures(conn.dialect.name, sla)
+        return select(calls.c.type, *measures).where(*conditions).group_by(calls.c.type)
 
     days = None if query.external_numbers else _days(conn, scope, query, zone)
     if days is None:
