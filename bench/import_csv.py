@@ -174,7 +174,7 @@ def main() -> None:
         action="store_true",
         help="keep the list's counters (call_counts, call_rollups, id_counts, id_spans, "
         "length_counts, length_pairs, gram_counts) but not the rollups only the Statistics API "
-        "reads (hour_rollups, number_rollups, wait_rollups, callers, caller_days, caller_gaps, "
+        "reads (hour_rollups, number_rollups, wait_rollups, callers, caller_gaps, "
         "missed calls): what those cost",
     )
     args = parser.parse_args()

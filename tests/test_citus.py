@@ -85,7 +85,6 @@ def test_the_schema_is_sharded_by_account(cluster: Engine) -> None:
         "id_counts": "PRIMARY KEY (account_id, block, type, status)",
         "id_spans": "PRIMARY KEY (account_id, block)",
         "length_pairs": "PRIMARY KEY (account_id, duration, conversation, type, status)",
-        "caller_days": "PRIMARY KEY (account_id, number, day)",
         "caller_gaps": "PRIMARY KEY (account_id, day, since)",
         "missed_calls": "PRIMARY KEY (account_id, id)",
         "missed_rollups": "PRIMARY KEY (account_id, day, next_day, waited)",

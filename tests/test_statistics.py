@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from callhistory import store
+from callhistory import store, tallies
 from callhistory.models import CallStatus, CallType, NewCall
+from callhistory.schema import caller_gaps
 from callhistory.schema import calls as calls_table
 from tests.conftest import Tenant, new_call
 
@@ -704,6 +705,56 @@ def test_callers_and_missed_unreturned_follow_calls_that_move(
             got = (body["result"]["meta"]["total"], body["result"]["data"])
             assert got == (len(expected), expected[page * 4 - 4 : page * 4]), params
     assert whole > 15 and listed > 100
+
+
+def test_callers_kept_a_day_at_a_time_equal_the_rebuilt_ones(
+    client: TestClient, db: Engine, tenant: Tenant, add_calls: AddCalls
+) -> None:
+    """Calls stored as a PBX stores them, a day at a time (a few calls: `tallies.add`; one busy
+    day of 150: `add_stored`), from numbers that call again after pauses of days or weeks (longer
+    than the margin a batch reads its numbers' days in), some days arriving late (before days
+    already stored), then re-merged onto other days and numbers: the kept `caller_gaps` equal
+    the ones rebuilt from the calls, and the summary's unique and new callers over whole local
+    days agree with the calls."""
+    a, zone, rng = tenant.account_id, ZoneInfo("Asia/Tashkent"), random.Random(29)
+    phones = [f"99893{n:07d}" for n in range(40)]
+
+    def call(n: int, day: int) -> NewCall:
+        at = START + timedelta(days=day, seconds=rng.randrange(86400))
+        return new_call(a, n, type=IN, src=rng.choice(phones), dst="101", started_at=at)
+
+    made = [call(n, rng.randrange(90)) for n in range(300)] + [call(n, 45) for n in range(300, 450)]
+    batches: dict[int, list[NewCall]] = {}
+    for c in made:
+        batches.setdefault((c.started_at - START).days, []).append(c)
+    late = set(rng.sample(sorted(batches), 10)) | {45}
+    for day in [d for d in sorted(batches) if d not in late] + sorted(late, reverse=True):
+        add_calls(a, batches[day])
+    with db.begin() as conn:  # late legs: other days, other numbers
+        moved = rng.sample(made, 30)
+        stored = store.get_many_by_call_id(conn, a, [c.call_id for c in moved])
+        again = [dataclasses.replace(call(0, rng.randrange(90)), call_id=c.call_id) for c in moved]
+        store.update_calls(conn, a, [(stored[c.call_id], c) for c in again])
+    gaps = select(caller_gaps).where(caller_gaps.c.account_id == a, caller_gaps.c.callers != 0)
+    with db.begin() as conn:
+        kept = sorted(conn.execute(gaps).all())
+        tallies.rebuild_numbers(conn, a, zone)
+        assert sorted(conn.execute(gaps).all()) == kept
+        rows = conn.execute(select(calls_table).where(calls_table.c.account_id == a)).all()
+    assert len({row.since for row in kept}) > 30  # pauses of many lengths
+
+    def local(moment: datetime) -> datetime:
+        return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+
+    for _ in range(10):
+        first = local(START).date() + timedelta(days=rng.randrange(95))
+        last = first + timedelta(days=rng.randrange(30))
+        inside = {r.src for r in rows if first <= local(r.started_at).date() <= last}
+        known = {r.src for r in rows if local(r.started_at).date() < first}
+        period = {"from": f"{first}", "to": f"{last}"}
+        result = get(client, tenant, "summary", **period)[1]["result"]
+        found = (result["unique_callers"], result["new_callers"])
+        assert found == (len(inside), len(inside - known)), period
 
 
 def test_calls_count_by_history_agrees_with_the_list(

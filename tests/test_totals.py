@@ -151,7 +151,6 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         " WHERE calls <> 0 OR conversation <> 0"
     )
     hours = "SELECT account_id, hour, type, status, calls FROM hour_rollups WHERE calls <> 0"
-    days = "SELECT account_id, number, day, calls FROM caller_days"
     gaps = "SELECT account_id, day, since, callers FROM caller_gaps WHERE callers <> 0"
     grams = "SELECT account_id, field, gram, type, status, calls FROM gram_counts WHERE calls <> 0"
     lengths = (
@@ -171,7 +170,6 @@ def tallies_of(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
                 numbers,
                 waits,
                 hours,
-                days,
                 gaps,
                 grams,
                 lengths,
@@ -213,8 +211,8 @@ def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
     """number_rollups, wait_rollups and hour_rollups read plainly from the calls: each call's
     local day (hour) in its account's zone; under its external number, the src of a call placed
     inside, the dst of one received; by whether it was answered (with a time) and its wait in
-    whole seconds; the local days each outside number called on (incoming calls), and per day
-    how many numbers called whose previous such day was which."""
+    whole seconds; per day how many outside numbers called in (incoming calls) whose previous
+    such day was which."""
     numbers: dict[tuple[Any, ...], list[int]] = {}
     called: Counter[tuple[Any, ...]] = Counter()
     waits: dict[tuple[Any, ...], list[int]] = {}
@@ -253,7 +251,6 @@ def local_truth(db: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         sorted((*k, *v) for k, v in numbers.items()),
         sorted((*k, *v) for k, v in waits.items()),
         sorted((*k, v) for k, v in hours.items()),
-        sorted((*k, v) for k, v in called.items()),
         sorted((*k, v) for k, v in gaps.items()),
     )
 
@@ -297,12 +294,13 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
             sorted(map(tuple, conn.execute(text(paired)))),
             callers_truth(db),
         )
-    assert {(a, n) for a, n, _ in truth[11]} == {
+    assert {(a, n) for a, n, _ in truth[10]} == {
         (a, n) for a in (1, 2) for n in ("100", "101", "998901112233")
     }
     assert len(truth[2]) > 100  # every side, both accounts, several days
     assert len({row[4] for row in truth[3]}) > 20  # waits
-    assert {row[3] for row in truth[5]} > {1, 2} and len(truth[6]) >= 10  # days, gaps
+    # gaps: numbers' first days and their later ones, in both accounts
+    assert len(truth[5]) >= 10 and {row[2] == tallies.NEVER for row in truth[5]} == {True, False}
     kept = tallies_of(db)
     assert kept == truth
     with db.begin() as conn:  # a fault for the rebuild to repair
@@ -316,7 +314,6 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         conn.execute(text("UPDATE length_counts SET calls = calls + 1 WHERE seconds > 30"))
         conn.execute(text("DELETE FROM id_counts WHERE type = 1"))
         conn.execute(text("UPDATE length_pairs SET calls = calls + 2 WHERE conversation = 5"))
-        conn.execute(text("DELETE FROM caller_days WHERE number = '100'"))
         conn.execute(text("UPDATE caller_gaps SET callers = callers + 1 WHERE since = 0"))
     result = CliRunner().invoke(app, ["stats", "rebuild"], env=cli_env)
     tenant, _ = randomized
@@ -331,9 +328,9 @@ def test_kept_tallies_are_the_calls_grouped_and_the_rebuilt_ones(
         app, ["accounts", "configure", "1", "--timezone", "America/New_York"], env=cli_env
     )
     assert moved.exit_code == 0, moved.output
-    numbers, waits, hours, days, gaps = local_truth(db)
-    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, days, gaps, *truth[7:])
-    assert numbers != truth[2] and hours != truth[4] and days != truth[5]
+    numbers, waits, hours, gaps = local_truth(db)
+    assert tallies_of(db) == (*truth[:2], numbers, waits, hours, gaps, *truth[6:])
+    assert numbers != truth[2] and hours != truth[4] and gaps != truth[5]
 
 
 def test_totals_and_pages_match_plain_sql(

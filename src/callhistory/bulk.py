@@ -312,6 +312,16 @@ def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[Colum
         yield column == any_(literal(list(keys), ARRAY(Text)))
 
 
+def listed(conn: Connection, keys: Sequence[str]) -> tuple[Any, Any]:
+    """`keys` as a table of one column, to select from (each key a row), and that column:
+    PostgreSQL's `unnest` of one array parameter, SQLite's `json_each` of one JSON text."""
+    if conn.dialect.name == "postgresql":
+        keyed = func.unnest(literal(list(keys), ARRAY(Text))).table_valued("key").render_derived()
+        return keyed, keyed.c.key
+    found = func.json_each(json.dumps(list(keys))).table_valued("value")
+    return found, found.c.value
+
+
 def among_ids(conn: Connection, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
     """`column IN ids` as one parameter, however many ids: PostgreSQL's `= ANY(array)`, SQLite's
     `IN (SELECT value FROM json_each(list))`."""

@@ -43,7 +43,6 @@ DISTRIBUTED_TABLES = (
     "id_counts",
     "id_spans",
     "length_pairs",
-    "caller_days",
     "caller_gaps",
     "missed_calls",
     "missed_rollups",

@@ -331,18 +331,6 @@ callers = Table(
     Index("ix_callers_account_first_at", "account_id", "first_at"),
 )
 
-# The local days (`day`, as `number_rollups`') each outside number called the account on, with
-# how many incoming calls: kept with the calls (`tallies.add` reads a batch's numbers' days here
-# to move `caller_gaps`); rebuilt when the account's timezone changes.
-caller_days = Table(
-    "caller_days",
-    metadata,
-    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
-    Column("number", String(255), primary_key=True),
-    Column("day", Integer, primary_key=True),
-    Column("calls", BigInteger, nullable=False),
-)
-
 # How many outside numbers called on each local day (`day`) whose previous day of calls was
 # `since` (`tallies.NEVER`: none before). The numbers that called on the whole days a..b are the
 # rows of those days with `since` < a (each number counted once, on its first day there), the new

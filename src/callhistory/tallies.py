@@ -1,8 +1,8 @@
 """Derived counts of calls: per account by type and status (`call_counts`), the same per
 quarter-hour of the start with summed durations (`call_rollups`), per local hour (`hour_rollups`),
 per local day and number (`number_rollups`) or wait before the answer (`wait_rollups`), each
-outside number's first call (`callers`) and the local days it called on (`caller_days`; per day,
-how many numbers called after a pause of how long: `caller_gaps`), the calls holding each short
+outside number's first call (`callers`), per local day how many numbers called after a pause of
+how long since their previous day of calls (`caller_gaps`), the calls holding each short
 substring of a number (`gram_counts`), the calls by their duration and conversation in seconds
 (`length_counts`) and by both together (`length_pairs`). Kept in step with `calls` by the store
 in the same transaction; rebuilt from the calls by `rebuild` (after a bulk load, or by the `stats
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -47,7 +47,6 @@ from callhistory.schema import (
     accounts,
     call_counts,
     call_rollups,
-    caller_days,
     caller_gaps,
     callers,
     calls,
@@ -138,6 +137,7 @@ class Days:
     runs: tuple[tuple[int, int], ...]  # (first key, last key), inclusive
     edges: tuple[tuple[datetime, datetime, bool], ...]  # (from, to, whether `to` is included)
     offsets: list[tuple[int, int]]  # the zone's over the period and a day around it (`offsets`)
+    times: tuple[tuple[datetime, datetime], ...]  # each run's UTC times: [from, to)
 
     @classmethod
     def of(
@@ -179,7 +179,8 @@ class Days:
         ]
         if start_of(runs[-1][3] + 1) <= started_to:
             edges.append((start_of(runs[-1][3] + 1), started_to, True))
-        return cls(tuple((r[0], r[1]) for r in runs), tuple(edges), pieces)
+        times = tuple((start_of(r[2]), start_of(r[3] + 1)) for r in runs)
+        return cls(tuple((r[0], r[1]) for r in runs), tuple(edges), pieces, times)
 
     def spans(self) -> list[tuple[datetime, datetime]]:
         """The edges as inclusive periods (an edge that ends where a day starts ends a
@@ -463,13 +464,13 @@ def _move_numbers(
     missing: set[str],
     fresh: set[str] | None = None,
 ) -> None:
-    """Move `caller_days` and `caller_gaps` by incoming calls per (local day, number), and redo
+    """Move `caller_gaps` by incoming calls per (local day, number), and redo
     the missed calls' stories of the numbers `touched` (`missing`: those that missed a call of
     the batch), under the account's lock on them. `fresh`: numbers known to have had no
     incoming call before (`_add_firsts`)."""
     if touched:  # both read before they write: one batch at a time
         _lock_numbers(conn, account_id)
-    _move_callers(conn, account_id, called, fresh or set())
+    _move_callers(conn, account_id, zone, called, fresh or set())
     unreturned.move(conn, account_id, touched, _day_of(zone), missing)
 
 
@@ -651,7 +652,7 @@ def _spacing(days: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def _lock_numbers(conn: Connection, account_id: int) -> None:
-    """PostgreSQL: take the account's lock on its `caller_days` and `missed_calls` for this
+    """PostgreSQL: take the account's lock on its `caller_gaps` and `missed_calls` for this
     transaction. Moving `caller_gaps` reads the days a number called on before writing them, and
     `unreturned` a number's missed calls; two batches doing it at once would each miss the
     other's."""
@@ -673,45 +674,81 @@ def _day_of(zone: ZoneInfo) -> unreturned.DayOf:
 
 
 def _move_callers(
-    conn: Connection, account_id: int, moved: dict[tuple[int, str], list[int]], fresh: set[str]
+    conn: Connection,
+    account_id: int,
+    zone: ZoneInfo,
+    moved: dict[tuple[int, str], list[int]],
+    fresh: set[str],
 ) -> None:
-    """Move `caller_days` by incoming calls per (local day, number), and `caller_gaps` by what
-    that does to each number's run of days: the numbers' days are read (under the account's
-    lock, taken by the caller), but for the `fresh` ones, which have none, and the difference
-    of their spacing before and after is written. (A batch's numbers are mostly new ones in a
-    file of a year of calls: reading their days took 3 of the 103 s of a 1M-line import.)"""
-    changed: dict[str, dict[int, int]] = {}
+    """Move `caller_gaps` by incoming calls per (local day, number), already written to the
+    calls: a number's spacing of days changes only around the days it moved on, so its days are
+    read there, from its incoming calls (`_days_around`), under the account's lock (taken by the
+    caller); for the `fresh` numbers, which called on no day before, nothing is read. (Until
+    0029 every number's days were kept in a table, `caller_days`: writing its rows was 2.3 s of
+    a 1M-line import, reading them for a batch's new numbers 3 s before `fresh`.)"""
+    changed: dict[str, Counter[int]] = {}
     for (day, number), (n,) in moved.items():
         if n:
-            changed.setdefault(number, {})[day] = n
+            changed.setdefault(number, Counter())[day] += n
     if not changed:
         return
-    cd = caller_days.c
-    known: dict[str, dict[int, int]] = {}
-    for among in bulk.one_of(conn, cd.number, sorted(changed.keys() - fresh)):
-        stmt = select(cd.number, cd.day, cd.calls).where(cd.account_id == account_id, among)
-        for number, day, n in conn.execute(stmt):
-            known.setdefault(number, {})[day] = n
     gaps: Counter[tuple[int, int]] = Counter()
-    kept: list[dict[str, Any]] = []
-    emptied: list[dict[str, Any]] = []
-    for number, days in sorted(changed.items()):
-        before = known.get(number, {})
-        after = {d: before.get(d, 0) + days.get(d, 0) for d in before.keys() | days.keys()}
-        after = {d: n for d, n in after.items() if n > 0}
+    for number in sorted(changed.keys() & fresh):
+        gaps.update(_spacing(changed[number]))
+    known = {number: changed[number] for number in sorted(changed.keys() - fresh)}
+    for before, after in _days_around(conn, account_id, zone, known):
         gaps.subtract(_spacing(before))
         gaps.update(_spacing(after))
-        for day in sorted(days):
-            row = {"account_id": account_id, "number": number, "day": day}
-            if day in after:
-                kept.append({**row, "calls": after[day]})
-            elif day in before:
-                emptied.append(row)
-    bulk.delete(conn, caller_days, emptied)
-    bulk.put(conn, caller_days, kept, keys=["account_id", "number", "day"], summed=False)
     names = ["account_id", "day", "since"]
     spaced = {key: [n] for key, n in gaps.items() if n}
     _upsert(conn, caller_gaps, names, _rows(account_id, names, spaced, ("callers",)))
+
+
+def _days_around(
+    conn: Connection, account_id: int, zone: ZoneInfo, moved: dict[str, Counter[int]]
+) -> Iterator[tuple[set[int], set[int]]]:
+    """For each number of `moved` (local day → incoming calls added, or taken away if
+    negative, already written to the calls): the local days it called on before and after
+    them, in as much as the spacing of its days can change: the days of the window from the
+    first moved day to the last (any number's), the last day before it and the first after.
+    The window's calls are read by number and time (the `src` index), the nearest outside it
+    one index probe each; the same days in both sets outside the window cancel in
+    `caller_gaps`."""
+    if not moved:
+        return
+    first = min(min(days) for days in moved.values())
+    last = max(max(days) for days in moved.values())
+    # A local day's calls start within 14 hours of its UTC day: two days' margin either side.
+    lo = start_of(first * DAY - KEY_BASE - 2 * DAY)
+    hi = start_of((last + 1) * DAY - KEY_BASE + 2 * DAY)
+    c = calls.c
+    incoming = [c.account_id == account_id, c.type == int(CallType.INCOMING)]
+    now: dict[str, Counter[int]] = {number: Counter() for number in moved}
+    for among in bulk.one_of(conn, c.src, list(moved)):
+        inside = select(c.src, c.started_at).where(
+            *incoming, among, c.started_at >= lo, c.started_at < hi
+        )
+        for number, at in conn.execute(inside):
+            now[number][local_of(bucket_of(at), zone, DAY)] += 1
+    numbers, number = bulk.listed(conn, list(moved))
+
+    def nearest(*outside: ColumnElement[bool], latest: bool) -> Any:
+        order = c.started_at.desc() if latest else c.started_at
+        found = select(c.started_at).where(*incoming, c.src == number, *outside)
+        return found.order_by(order).limit(1).scalar_subquery()
+
+    outside = select(
+        number, nearest(c.started_at < lo, latest=True), nearest(c.started_at >= hi, latest=False)
+    ).select_from(numbers)
+    for key, earlier, later in conn.execute(outside):
+        for at in (earlier, later):
+            if at is not None:
+                now[key][local_of(bucket_of(at), zone, DAY)] += 1
+    for key, days in moved.items():
+        after = now[key]
+        before = after.copy()
+        before.subtract(days)
+        yield {d for d, n in before.items() if n > 0}, {d for d, n in after.items() if n > 0}
 
 
 def _add_counts(
@@ -798,7 +835,6 @@ TABLES = (
     "number_rollups",
     "wait_rollups",
     "callers",
-    "caller_days",
     "caller_gaps",
     "missed_calls",
     "missed_rollups",
@@ -978,40 +1014,32 @@ def _add_firsts(
 
 
 def rebuild_numbers(conn: Connection, account_id: int, zone: ZoneInfo) -> None:
-    """Recount the account's `caller_days` from its incoming calls, in `zone` (after
-    `call_rollups`), and its `caller_gaps` from them; and the stories of its missed calls
-    (`unreturned`)."""
+    """Recount the account's `caller_gaps` from its incoming calls' numbers and local days, in
+    `zone` (after `call_rollups`); and the stories of its missed calls (`unreturned`)."""
     _lock_numbers(conn, account_id)
     unreturned.rebuild(conn, account_id, _day_of(zone))
-    conn.execute(caller_days.delete().where(caller_days.c.account_id == account_id))
     conn.execute(caller_gaps.delete().where(caller_gaps.c.account_id == account_id))
     if (day := _local_day(conn, account_id, zone)) is None:
         return
-    grouped = (
-        select(calls.c.account_id, calls.c.src, day, func.count())
+    days = (
+        select(calls.c.src.label("number"), day.label("day"))
         .where(
             calls.c.account_id == account_id,
             calls.c.type == int(CallType.INCOMING),
             calls.c.src != "",
         )
-        .group_by(calls.c.account_id, calls.c.src, day)
-    )
-    columns = ["account_id", "number", "day", "calls"]
-    with bulk.grouped_by_sorting(conn):  # as many numbers as calls, nearly
-        conn.execute(caller_days.insert().from_select(columns, grouped))
-    cd = caller_days.c
-    before = func.lag(cd.day).over(partition_by=cd.number, order_by=cd.day)
-    spaced = (
-        select(cd.day, func.coalesce(before, NEVER).label("since"))
-        .where(cd.account_id == account_id)
+        .group_by(calls.c.src, day)
         .subquery()
     )
+    before = func.lag(days.c.day).over(partition_by=days.c.number, order_by=days.c.day)
+    spaced = select(days.c.day, func.coalesce(before, NEVER).label("since")).subquery()
     counted = select(literal(account_id), spaced.c.day, spaced.c.since, func.count()).group_by(
         spaced.c.day, spaced.c.since
     )
-    conn.execute(
-        caller_gaps.insert().from_select(["account_id", "day", "since", "callers"], counted)
-    )
+    with bulk.grouped_by_sorting(conn):  # as many numbers as calls, nearly
+        conn.execute(
+            caller_gaps.insert().from_select(["account_id", "day", "since", "callers"], counted)
+        )
 
 
 #: Whole seconds from a call's start to its answer, in SQL (each time floored to its second, as

@@ -32,7 +32,6 @@ from callhistory.models import CallStatus, CallType
 from callhistory.query import CallQuery
 from callhistory.schema import (
     call_rollups,
-    caller_days,
     caller_gaps,
     calls,
     hour_rollups,
@@ -302,7 +301,8 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -
     if days is None or len(days.runs) != 1:
         return _callers_counted(conn, scope, query)
     ((first, last),) = days.runs
-    g, cd, found = caller_gaps.c, caller_days.c, callers_table.c
+    ((run_from, run_to),) = days.times
+    g, found = caller_gaps.c, callers_table.c
     rolled = [g.account_id == scope.account_id, g.day.between(first, last)]
     # A number is counted on its first day of the run: the one whose previous day is before it.
     unique = select(func.sum(g.callers)).where(*rolled, g.since < first).scalar_subquery()
@@ -311,8 +311,13 @@ def callers(conn: Connection, scope: Scope, query: StatsQuery, zone: ZoneInfo) -
     edge_only: Any = literal(0)
     edge_new: Any = literal(0)
     if days.edges:
-        called = exists().where(
-            cd.account_id == scope.account_id, cd.number == calls.c.src, cd.day.between(first, last)
+        other = calls.alias("other")
+        called = exists().where(  # an incoming call of the run from the number
+            other.c.account_id == scope.account_id,
+            other.c.src == calls.c.src,
+            other.c.started_at >= run_from,
+            other.c.started_at < run_to,
+            other.c.type == int(CallType.INCOMING),
         )
         edges = (
             select(calls.c.src)
