@@ -747,10 +747,24 @@ def _days_around(
             return pair < tuple_(number, literal(moment, DateTime))
         return c.started_at < moment
 
-    inside = numbers.join(calls, and_(*theirs, since(lo), c.started_at < hi))
+    if conn.dialect.name == "postgresql":
+        inside = numbers.join(calls, and_(*theirs, since(lo), c.started_at < hi))
+        windows = [select(number, c.started_at).select_from(inside)]
+    else:  # SQLite drove a join by the account's index of starts, as PostgreSQL did the
+        windows = [  # bounds (2 s for 2,500 numbers); an IN list it looks up number by number
+            select(c.src, c.started_at).where(
+                c.account_id == account_id,
+                c.type == int(CallType.INCOMING),
+                among,
+                c.started_at >= lo,
+                c.started_at < hi,
+            )
+            for among in bulk.one_of(conn, c.src, list(moved))
+        ]
     now: dict[str, Counter[int]] = {key: Counter() for key in moved}
-    for key, at in conn.execute(select(number, c.started_at).select_from(inside)):
-        now[key][local_of(bucket_of(at), zone, DAY)] += 1
+    for window in windows:
+        for key, at in conn.execute(window):
+            now[key][local_of(bucket_of(at), zone, DAY)] += 1
 
     def nearest(bound: ColumnElement[bool], *, latest: bool) -> Any:
         order = c.started_at.desc() if latest else c.started_at
