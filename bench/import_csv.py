@@ -15,18 +15,22 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import resource
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, Engine, text
 
 from callhistory import accounts, migrate, schema, tallies
 from callhistory.classify import PbxConfig
 from callhistory.config import Settings
 from callhistory.ingest.asterisk_csv import BATCH_LINES, import_paths
+from callhistory.ingest.cdr import decode, parse_csv_line
 from callhistory.schema import make_engine
 
 DATA = Path(__file__).parent / "data"
@@ -128,36 +132,137 @@ def copy_baseline(url: str, path: Path) -> float:
     return took
 
 
-def indexed_floor(url: str, batch: int) -> float:
+@dataclass
+class Floors:
+    """The DDL of empty copies of `calls` and `call_legs` (`floor_calls`, `floor_legs`): `tables`
+    makes them with their primary keys and the legs' foreign key to the calls, and each entry of
+    `extras` adds one of what the real tables have besides (an index; on SQLite the FTS5 trigram
+    table of the numbers, with its triggers)."""
+
+    tables: list[str]
+    extras: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, conn: Connection) -> Floors:
+        if conn.dialect.name == "postgresql":
+            tables = [
+                "CREATE TABLE floor_calls (LIKE calls INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                "ALTER TABLE floor_calls ADD PRIMARY KEY (id)",
+                "CREATE TABLE floor_legs (LIKE call_legs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                "ALTER TABLE floor_legs ADD PRIMARY KEY (id)",
+                "ALTER TABLE floor_legs ADD FOREIGN KEY (call_history_id)"
+                " REFERENCES floor_calls (id)",
+            ]
+            rows = conn.execute(
+                text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                    " AND tablename IN ('calls', 'call_legs') AND indexname NOT LIKE '%%_pkey'"
+                    " ORDER BY tablename DESC, indexname"
+                )
+            ).all()
+            return cls(tables, {name: [_floored(sql)] for name, sql in rows})
+        rows = conn.execute(
+            text(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND"
+                " (tbl_name IN ('calls', 'call_legs') OR name = 'call_numbers')"
+                " ORDER BY tbl_name DESC, type DESC, name"
+            )
+        ).all()
+        tables = [_floored(sql) for kind, _, sql in rows if kind == "table" and "fts5" not in sql]
+        extras: dict[str, list[str]] = {}
+        for kind, name, sql in rows:
+            if kind == "index":
+                extras[name] = [_floored(sql)]
+            elif name == "call_numbers" or kind == "trigger":  # the numbers' FTS5 table
+                extras.setdefault("call_numbers (FTS5 trigram)", []).append(_floored(sql))
+        return cls(tables, extras)
+
+
+_FLOOR = {"calls": "floor_calls", "call_legs": "floor_legs", "call_numbers": "floor_numbers"}
+
+
+def _floored(sql: str) -> str:
+    """A statement that makes `calls`, `call_legs` or `call_numbers`, or one of their indexes or
+    triggers, made for the floor copies (their objects' names prefixed with floor_)."""
+    sql = re.sub(r"\b(call_legs|call_numbers|calls)\b", lambda m: _FLOOR[m[1]], sql)
+    return re.sub(r"\b(INDEX|TRIGGER) (\w+)", r"\1 floor_\2", sql)
+
+
+def indexed_floor(engine: Engine, batch: int, extras: Iterable[str] | None = None) -> float:
     """Seconds to write the rows the import stored (its calls and their legs, `batch` calls a
-    transaction) into empty copies of `calls` and `call_legs` with the same indexes and foreign
-    key, by plain INSERT ... SELECT: what keeping those indexes costs any importer, whatever it
-    does in Python, without the counters and rollups."""
-    with _connect(url) as conn:
-        conn.autocommit = True
-        conn.execute("DROP TABLE IF EXISTS floor_legs, floor_calls")
-        conn.execute("CREATE TABLE floor_calls (LIKE calls INCLUDING ALL)")
-        conn.execute("CREATE TABLE floor_legs (LIKE call_legs INCLUDING ALL)")
-        conn.execute(
-            "ALTER TABLE floor_legs ADD FOREIGN KEY (call_history_id) REFERENCES floor_calls (id)"
-        )
-        ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id")]
+    transaction) into empty copies of `calls` and `call_legs` by plain INSERT ... SELECT: with
+    the same indexes (on SQLite, the same numbers' FTS5 table) and foreign key, what keeping
+    them costs any importer, whatever it does in Python, without the counters and rollups.
+    `extras`: only these of `Floors.extras` besides the primary keys and foreign key (None:
+    all)."""
+    with engine.connect() as conn:
+        floors = Floors.of(conn)
+        ids = [row[0] for row in conn.execute(text("SELECT id FROM calls ORDER BY id"))]
+        conn.rollback()
+        statements = list(floors.tables)
+        for name in floors.extras if extras is None else extras:
+            statements += floors.extras[name]
+        with conn.begin():
+            _drop_floors(conn)
+            for statement in statements:
+                conn.exec_driver_sql(statement)
         started = time.perf_counter()
         for first in range(0, len(ids), batch):
-            lo, hi = ids[first], ids[min(first + batch, len(ids)) - 1]
-            with conn.transaction():
+            bounds = {"lo": ids[first], "hi": ids[min(first + batch, len(ids)) - 1]}
+            with conn.begin():
                 conn.execute(
-                    "INSERT INTO floor_calls SELECT * FROM calls WHERE id BETWEEN %s AND %s",
-                    (lo, hi),
+                    text(
+                        "INSERT INTO floor_calls SELECT * FROM calls WHERE id BETWEEN :lo AND :hi"
+                    ),
+                    bounds,
                 )
                 conn.execute(
-                    "INSERT INTO floor_legs SELECT * FROM call_legs"
-                    " WHERE call_history_id BETWEEN %s AND %s",
-                    (lo, hi),
+                    text(
+                        "INSERT INTO floor_legs SELECT * FROM call_legs"
+                        " WHERE call_history_id BETWEEN :lo AND :hi"
+                    ),
+                    bounds,
                 )
         took = time.perf_counter() - started
-        conn.execute("DROP TABLE floor_legs, floor_calls")
+        with conn.begin():
+            _drop_floors(conn)
     return took
+
+
+def _drop_floors(conn: Connection) -> None:
+    for table in ("floor_numbers", "floor_legs", "floor_calls"):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def index_costs(engine: Engine, batch: int, lines: int) -> None:
+    """Print what each index of `calls` and `call_legs` (on SQLite, also the numbers' FTS5
+    table) costs on its own: the floor with it and the primary keys, less the floor with the
+    primary keys alone, in µs per CDR line."""
+    with engine.connect() as conn:
+        names = list(Floors.of(conn).extras)
+    bare = indexed_floor(engine, batch, extras=[])
+    print(f"\nthe stored calls and legs with their primary keys and foreign key alone: "
+          f"{bare:.1f}s, {lines / bare:.0f} lines/s; each of the rest on its own, "
+          "added:")  # fmt: skip
+    print("\n| index | seconds | µs a line |\n|---|---:|---:|")
+    costs = {name: indexed_floor(engine, batch, extras=[name]) - bare for name in names}
+    for name, cost in sorted(costs.items(), key=lambda item: -item[1]):
+        print(f"| {name} | {cost:.2f} | {cost / lines * 1e6:.1f} |")
+    print(f"| all of them (summed) | {sum(costs.values()):.2f} | "
+          f"{sum(costs.values()) / lines * 1e6:.1f} |")  # fmt: skip
+
+
+def parse_floor(path: Path) -> float:
+    """Seconds for this process to read the file and parse each line into a leg
+    (`parse_csv_line`), as the import's reader does: the most one core could import, whatever
+    the database."""
+    started = time.perf_counter()
+    with path.open("rb") as f:
+        for raw in f:
+            line = raw.rstrip(b"\r\n")
+            if line.strip():
+                parse_csv_line(decode(line), None)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -176,6 +281,12 @@ def main() -> None:
         "length_counts, length_pairs, gram_counts) but not the rollups only the Statistics API "
         "reads (hour_rollups, number_rollups, wait_rollups, callers, caller_gaps, "
         "missed calls): what those cost",
+    )
+    parser.add_argument(
+        "--index-costs",
+        action="store_true",
+        help="after the import, also write its calls and legs into copies of their tables with "
+        "each index on its own: what each index costs",
     )
     args = parser.parse_args()
     if args.without_statistics:
@@ -237,11 +348,16 @@ def main() -> None:
         copy = copy_baseline(settings.sqlalchemy_url, path)
         print(f"COPY into a bare table: {copy:.1f}s, {args.lines / copy:.0f} lines/s; "
               f"import/COPY time ratio {took / copy:.1f}x")  # fmt: skip
-        per_batch = max(1, stored * BATCH_LINES // args.lines)  # the calls of one import batch
-        floor = indexed_floor(settings.sqlalchemy_url, per_batch)
-        print(f"the stored calls and legs alone, into empty copies of their tables with the same "
-              f"indexes: {floor:.1f}s, {args.lines / floor:.0f} lines/s; import/that ratio "
-              f"{took / floor:.1f}x")  # fmt: skip
+    per_batch = max(1, stored * BATCH_LINES // args.lines)  # the calls of one import batch
+    floor = indexed_floor(engine, per_batch)
+    print(f"the stored calls and legs alone, into empty copies of their tables with the same "
+          f"indexes: {floor:.1f}s, {args.lines / floor:.0f} lines/s; import/that ratio "
+          f"{took / floor:.1f}x")  # fmt: skip
+    parsing = parse_floor(path)
+    print(f"reading and parsing the file alone, in one process: {parsing:.1f}s, "
+          f"{args.lines / parsing:.0f} lines/s")  # fmt: skip
+    if args.index_costs:
+        index_costs(engine, per_batch, args.lines)
 
 
 if __name__ == "__main__":
