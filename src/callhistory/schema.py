@@ -381,6 +381,10 @@ missed_rollups = Table(
 # The raw CDR legs behind a PBX call, so a leg arriving later re-merges its call exactly and a
 # re-import recognises every leg it has already seen (leg_key). Its account is its call's (no
 # foreign key of its own: one check per stored leg, for what the call's key already ensures).
+# A leg's key is a hash of its fields, its call's key among them, so it is unique on its own; it
+# is made unique under its call's key, which Asterisk makes of the call's start (linkedid, as
+# "1767236400.123"): new legs go to the index's last pages instead of random ones, and the same
+# index finds a call's legs (migration 0030).
 call_legs = Table(
     "call_legs",
     metadata,
@@ -410,8 +414,7 @@ call_legs = Table(
     Column("peeraccount", String(255)),
     Column("linkedid", String(255)),
     Column("sequence", Integer),
-    Index("uq_call_legs_account_leg", "account_id", "leg_key", unique=True),
-    Index("ix_call_legs_account_call_key", "account_id", "call_key"),
+    Index("uq_call_legs_account_call_leg", "account_id", "call_key", "leg_key", unique=True),
     Index("ix_call_legs_call", "call_history_id"),
 )
 
