@@ -464,6 +464,39 @@ def test_upgrading_keeps_the_legs_and_their_call_key(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_an_import_gives_its_connection_back_with_the_page_cache_it_had(tmp_path: Path) -> None:
+    """A bulk import writes through a SQLite connection with a bigger page cache; the pool gets
+    the connection back with the cache it had, after an import stopped half-way too."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'cache.sqlite3'}")
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        account = accounts.create_account(conn, "Cache")
+        accounts.set_pbx_config(conn, account, CONFIG)
+        default = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    path = write(tmp_path, RING_GROUP_THIRD_ANSWERS + OUTBOUND)
+    sizes: list[int] = []
+
+    def stop_after_one(_name: str, _size: int | None) -> Callable[[int, int], None]:
+        def progress(_done: int, _lines: int) -> None:
+            raise Interrupted
+
+        return progress
+
+    with pytest.raises(Interrupted):
+        import_paths(
+            engine, account, [str(path)], gmt=False, batch_lines=2, progress_for=stop_after_one
+        )
+    report = import_paths(engine, account, [str(path)], gmt=False, batch_lines=2)
+    # The first batch (two legs of the ring group) was committed before the stop.
+    assert (report.lines_skipped, report.outcome.updated) == (2, 1)
+    pooled = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    for conn in pooled:
+        sizes.append(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+        conn.close()
+    assert pooled and sizes == [default] * len(pooled)
+    engine.dispose()
+
+
 def test_reimport_and_a_file_that_grew(
     tmp_path: Path, db: Engine, client: TestClient, pbx_tenant: Tenant
 ) -> None:

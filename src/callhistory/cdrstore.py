@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
@@ -112,6 +113,30 @@ def save_import_offset(
     ).rowcount
     if not changed:
         conn.execute(import_files.insert().values(account_id=account_id, path=path, **values))
+
+
+#: SQLite's page cache, in KiB, of the connection a bulk import writes through (its default is
+#: 2 MiB, a sliver of the pages of the calls' eleven indexes that each batch touches).
+BULK_CACHE_KIB = 64 << 10
+
+
+@contextmanager
+def bulk_cache(conn: Connection) -> Iterator[None]:
+    """On SQLite, a page cache of BULK_CACHE_KIB for this connection while a bulk import writes
+    through it, then its size from before (the connection goes back to the pool). Measured on
+    a 300,000-line import: 28.2 -> 25.9 s, with 68 MB more memory. Commits what `conn` began."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.rollback()  # whatever a failed batch left begun
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
+        conn.commit()
 
 
 def refresh_statistics(conn: Connection) -> None:

@@ -140,25 +140,26 @@ def import_stream(
         batches = reading.batches(itertools.chain(sample, raw_lines))
         merging = _Merging(engine, account_id, layout, committed)
         merged_batches = merging.ahead(_read_ahead(batches)) if pipelined else _unmerged(batches)
-    for flushes, (batch, merged) in enumerate(merged_batches, start=1):
-        with engine.begin() as conn:
-            if merged is None:  # an in-memory SQLite database: one connection sees it
-                merged = merge_batch(conn, account_id, batch.legs, layout)
-            report.outcome += write(conn, account_id, merged)
-            if resume_key is not None:
-                cdrstore.save_import_offset(
-                    conn, account_id, resume_key, head, batch.offset, batch.last_line
-                )
-        committed.value = flushes
-        report.lines_read += batch.lines
-        report.bad += batch.bad
-        report.notes += batch.notes
-        without_linkedid += batch.without_linkedid
-        if flushes & (flushes - 1) == 0:  # after batches 1, 2, 4, 8...: the tables doubled
-            with engine.begin() as conn:
-                cdrstore.refresh_statistics(conn)
-        if progress:
-            progress(batch.offset, report.lines_read)
+    with engine.connect() as conn, cdrstore.bulk_cache(conn):
+        for flushes, (batch, merged) in enumerate(merged_batches, start=1):
+            with conn.begin():
+                if merged is None:  # an in-memory SQLite database: one connection sees it
+                    merged = merge_batch(conn, account_id, batch.legs, layout)
+                report.outcome += write(conn, account_id, merged)
+                if resume_key is not None:
+                    cdrstore.save_import_offset(
+                        conn, account_id, resume_key, head, batch.offset, batch.last_line
+                    )
+            committed.value = flushes
+            report.lines_read += batch.lines
+            report.bad += batch.bad
+            report.notes += batch.notes
+            without_linkedid += batch.without_linkedid
+            if flushes & (flushes - 1) == 0:  # after batches 1, 2, 4, 8...: the tables doubled
+                with conn.begin():
+                    cdrstore.refresh_statistics(conn)
+            if progress:
+                progress(batch.offset, report.lines_read)
     if without_linkedid:
         report.notes.append(
             f"{label}: {without_linkedid} lines have no linkedid, so the legs of one call are "
