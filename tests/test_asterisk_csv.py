@@ -474,7 +474,6 @@ def test_an_import_gives_its_connection_back_with_the_page_cache_it_had(tmp_path
         accounts.set_pbx_config(conn, account, CONFIG)
         default = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     path = write(tmp_path, RING_GROUP_THIRD_ANSWERS + OUTBOUND)
-    sizes: list[int] = []
 
     def stop_after_one(_name: str, _size: int | None) -> Callable[[int, int], None]:
         def progress(_done: int, _lines: int) -> None:
@@ -490,8 +489,8 @@ def test_an_import_gives_its_connection_back_with_the_page_cache_it_had(tmp_path
     # The first batch (two legs of the ring group) was committed before the stop.
     assert (report.lines_skipped, report.outcome.updated) == (2, 1)
     pooled = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    sizes = [conn.exec_driver_sql("PRAGMA cache_size").scalar_one() for conn in pooled]
     for conn in pooled:
-        sizes.append(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
         conn.close()
     assert pooled and sizes == [default] * len(pooled)
     engine.dispose()

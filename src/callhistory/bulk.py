@@ -312,9 +312,10 @@ def one_of(conn: Connection, column: Any, keys: Sequence[str]) -> Iterator[Colum
         yield column == any_(literal(list(keys), ARRAY(Text)))
 
 
-def listed(conn: Connection, keys: Sequence[str]) -> tuple[Any, Any]:
+def listed(conn: Connection, keys: Sequence[str] | Sequence[int]) -> tuple[Any, Any]:
     """`keys` as a table of one column, to select from (each key a row), and that column:
-    PostgreSQL's `unnest` of one array parameter, SQLite's `json_each` of one JSON text."""
+    PostgreSQL's `unnest` of one array parameter (of text), SQLite's `json_each` of one JSON
+    text (of any keys)."""
     if conn.dialect.name == "postgresql":
         keyed = func.unnest(literal(list(keys), ARRAY(Text))).table_valued("key").render_derived()
         return keyed, keyed.c.key
@@ -329,8 +330,7 @@ def among_ids(conn: Connection, column: Any, ids: Sequence[int]) -> ColumnElemen
     if conn.dialect.name == "postgresql":
         among = column == any_(literal(list(ids), ARRAY(BigInteger)))
     else:
-        listed = func.json_each(json.dumps(list(ids))).table_valued("value")
-        among = column.in_(select(listed.c.value))
+        among = column.in_(select(listed(conn, ids)[1]))
     return among
 
 

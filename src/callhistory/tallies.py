@@ -729,36 +729,32 @@ def _days_around(
     hi = start_of((last + 1) * DAY - KEY_BASE + 2 * DAY)
     numbers, number = bulk.listed(conn, list(moved))
     c = calls.c
-    theirs = [c.account_id == account_id, c.src == number, c.type == int(CallType.INCOMING)]
+    incoming = [c.account_id == account_id, c.type == int(CallType.INCOMING)]
+    theirs = [*incoming, c.src == number]
     # PostgreSQL: bounds on (src, started_at) together, which only the `src` index can use. As
     # bounds on the start alone, it took the account's index of starts for these recent days
     # (after the last value its statistics know, so estimated at one row) and walked every call
     # of the account in them: 5 ms a batch at 500,000 calls, growing with the account. (SQLite
     # uses a row value only to filter: there the start alone bounds the `src` index.)
+    postgresql = conn.dialect.name == "postgresql"
     pair = tuple_(c.src, c.started_at)
 
     def since(moment: datetime) -> ColumnElement[bool]:
-        if conn.dialect.name == "postgresql":
+        if postgresql:
             return pair >= tuple_(number, literal(moment, DateTime))
         return c.started_at >= moment
 
     def until(moment: datetime) -> ColumnElement[bool]:
-        if conn.dialect.name == "postgresql":
+        if postgresql:
             return pair < tuple_(number, literal(moment, DateTime))
         return c.started_at < moment
 
-    if conn.dialect.name == "postgresql":
+    if postgresql:
         inside = numbers.join(calls, and_(*theirs, since(lo), c.started_at < hi))
         windows = [select(number, c.started_at).select_from(inside)]
     else:  # SQLite drove a join by the account's index of starts, as PostgreSQL did the
         windows = [  # bounds (2 s for 2,500 numbers); an IN list it looks up number by number
-            select(c.src, c.started_at).where(
-                c.account_id == account_id,
-                c.type == int(CallType.INCOMING),
-                among,
-                c.started_at >= lo,
-                c.started_at < hi,
-            )
+            select(c.src, c.started_at).where(*incoming, among, since(lo), until(hi))
             for among in bulk.one_of(conn, c.src, list(moved))
         ]
     now: dict[str, Counter[int]] = {key: Counter() for key in moved}
